@@ -1,0 +1,1 @@
+"""Data loading for vlgpt: images, datasets and their validation."""

@@ -1,0 +1,1 @@
+"""Evaluation utilities: text metrics (VQA accuracy, caption scores) and confidence intervals."""

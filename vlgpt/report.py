@@ -1,0 +1,67 @@
+"""Reports a person reads: a table on the terminal, JSON on disk, an HTML page in the browser."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+
+from PIL import Image
+
+
+def fmt_metric(value: dict | float) -> str:
+    """"0.912 [0.88, 0.94] n=300" for a summary dict, plain for a number."""
+    if isinstance(value, dict) and "mean" in value:
+        return f"{value['mean']:.3f} [{value['ci_low']:.3f}, {value['ci_high']:.3f}] n={value['n']}"
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def table(title: str, metrics: dict) -> str:
+    """A two-column text table of a (possibly nested) metrics dict."""
+    rows = []
+
+    def walk(prefix: str, node) -> None:
+        if isinstance(node, dict) and "mean" not in node:
+            for key, value in node.items():
+                walk(f"{prefix}.{key}" if prefix else key, value)
+        elif isinstance(node, (dict, float, int)) and not isinstance(node, bool):
+            rows.append((prefix, fmt_metric(node)))
+
+    walk("", metrics)
+    width = max((len(name) for name, _ in rows), default=10)
+    lines = [title, "-" * max(len(title), width + 30)]
+    lines += [f"{name:<{width}}  {value}" for name, value in rows]
+    return "\n".join(lines)
+
+
+def write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def image_tag(image: Image.Image, scale: int = 2, alt: str = "") -> str:
+    buffer = io.BytesIO()
+    image.resize((image.width * scale, image.height * scale), Image.NEAREST).save(buffer, format="PNG")
+    data = base64.b64encode(buffer.getvalue()).decode()
+    return f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt)}" title="{html.escape(alt)}">'
+
+
+PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>{title}</title>
+<style>body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}}
+h1,h2{{font-weight:600}} table{{border-collapse:collapse}} td,th{{border:1px solid #ddd;padding:4px 8px;text-align:left}}
+.cards{{display:flex;flex-wrap:wrap;gap:12px}} .card{{border:1px solid #ddd;border-radius:6px;padding:8px;width:200px;font-size:13px}}
+img{{image-rendering:pixelated}} pre{{background:#f6f6f6;padding:8px;overflow:auto}}</style></head>
+<body><h1>{title}</h1>{body}</body></html>"""
+
+
+def html_page(title: str, sections: list[str]) -> str:
+    return PAGE.format(title=html.escape(title), body="\n".join(sections))
+
+
+def metrics_table_html(metrics: dict) -> str:
+    text = table("", metrics).splitlines()[2:]
+    rows = "".join(f"<tr><td>{html.escape(line[:line.find('  ')])}</td><td>{html.escape(line[line.find('  '):].strip())}</td></tr>"
+                   for line in text)
+    return f"<table><tr><th>metric</th><th>value [95% CI] n</th></tr>{rows}</table>"
