@@ -10,13 +10,16 @@ import argparse
 import sys
 from pathlib import Path
 
+from .checkpoint import CheckpointError
+from .config import ConfigError
 from .data.formats import FORMATS, DatasetError
 from .data.images import ImageError
 from .world.judge import JudgeError
 from .world.scene import MAX_CANVAS, MIN_CANVAS, SceneError
 from .world.splits import SPLITS
 
-USER_ERRORS: tuple[type[Exception], ...] = (SceneError, DatasetError, ImageError, JudgeError, FileNotFoundError)
+USER_ERRORS: tuple[type[Exception], ...] = (SceneError, DatasetError, ImageError, JudgeError, FileNotFoundError,
+                                             CheckpointError, ConfigError)
 
 
 def cmd_world(args: argparse.Namespace) -> int:
@@ -27,6 +30,73 @@ def cmd_world(args: argparse.Namespace) -> int:
                       overwrite=args.overwrite)
     print(f"wrote {args.n} {args.split} rows ({args.format}) to {out}")
     return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train one stage (clip, tokenizer, decoder) into RUN/<stage>/."""
+    from .report import table
+    from .train import train_stage
+
+    overrides = {name: getattr(args, name) for name in _train_fields() if getattr(args, name) is not None}
+    metrics = train_stage(args.stage, args.out, preset_name=args.preset, data=args.data, val_data=args.val_data,
+                          yaml_file=args.config, model_overrides=tuple(args.set or ()), train_overrides=overrides,
+                          resume=args.resume, clip=args.clip)
+    print(table(f"{args.stage}: final evaluation", metrics))
+    print(f"model: {Path(args.out) / args.stage / 'model'}")
+    return 0
+
+
+def cmd_reconstruct(args: argparse.Namespace) -> int:
+    """Image -> N embeddings -> image, through a trained run's tokenizer, detokenizer and decoder."""
+    from .image_codec import ImageCodecPipeline
+
+    codec = ImageCodecPipeline.load(args.ckpt)
+    image = codec.reconstruct([args.image])[0]
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    image.save(args.output)
+    print(f"wrote {args.output} ({codec.num_tokens} embeddings of width {codec.token_dim} per image)")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Evaluate a run: `reconstruction` (judge agreement and retrieval)."""
+    from .report import table, write_json
+
+    if args.what == "reconstruction":
+        from .eval.reconstruction import evaluate_reconstruction
+
+        out = Path(args.output or Path(args.ckpt) / "eval_reconstruction.json")
+        metrics = evaluate_reconstruction(args.ckpt, n=args.n, split=args.split,
+                                          grid_path=out.with_suffix(".png"))
+    write_json(out, metrics)
+    print(table(f"eval {args.what} ({args.split}, n={args.n})", metrics))
+    print(f"wrote {out}")
+    return 0
+
+
+def _train_fields() -> dict:
+    import dataclasses
+
+    from .config import TrainConfig
+
+    return {f.name: f for f in dataclasses.fields(TrainConfig)}
+
+
+def _add_train_flags(parser: argparse.ArgumentParser) -> None:
+    """One typed flag per TrainConfig field, with the field's help text; unset flags keep the preset."""
+    import typing
+
+    from .config import TrainConfig
+
+    hints = typing.get_type_hints(TrainConfig)
+    group = parser.add_argument_group("training overrides (default: the preset's recipe)")
+    for name, field in _train_fields().items():
+        kind = hints[name]
+        flag = "--" + name.replace("_", "-")
+        if typing.get_origin(kind) is tuple:
+            group.add_argument(flag, dest=name, type=float, nargs=len(typing.get_args(kind)), help=field.metadata["help"])
+        else:
+            group.add_argument(flag, dest=name, type=kind, help=field.metadata["help"])
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -51,6 +121,36 @@ def build_parser() -> argparse.ArgumentParser:
     world.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     world.set_defaults(func=cmd_world)
 
+    from .config import PRESETS, STAGES
+
+    train = sub.add_parser("train", help=cmd_train.__doc__, description=cmd_train.__doc__)
+    train.add_argument("stage", choices=STAGES, help="which stage to train")
+    train.add_argument("--out", required=True, help="run folder; the stage writes RUN/<stage>/")
+    train.add_argument("--preset", choices=sorted(PRESETS), default="small", help="model size and recipe")
+    train.add_argument("--data", default="world", help="'world' (Shapes, generated on the fly) or a dataset folder")
+    train.add_argument("--val-data", help="validation dataset (default: Shapes val, or a held-out part of --data)")
+    train.add_argument("--config", help="YAML file with model: and train: sections")
+    train.add_argument("--set", action="append", metavar="KEY=VALUE",
+                       help="model config override, e.g. --set clip.vision.width=256 (repeatable)")
+    train.add_argument("--clip", help="CLIP model folder for tokenizer/decoder (default: RUN/clip)")
+    train.add_argument("--resume", action="store_true", help="continue from the last finished checkpoint")
+    _add_train_flags(train)
+    train.set_defaults(func=cmd_train)
+
+    recon = sub.add_parser("reconstruct", help=cmd_reconstruct.__doc__, description=cmd_reconstruct.__doc__)
+    recon.add_argument("image", help="input image file")
+    recon.add_argument("--ckpt", required=True, help="run folder with clip, tokenizer and decoder stages")
+    recon.add_argument("-o", "--output", required=True, help="output PNG")
+    recon.set_defaults(func=cmd_reconstruct)
+
+    evaluate = sub.add_parser("eval", help=cmd_eval.__doc__, description=cmd_eval.__doc__)
+    evaluate.add_argument("what", choices=["reconstruction"], help="what to evaluate")
+    evaluate.add_argument("--ckpt", required=True, help="run folder")
+    evaluate.add_argument("--n", type=int, default=500, help="scenes to evaluate")
+    evaluate.add_argument("--split", choices=SPLITS, default="val", help="Shapes split")
+    evaluate.add_argument("--output", help="JSON file (default: RUN/eval_<what>.json; a PNG grid beside it)")
+    evaluate.set_defaults(func=cmd_eval)
+
     demo = sub.add_parser("demo", help=cmd_demo.__doc__, description=cmd_demo.__doc__)
     demo.add_argument("--out", default="runs/demo", help="run folder")
     demo.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke test")
@@ -65,6 +165,13 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as error:
         print(f"vlgpt {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except Exception as error:
+        from .train.engine import TrainingError
+
+        if isinstance(error, TrainingError):
+            print(f"vlgpt {args.command}: error: {error}", file=sys.stderr)
+            return 2
+        raise
     except KeyboardInterrupt:
         print(f"vlgpt {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -1,0 +1,92 @@
+"""Shapes of every component, and checkpoint folders that fail cleanly."""
+
+import json
+
+import pytest
+import torch
+
+from vlgpt.checkpoint import CheckpointError, load_weights, read_config, save_model
+from vlgpt.config import ConfigError, ModelConfig, apply_overrides, preset
+from vlgpt.models.clip import CLIP
+from vlgpt.models.image_detokenizer import ImageCodec
+from vlgpt.models.pixel_decoder import build_pixel_decoder
+
+TINY: ModelConfig = preset("tiny").model
+
+
+def test_component_output_shapes():
+    clip = CLIP(TINY.clip)
+    v, t = TINY.clip.vision, TINY.clip.text
+    pixels = torch.rand(3, 3, v.image_size, v.image_size)
+    ids, lengths = torch.randint(0, t.vocab_size, (3, 7)), torch.tensor([7, 3, 5])
+    P, D = v.num_patches, TINY.clip.embed_dim
+    assert clip.image_features(pixels).shape == (3, P + 1, v.width)
+    assert clip.image_embeddings(pixels).shape == (3, P + 1, D)
+    assert clip.encode_text(ids, lengths).shape == (3, D)
+    loss, logits = clip(pixels, ids, lengths)
+    assert logits.shape == (3, 3) and loss.ndim == 0
+    codec = ImageCodec(TINY.tokenizer, v.width, P + 1, D)
+    embeddings = codec.tokenizer(clip.image_features(pixels))
+    assert embeddings.shape == (3, TINY.tokenizer.num_tokens, TINY.tokenizer.token_dim)
+    z_v, z_t = codec.detokenizer(embeddings)
+    assert z_v.shape == (3, P + 1, D) and z_t.shape == (3, D)
+    decoder = build_pixel_decoder(TINY.decoder, D, v.image_size, v.image_size // v.patch_size)
+    image = decoder.decode(z_v, z_t)
+    assert image.shape == (3, 3, v.image_size, v.image_size)
+    assert 0 <= image.min() and image.max() <= 1
+
+
+def test_tokenizer_queries_are_causal():
+    """Embedding i must not depend on queries after i (VL-GPT regresses them left to right)."""
+    torch.manual_seed(0)
+    codec = ImageCodec(TINY.tokenizer, 16, 5, 8)
+    features = torch.randn(2, 5, 16)
+    base = codec.tokenizer(features)
+    with torch.no_grad():
+        codec.tokenizer.transformer.queries[:, -1] += 1.0
+    changed = codec.tokenizer(features)
+    assert torch.allclose(base[:, :-1], changed[:, :-1], atol=1e-6)
+    assert not torch.allclose(base[:, -1], changed[:, -1])
+
+
+def test_contrastive_groups_treat_equivalent_captions_as_positives():
+    clip = CLIP(TINY.clip)
+    pixels = torch.rand(4, 3, 32, 32)
+    ids, lengths = torch.randint(0, 100, (4, 5)), torch.full((4,), 5)
+    separate, _ = clip(pixels, ids, lengths, torch.tensor([0, 1, 2, 3]))
+    grouped, _ = clip(pixels, ids, lengths, torch.tensor([0, 0, 1, 1]))
+    assert not torch.isclose(separate, grouped)
+
+
+def test_overrides_are_typed_and_checked():
+    cfg = apply_overrides(TINY, ["clip.vision.width=48", "tokenizer.num_tokens=6"])
+    assert cfg.clip.vision.width == 48 and cfg.tokenizer.num_tokens == 6
+    with pytest.raises(ConfigError, match="unknown key"):
+        apply_overrides(TINY, ["clip.vision.wdth=48"])
+    with pytest.raises(ConfigError, match="expected int"):
+        apply_overrides(TINY, ["clip.vision.width=wide"])
+
+
+def test_checkpoint_folders_fail_cleanly(tmp_path):
+    clip = CLIP(TINY.clip)
+    save_model(tmp_path, clip, {"kind": "clip"})
+    assert read_config(tmp_path, "clip")["kind"] == "clip"
+    load_weights(tmp_path, CLIP(TINY.clip))
+    with pytest.raises(CheckpointError, match="'clip' model, not 'decoder'"):
+        read_config(tmp_path, "decoder")
+    wider = apply_overrides(TINY, ["clip.vision.width=48"]).clip
+    with pytest.raises(CheckpointError, match="wrong shapes"):
+        load_weights(tmp_path, CLIP(wider))
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match="damaged"):
+        load_weights(tmp_path, clip)
+    weights.unlink()
+    with pytest.raises(CheckpointError, match="model.safetensors is missing"):
+        load_weights(tmp_path, clip)
+    (tmp_path / "config.json").write_text(json.dumps({"kind": "clip", "auto_map": {"AutoModel": "x.Y"}}))
+    with pytest.raises(CheckpointError, match="remote code"):
+        read_config(tmp_path)
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="not valid JSON"):
+        read_config(tmp_path)

@@ -1,0 +1,137 @@
+"""Model folders: `config.json` + `model.safetensors`, written atomically, read with clear errors.
+
+Weights are only ever safetensors. Training state (optimizer, scheduler, RNG) lives beside a
+checkpoint in `state.pt`, is written by us alone, and is read with `torch.load(weights_only=True)`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
+
+
+class CheckpointError(ValueError):
+    """A model folder that is missing, damaged or for something else; the message names the file."""
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(path: Path) -> None:
+    for file in path.rglob("*"):
+        if file.is_file():
+            with open(file, "rb") as handle:
+                os.fsync(handle.fileno())
+    fsync_dir(path)
+
+
+def atomic_dir(target: Path):
+    """Context manager: yields a temporary sibling folder that replaces `target` on success."""
+    from contextlib import contextmanager
+
+    @contextmanager
+    def manager():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = target.with_name(target.name + ".tmp")
+        if staging.exists():
+            shutil.rmtree(staging)
+        staging.mkdir()
+        try:
+            yield staging
+            fsync_tree(staging)
+            if target.exists():
+                old = target.with_name(target.name + ".old")
+                if old.exists():
+                    shutil.rmtree(old)
+                os.replace(target, old)
+                os.replace(staging, target)
+                shutil.rmtree(old)
+            else:
+                os.replace(staging, target)
+            fsync_dir(target.parent)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+
+    return manager()
+
+
+def save_model(directory: Path, model: nn.Module, config: dict) -> None:
+    """Write config.json and model.safetensors into an existing folder."""
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    save_file(state, str(directory / WEIGHTS_FILE), metadata={"format": "pt"})
+    (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+
+
+def read_config(directory: Path, expected_kind: str | None = None) -> dict:
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise CheckpointError(f"{directory} is not a model folder (it does not exist)")
+    file = directory / CONFIG_FILE
+    if not file.is_file():
+        raise CheckpointError(f"{file} is missing; {directory} is not a finished vlgpt model folder")
+    try:
+        config = json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CheckpointError(f"{file}: not valid JSON ({error})") from None
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{file}: expected a JSON object")
+    if "auto_map" in config or config.get("trust_remote_code"):
+        raise CheckpointError(f"{file} asks for remote code (auto_map); vlgpt never runs code from a model folder")
+    if expected_kind is not None and config.get("kind") != expected_kind:
+        raise CheckpointError(f"{file} describes a {config.get('kind', 'foreign')!r} model, not {expected_kind!r}; "
+                              f"point to the {expected_kind} stage's folder")
+    return config
+
+
+def load_weights(directory: Path, model: nn.Module) -> nn.Module:
+    """Load model.safetensors into `model`, naming the file and the tensors on any mismatch."""
+    file = Path(directory) / WEIGHTS_FILE
+    if not file.is_file():
+        raise CheckpointError(f"{file} is missing")
+    try:
+        state = load_file(str(file))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise CheckpointError(f"{file} is damaged or not a safetensors file ({error})") from None
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+             for k in own if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or wrong:
+        details = "; ".join(filter(None, [
+            f"missing {', '.join(missing[:3])}{'...' if len(missing) > 3 else ''}" if missing else "",
+            f"unexpected {', '.join(unexpected[:3])}" if unexpected else "",
+            f"wrong shapes {'; '.join(wrong[:3])}" if wrong else ""]))
+        raise CheckpointError(f"{file} does not fit this model ({details}); was it saved with another config?")
+    model.load_state_dict(state)
+    return model
+
+
+def save_state(path: Path, state: dict) -> None:
+    torch.save(state, path)
+
+
+def load_state(path: Path) -> dict:
+    """Our own training state; `weights_only=True` so a crafted file cannot run code."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} is missing") from None
+    except Exception as error:  # unpickling errors come in many types
+        raise CheckpointError(f"{path} is damaged or not a vlgpt training state ({type(error).__name__}: "
+                              f"{str(error).splitlines()[0][:200]})") from None

@@ -1,0 +1,268 @@
+"""Typed, frozen configs: one dataclass per component, nested, with presets as data.
+
+Every field carries a one-line help text (`field(metadata={"help": ...})`) that the CLI shows.
+Override with `dataclasses.replace`, a YAML file (`load_yaml`) or `--set a.b=value` on the CLI.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class ConfigError(ValueError):
+    """A config value or file that is wrong; the message names the key and the fix."""
+
+
+def f(default, help: str):  # noqa: A002 - `help` reads best at the call sites
+    """A dataclass field with a default and a help text."""
+    if isinstance(default, (list, dict, set)):
+        raise TypeError("use immutable defaults in configs")
+    if dataclasses.is_dataclass(default):
+        return field(default_factory=lambda: default, metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+# --- model components --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class VisionConfig:
+    """ViT image encoder (the CLIP image tower)."""
+
+    image_size: int = f(64, "input image side in pixels")
+    patch_size: int = f(8, "patch side in pixels")
+    width: int = f(128, "transformer width")
+    depth: int = f(4, "number of transformer blocks")
+    heads: int = f(4, "attention heads")
+    mlp_ratio: float = f(4.0, "MLP hidden size / width")
+    conv_stem: bool = f(True, "stride-2 convolutions down to the patch grid instead of one patchify conv")
+
+    @property
+    def num_patches(self) -> int:
+        return (self.image_size // self.patch_size) ** 2
+
+
+@dataclass(frozen=True)
+class TextConfig:
+    """Text transformer (the CLIP text tower); causal, pooled at the end-of-text token."""
+
+    vocab_size: int = f(1024, "BPE vocabulary size (the trained tokenizer may be smaller)")
+    context_length: int = f(48, "maximum caption length in tokens")
+    width: int = f(128, "transformer width")
+    depth: int = f(3, "number of transformer blocks")
+    heads: int = f(4, "attention heads")
+    mlp_ratio: float = f(4.0, "MLP hidden size / width")
+
+
+@dataclass(frozen=True)
+class ClipConfig:
+    """Contrastive image-text model whose embeddings supervise the tokenizer (VL-GPT §3.1)."""
+
+    vision: VisionConfig = f(VisionConfig(), "image tower")
+    text: TextConfig = f(TextConfig(), "text tower")
+    embed_dim: int = f(128, "shared embedding width (e_v tokens and e_t)")
+    init_temperature: float = f(0.07, "initial softmax temperature of the InfoNCE loss")
+
+
+@dataclass(frozen=True)
+class ImageTokenizerConfig:
+    """Image tokenizer and detokenizer: causal transformers over learned queries (VL-GPT §3.1)."""
+
+    num_tokens: int = f(32, "N: continuous image embeddings per image (the paper uses 32)")
+    token_dim: int = f(128, "width of each image embedding (equals the LLM's width)")
+    width: int = f(128, "transformer width")
+    depth: int = f(2, "blocks in the tokenizer")
+    detokenizer_depth: int = f(2, "blocks in the detokenizer")
+    heads: int = f(4, "attention heads")
+    mlp_ratio: float = f(4.0, "MLP hidden size / width")
+    weight_image: float = f(1.0, "lambda_1: weight of MSE(z_v, e_v)")
+    weight_text: float = f(1.0, "lambda_2: weight of MSE(z_t, e_t)")
+
+
+@dataclass(frozen=True)
+class PixelDecoderConfig:
+    """Pixel decoder (the diffusion model's part): (e_v, e_t) -> image."""
+
+    kind: str = f("conv", "decoder family: conv (fast, deterministic upsampler)")
+    channels: int = f(128, "channels at the lowest resolution; halved at each upsampling")
+    condition_noise: float = f(0.1, "std of noise added to (e_v, e_t) in training, for robustness to z")
+    edge_weight: float = f(0.5, "weight of the image-gradient (edge) L1 term")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything a run builds."""
+
+    clip: ClipConfig = f(ClipConfig(), "CLIP image and text towers")
+    tokenizer: ImageTokenizerConfig = f(ImageTokenizerConfig(), "image tokenizer and detokenizer")
+    decoder: PixelDecoderConfig = f(PixelDecoderConfig(), "pixel decoder")
+
+
+# --- training --------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One stage's optimisation and bookkeeping."""
+
+    steps: int = f(300, "optimizer steps")
+    batch_size: int = f(64, "micro-batch size")
+    grad_accum: int = f(1, "micro-batches per optimizer step")
+    lr: float = f(1e-3, "peak learning rate")
+    min_lr_ratio: float = f(0.1, "final learning rate as a fraction of the peak (cosine decay)")
+    warmup_steps: int = f(20, "linear warmup steps")
+    weight_decay: float = f(0.05, "AdamW weight decay (matrices only)")
+    betas: tuple[float, float] = f((0.9, 0.98), "AdamW betas")
+    grad_clip: float = f(1.0, "clip the global gradient norm to this (0: off)")
+    precision: str = f("auto", "fp32 | bf16 | auto (bf16 autocast only where it is faster: AMX or CUDA)")
+    seed: int = f(0, "seed for weights, data order and sampling")
+    log_every: int = f(10, "steps between metric lines")
+    eval_every: int = f(0, "steps between evaluations (0: only at the end)")
+    save_every: int = f(100, "steps between checkpoints (0: only at the end)")
+    keep_checkpoints: int = f(2, "finished checkpoints to keep")
+    max_bad_steps: int = f(5, "abort after this many non-finite steps in a row")
+    eval_size: int = f(500, "validation rows used by evaluation")
+    threads: int = f(0, "torch CPU threads (0: all cores)")
+
+
+STAGES = ("clip", "tokenizer", "decoder")
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named model size with a training recipe for each stage."""
+
+    model: ModelConfig
+    train: dict[str, TrainConfig]
+
+
+def _train(**overrides) -> TrainConfig:
+    return dataclasses.replace(TrainConfig(), **overrides)
+
+
+PRESETS: dict[str, Preset] = {
+    # For tests: seconds per stage.
+    "tiny": Preset(
+        ModelConfig(
+            ClipConfig(VisionConfig(image_size=32, patch_size=8, width=32, depth=1, heads=2),
+                       TextConfig(vocab_size=512, context_length=40, width=32, depth=1, heads=2), embed_dim=32),
+            ImageTokenizerConfig(num_tokens=4, token_dim=32, width=32, depth=1, detokenizer_depth=1, heads=2),
+            PixelDecoderConfig(channels=32),
+        ),
+        {"clip": _train(steps=20, batch_size=16, warmup_steps=2, save_every=10, eval_size=32, log_every=5),
+         "tokenizer": _train(steps=20, batch_size=16, warmup_steps=2, save_every=10, eval_size=32, log_every=5),
+         "decoder": _train(steps=20, batch_size=16, warmup_steps=2, save_every=10, eval_size=32, log_every=5)},
+    ),
+    # The demo and the benchmarks: a few minutes per stage on 2 CPU cores.
+    "small": Preset(
+        ModelConfig(),
+        {"clip": _train(steps=400, batch_size=128, lr=2e-3, warmup_steps=30, save_every=200),
+         "tokenizer": _train(steps=400, batch_size=64, lr=1e-3, warmup_steps=30, save_every=200),
+         "decoder": _train(steps=600, batch_size=32, lr=2e-3, warmup_steps=30, save_every=200)},
+    ),
+}
+
+
+def preset(name: str) -> Preset:
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return PRESETS[name]
+
+
+# --- (de)serialisation and overrides -----------------------------------------------------------
+
+def to_dict(config) -> dict:
+    return dataclasses.asdict(config)
+
+
+def from_dict(cls, data: dict, where: str = "config"):
+    """Build dataclass `cls` from a dict, recursively; unknown keys are an error, not ignored."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping for {cls.__name__}, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {fl.name for fl in dataclasses.fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))} for {cls.__name__}; "
+                          f"known: {', '.join(sorted(names))}")
+    values = {}
+    for name, value in data.items():
+        kind = hints[name]
+        if dataclasses.is_dataclass(kind):
+            values[name] = from_dict(kind, value, f"{where}.{name}")
+        else:
+            values[name] = _coerce(value, kind, f"{where}.{name}")
+    return cls(**values)
+
+
+def _coerce(value, kind, where: str):
+    origin = typing.get_origin(kind)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return tuple(_coerce(v, t, where) for v, t in zip(value, typing.get_args(kind)))
+    if origin is dict:
+        return dict(value)
+    if origin in (typing.Union, types.UnionType):
+        return value
+    if kind is bool:
+        if isinstance(value, str):
+            if value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if value.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return bool(value)
+    if kind in (int, float, str):
+        try:
+            return kind(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: expected {kind.__name__}, got {value!r}") from None
+    return value
+
+
+def apply_overrides(config, overrides: list[str]):
+    """`["clip.vision.width=256", "tokenizer.num_tokens=16"]` applied to a nested dataclass."""
+    data = to_dict(config)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like key.path=value")
+        path, raw = item.split("=", 1)
+        node = data
+        keys = path.split(".")
+        for key in keys[:-1]:
+            if not isinstance(node.get(key), dict):
+                raise ConfigError(f"override {item!r}: {key!r} is not a config section")
+            node = node[key]
+        if keys[-1] not in node:
+            raise ConfigError(f"override {item!r}: unknown key {keys[-1]!r}; known: {', '.join(sorted(node))}")
+        node[keys[-1]] = _parse_scalar(raw)
+    return from_dict(type(config), data, "override")
+
+
+def _parse_scalar(raw: str):
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        return raw
+
+
+def load_yaml(path: str | Path) -> dict:
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML ({error})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def save_json(config, path: Path, **extra) -> None:
+    path.write_text(json.dumps({**extra, **to_dict(config)}, indent=2) + "\n")

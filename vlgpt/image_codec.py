@@ -1,0 +1,56 @@
+"""The image side of VL-GPT, assembled from a run: image -> N embeddings -> image.
+
+    codec = ImageCodecPipeline.load("runs/demo")
+    embeddings = codec.encode([image])          # [B, N, token_dim]: what the LLM reads and writes
+    images = codec.decode(embeddings)           # detokenizer -> (z_v, z_t) -> pixel decoder
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .data.images import load_image
+from .data.sources import to_array
+from .train.stages import load_clip, load_codec, load_decoder, pixels_from, to_pil
+
+
+class ImageCodecPipeline:
+    def __init__(self, clip, text_tokenizer, codec, decoder):
+        self.clip, self.text_tokenizer, self.codec, self.decoder = clip, text_tokenizer, codec, decoder
+        self.image_size = clip.config.vision.image_size
+
+    @classmethod
+    def load(cls, run: str | Path) -> "ImageCodecPipeline":
+        run = Path(run)
+        clip, text_tokenizer = load_clip(run)
+        return cls(clip, text_tokenizer, load_codec(run), load_decoder(run))
+
+    @property
+    def num_tokens(self) -> int:
+        return self.codec.config.num_tokens
+
+    @property
+    def token_dim(self) -> int:
+        return self.codec.config.token_dim
+
+    def pixels(self, images: list) -> torch.Tensor:
+        """Paths, bytes or PIL images -> [B, 3, S, S] in 0..1 (safe loading, RGB, centre crop)."""
+        arrays = [to_array(load_image(im) if not isinstance(im, np.ndarray) else Image.fromarray(im), self.image_size)
+                  for im in images]
+        return pixels_from(arrays)
+
+    @torch.no_grad()
+    def encode(self, images: list) -> torch.Tensor:
+        return self.codec.tokenizer(self.clip.image_features(self.pixels(images)))
+
+    @torch.no_grad()
+    def decode(self, embeddings: torch.Tensor) -> list[Image.Image]:
+        z_v, z_t = self.codec.detokenizer(embeddings)
+        return [to_pil(x) for x in self.decoder.decode(z_v, z_t)]
+
+    def reconstruct(self, images: list) -> list[Image.Image]:
+        return self.decode(self.encode(images))

@@ -1,0 +1,72 @@
+"""CLIP: a ViT and a text transformer trained contrastively (InfoNCE, learnable temperature).
+
+VL-GPT §3.1 supervises its detokenizer with a frozen CLIP: e_v, the image embedding, and e_t, the
+text embedding of the image's caption. Here `image_embeddings` gives e_v as the projected token
+grid [1 + P, D] (CLS first, whose normalised form is the contrastive embedding) and `encode_text`
+gives e_t. Both are L2-normalised then scaled by sqrt(D), so each element has unit RMS and the
+MSE losses downstream do not depend on D.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import ClipConfig
+from .layers import init_weights
+from .text import TextTransformer
+from .vit import VisionTransformer
+
+
+def scaled_normalize(x: torch.Tensor) -> torch.Tensor:
+    return F.normalize(x, dim=-1) * math.sqrt(x.shape[-1])
+
+
+class CLIP(nn.Module):
+    def __init__(self, config: ClipConfig):
+        super().__init__()
+        self.config = config
+        self.vision = VisionTransformer(config.vision)
+        self.text = TextTransformer(config.text)
+        self.image_proj = nn.Linear(config.vision.width, config.embed_dim, bias=False)
+        self.text_proj = nn.Linear(config.text.width, config.embed_dim, bias=False)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / config.init_temperature)))
+        init_weights(self.image_proj)
+        init_weights(self.text_proj)
+
+    def image_features(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The tokenizer's input: ViT hidden states [B, 1 + P, vision.width]."""
+        return self.vision(pixels)
+
+    def image_embeddings(self, pixels: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:
+        """e_v: [B, 1 + P, D], each token scaled-normalised."""
+        features = self.vision(pixels) if features is None else features
+        return scaled_normalize(self.image_proj(features))
+
+    def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Unit-norm contrastive image embedding [B, D] (the CLS token)."""
+        return F.normalize(self.image_proj(self.vision(pixels)[:, 0]), dim=-1)
+
+    def encode_text(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Unit-norm contrastive text embedding [B, D]; e_t = this x sqrt(D)."""
+        return F.normalize(self.text_proj(self.text(ids, lengths)), dim=-1)
+
+    def forward(self, pixels: torch.Tensor, ids: torch.Tensor, lengths: torch.Tensor,
+                groups: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Symmetric InfoNCE loss and the [B, B] image-to-text logits.
+
+        `groups` [B] marks samples that describe the same content (two scenes whose captions say
+        the same thing): they count as positives of each other rather than as false negatives.
+        """
+        image = self.encode_image(pixels)
+        text = self.encode_text(ids, lengths)
+        logits = self.logit_scale.clamp(max=math.log(100)).exp() * image @ text.T  # [B, B]
+        if groups is None:
+            groups = torch.arange(len(image), device=image.device)
+        positives = (groups[:, None] == groups[None, :]).float()
+        targets = positives / positives.sum(1, keepdim=True)
+        loss = 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets))
+        return loss, logits

@@ -1,0 +1,50 @@
+"""The image detokenizer (VL-GPT §3.1): N embeddings -> (z_v, z_t), the decoder's conditions.
+
+Same form as the tokenizer: learned queries (one per e_v token, plus one for e_t) attend causally
+to each other and cross-attend to the image embeddings. Trained with
+L = lambda_1 MSE(z_v, e_v) + lambda_2 MSE(z_t, e_t) against the frozen CLIP; no pixel loss.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import ImageTokenizerConfig
+from .image_tokenizer import ImageTokenizer, QueryTransformer
+from .layers import init_weights
+
+
+class ImageDetokenizer(nn.Module):
+    def __init__(self, config: ImageTokenizerConfig, num_image_condition_tokens: int, embed_dim: int):
+        super().__init__()
+        self.transformer = QueryTransformer(num_image_condition_tokens + 1, config.width, config.detokenizer_depth,
+                                            config.heads, config.mlp_ratio, config.token_dim)
+        self.out_image = nn.Linear(config.width, embed_dim)
+        self.out_text = nn.Linear(config.width, embed_dim)
+        init_weights(self.out_image)
+        init_weights(self.out_text)
+
+    def forward(self, embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """[B, N, token_dim] -> z_v [B, 1 + P, D], z_t [B, D]."""
+        x = self.transformer(embeddings)
+        return self.out_image(x[:, :-1]), self.out_text(x[:, -1])
+
+
+class ImageCodec(nn.Module):
+    """Tokenizer and detokenizer trained together: the `tokenizer` stage's model."""
+
+    def __init__(self, config: ImageTokenizerConfig, feature_width: int, num_image_condition_tokens: int,
+                 embed_dim: int):
+        super().__init__()
+        self.config = config
+        self.tokenizer = ImageTokenizer(config, feature_width)
+        self.detokenizer = ImageDetokenizer(config, num_image_condition_tokens, embed_dim)
+
+    def forward(self, features: torch.Tensor, e_v: torch.Tensor, e_t: torch.Tensor):
+        """Loss lambda_1 MSE(z_v, e_v) + lambda_2 MSE(z_t, e_t), with both terms for logging."""
+        z_v, z_t = self.detokenizer(self.tokenizer(features))
+        loss_v, loss_t = F.mse_loss(z_v, e_v), F.mse_loss(z_t, e_t)
+        loss = self.config.weight_image * loss_v + self.config.weight_text * loss_t
+        return loss, {"mse_v": loss_v.detach(), "mse_t": loss_t.detach()}

@@ -1,0 +1,84 @@
+"""The pixel decoder: (e_v, e_t) -> image. It plays the part of VL-GPT's frozen diffusion decoder.
+
+Trained on ground-truth CLIP embeddings and used at inference on the detokenizer's (z_v, z_t).
+The default is a fast, deterministic convolutional upsampler: the e_v patch tokens form a grid
+that is upsampled to pixels, with the CLS token and e_t modulating every stage (FiLM).
+Any decoder with the same two methods — `loss(e_v, e_t, images)` and `decode(z_v, z_t)` — can
+take its place (a diffusion or flow-matching decoder would sample in `decode`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import PixelDecoderConfig
+
+
+class FiLMStage(nn.Module):
+    """conv -> norm -> FiLM(condition) -> SiLU, twice, with a residual."""
+
+    def __init__(self, channels: int, cond_dim: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.norm1 = nn.GroupNorm(8, channels)
+        self.norm2 = nn.GroupNorm(8, channels)
+        self.film = nn.Linear(cond_dim, 4 * channels)
+        nn.init.zeros_(self.film.weight)
+        nn.init.zeros_(self.film.bias)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        s1, b1, s2, b2 = self.film(cond)[:, :, None, None].chunk(4, dim=1)
+        h = F.silu(self.norm1(self.conv1(x)) * (1 + s1) + b1)
+        h = F.silu(self.norm2(self.conv2(h)) * (1 + s2) + b2)
+        return x + h
+
+
+class ConvPixelDecoder(nn.Module):
+    def __init__(self, config: PixelDecoderConfig, embed_dim: int, image_size: int, grid: int):
+        super().__init__()
+        self.config = config
+        self.grid, self.image_size = grid, image_size
+        ups = int(math.log2(image_size // grid))
+        if grid * 2**ups != image_size:
+            raise ValueError(f"image_size {image_size} must be the patch grid {grid} times a power of two")
+        channels = [max(config.channels // 2**i, 32) for i in range(ups + 1)]
+        cond_dim = 2 * embed_dim
+        self.stem = nn.Conv2d(embed_dim, channels[0], 1)
+        self.stages = nn.ModuleList(FiLMStage(c, cond_dim) for c in channels)
+        self.ups = nn.ModuleList(nn.Conv2d(channels[i], channels[i + 1], 3, padding=1) for i in range(ups))
+        self.head = nn.Conv2d(channels[-1], 3, 3, padding=1)
+
+    def decode(self, z_v: torch.Tensor, z_t: torch.Tensor) -> torch.Tensor:
+        """z_v [B, 1 + P, D], z_t [B, D] -> image [B, 3, H, W] in 0..1."""
+        B, _, D = z_v.shape
+        cond = torch.cat([z_v[:, 0], z_t], dim=-1)  # [B, 2D]
+        x = self.stem(z_v[:, 1:].transpose(1, 2).reshape(B, D, self.grid, self.grid))
+        for i, stage in enumerate(self.stages):
+            x = stage(x, cond)
+            if i < len(self.ups):
+                x = self.ups[i](F.interpolate(x, scale_factor=2, mode="nearest"))
+        return torch.sigmoid(self.head(x))
+
+    def loss(self, e_v: torch.Tensor, e_t: torch.Tensor, images: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """L1 + edge L1, on conditions jittered with noise so that decoding z (not e) works too."""
+        if self.training and self.config.condition_noise > 0:
+            e_v = e_v + self.config.condition_noise * torch.randn_like(e_v)
+            e_t = e_t + self.config.condition_noise * torch.randn_like(e_t)
+        pred = self.decode(e_v, e_t)
+        l1 = F.l1_loss(pred, images)
+        edges = (F.l1_loss(pred.diff(dim=-1), images.diff(dim=-1)) + F.l1_loss(pred.diff(dim=-2), images.diff(dim=-2)))
+        return l1 + self.config.edge_weight * edges, {"l1": l1.detach(), "edge_l1": edges.detach()}
+
+
+DECODERS = {"conv": ConvPixelDecoder}
+
+
+def build_pixel_decoder(config: PixelDecoderConfig, embed_dim: int, image_size: int, grid: int) -> nn.Module:
+    if config.kind not in DECODERS:
+        raise ValueError(f"unknown pixel decoder {config.kind!r}; choose one of {', '.join(DECODERS)}")
+    return DECODERS[config.kind](config, embed_dim, image_size, grid)

@@ -1,0 +1,64 @@
+"""Training: the shared engine and the stages."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from ..config import ConfigError, ModelConfig, TrainConfig, apply_overrides, from_dict, load_yaml, preset, to_dict
+from .engine import Trainer, TrainingError
+
+
+def resolve_configs(stage: str, preset_name: str, yaml_file: str | None = None, model_overrides: tuple = (),
+                    train_overrides: dict | None = None) -> tuple[ModelConfig, TrainConfig]:
+    """Preset, then YAML (`model:` / `train:` sections), then CLI overrides: the last one wins."""
+    chosen = preset(preset_name)
+    if stage not in chosen.train:
+        raise ConfigError(f"preset {preset_name!r} has no recipe for stage {stage!r}")
+    model, train = chosen.model, chosen.train[stage]
+    if yaml_file:
+        data = load_yaml(yaml_file)
+        unknown = set(data) - {"model", "train"}
+        if unknown:
+            raise ConfigError(f"{yaml_file}: unknown section(s) {', '.join(sorted(unknown))}; use model: and train:")
+        if "model" in data:
+            model = from_dict(ModelConfig, _merge(to_dict(model), data["model"]), f"{yaml_file}:model")
+        if "train" in data:
+            train = from_dict(TrainConfig, _merge(to_dict(train), data["train"]), f"{yaml_file}:train")
+    model = apply_overrides(model, list(model_overrides))
+    if train_overrides:
+        train = dataclasses.replace(train, **train_overrides)
+    return model, train
+
+
+def _merge(base: dict, update: dict) -> dict:
+    if not isinstance(update, dict):
+        raise ConfigError(f"expected a mapping, got {update!r}")
+    out = dict(base)
+    for key, value in update.items():
+        out[key] = _merge(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+    return out
+
+
+def train_stage(stage: str, run: str | Path, *, preset_name: str = "small", data: str = "world",
+                val_data: str | None = None, yaml_file: str | None = None, model_overrides: tuple = (),
+                train_overrides: dict | None = None, resume: bool = False, progress: bool = True,
+                clip: str | Path | None = None) -> dict:
+    """Train one stage into RUN/<stage>/; returns the final evaluation metrics."""
+    from .stages import STAGE_CLASSES
+
+    if stage not in STAGE_CLASSES:
+        raise ConfigError(f"unknown stage {stage!r}; choose one of {', '.join(STAGE_CLASSES)}")
+    model_config, train_config = resolve_configs(stage, preset_name, yaml_file, model_overrides, train_overrides)
+    run = Path(run)
+    common = dict(model_config=model_config, data=data, seed=train_config.seed, eval_size=train_config.eval_size,
+                  val_data=val_data)
+    if stage == "clip":
+        task = STAGE_CLASSES[stage](**common)
+    else:
+        task = STAGE_CLASSES[stage](**common, clip_dir=Path(clip) if clip else run)
+    trainer = Trainer(task, train_config, run / stage, resume=resume, progress=progress)
+    return trainer.fit()
+
+
+__all__ = ["Trainer", "TrainingError", "resolve_configs", "train_stage"]

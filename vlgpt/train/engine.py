@@ -1,0 +1,360 @@
+"""The training loop every stage shares.
+
+AdamW with warmup + cosine decay, optional bf16 autocast, gradient accumulation and clipping, a
+non-finite guard, a progress bar, JSONL + TensorBoard metrics, periodic evaluation, atomic
+checkpoints and exact resume. A stage supplies a `Task` (model, batches, loss, evaluation, export);
+the engine owns everything else.
+
+Checkpoints: `checkpoints/step-000100/` holds `model.safetensors` (trainable weights),
+`state.pt` (optimizer, scheduler; loaded with weights_only=True), `state.json` (step, data
+position, python/numpy RNG, counters) and, written last, `manifest.json`. A folder without a
+manifest is an interrupted save: ignored, then cleaned.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import signal
+import time
+from contextlib import nullcontext
+from dataclasses import asdict
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..checkpoint import (CheckpointError, WEIGHTS_FILE, atomic_dir, load_state, load_weights, save_state)
+from ..config import TrainConfig
+
+MANIFEST = "manifest.json"
+EXIT_PREEMPTED = 143
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (diverged, nothing to resume, folder taken); the message says why."""
+
+
+class Preempted(SystemExit):
+    """Raised after a SIGTERM/SIGINT: the step finished and a checkpoint was saved."""
+
+    def __init__(self) -> None:
+        super().__init__(EXIT_PREEMPTED)
+
+
+class Task(Protocol):
+    """What a stage gives the engine."""
+
+    name: str
+    model: nn.Module  # the trainable part; frozen parts live elsewhere in the task
+
+    def batch(self, start: int, size: int) -> dict: ...  # samples start..start+size-1, deterministic
+
+    def loss(self, batch: dict) -> tuple[torch.Tensor, dict]: ...
+
+    def evaluate(self) -> dict: ...
+
+    def export(self, directory: Path) -> None: ...  # config.json + model.safetensors (+ tokenizer)
+
+    def tokens(self, batch: dict) -> int: ...  # tokens processed, for tokens/s
+
+
+def bf16_is_fast(device: torch.device) -> bool:
+    """bf16 autocast pays off on CUDA and on CPUs with AMX; elsewhere it is much slower than fp32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in flags
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    if precision not in ("auto", "fp32", "bf16"):
+        raise TrainingError(f"unknown precision {precision!r}; choose auto, fp32 or bf16")
+    if precision == "auto":
+        return torch.bfloat16 if bf16_is_fast(device) else None
+    return torch.bfloat16 if precision == "bf16" else None
+
+
+def lr_lambda(config: TrainConfig):
+    def schedule(step: int) -> float:
+        if step < config.warmup_steps:
+            return (step + 1) / config.warmup_steps
+        progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+        cosine = 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+        return config.min_lr_ratio + (1 - config.min_lr_ratio) * cosine
+    return schedule
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW; weight decay on matrices only (not on norms, biases, embeddings' positions, queries)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (decay if p.ndim >= 2 and "pos_embed" not in name and "queries" not in name else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    kwargs = dict(lr=config.lr, betas=config.betas)
+    try:
+        return torch.optim.AdamW(groups, fused=True, **kwargs)
+    except (RuntimeError, TypeError):
+        return torch.optim.AdamW(groups, **kwargs)
+
+
+def rng_state() -> dict:
+    np_state = np.random.get_state()
+    return {"python": _jsonable(random.getstate()),
+            "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]]}
+
+
+def set_rng_state(state: dict, torch_state: torch.Tensor) -> None:
+    random.setstate(_tupled(state["python"]))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(torch_state)
+
+
+def _jsonable(x):
+    return [_jsonable(v) for v in x] if isinstance(x, (tuple, list)) else x
+
+
+def _tupled(x):
+    return tuple(_tupled(v) for v in x) if isinstance(x, list) else x
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class Trainer:
+    def __init__(self, task: Task, config: TrainConfig, out: Path, *, resume: bool = False,
+                 progress: bool = True, device: str | torch.device = "cpu"):
+        self.task, self.config, self.out = task, config, Path(out)
+        self.device = torch.device(device)
+        self.autocast_dtype = resolve_precision(config.precision, self.device)
+        self.progress = progress
+        self.resume = resume
+        self.step = 0
+        self.bad_streak = 0
+        self.skipped_steps = 0
+        self.stop_requested = False
+        self.checkpoint_dir = self.out / "checkpoints"
+        self.model = task.model
+        self.optimizer = make_optimizer(self.model, config)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(config))
+        self._writer = None
+
+    # --- checkpoints -------------------------------------------------------------------------
+    def finished_checkpoints(self) -> list[Path]:
+        if not self.checkpoint_dir.is_dir():
+            return []
+        done = [p for p in self.checkpoint_dir.glob("step-*") if p.is_dir() and (p / MANIFEST).is_file()
+                and not p.name.endswith((".tmp", ".old"))]
+        return sorted(done, key=lambda p: int(p.name.split("-")[1]))
+
+    def clean_partial_checkpoints(self) -> None:
+        if self.checkpoint_dir.is_dir():
+            for p in self.checkpoint_dir.iterdir():
+                if p.is_dir() and not (p / MANIFEST).is_file():
+                    shutil.rmtree(p, ignore_errors=True)
+
+    def save_checkpoint(self) -> Path:
+        target = self.checkpoint_dir / f"step-{self.step:06d}"
+        with atomic_dir(target) as staging:
+            from safetensors.torch import save_file
+
+            state = {k: v.detach().contiguous().cpu() for k, v in self.model.state_dict().items()}
+            save_file(state, str(staging / WEIGHTS_FILE))
+            save_state(staging / "state.pt", {"optimizer": self.optimizer.state_dict(),
+                                              "scheduler": self.scheduler.state_dict(),
+                                              "torch_rng": torch.get_rng_state()})
+            (staging / "state.json").write_text(json.dumps({
+                "step": self.step, "data_position": self.data_position(self.step),
+                "bad_streak": self.bad_streak, "skipped_steps": self.skipped_steps, "rng": rng_state(),
+                "train_config": asdict(self.config)}))
+            self._before_manifest(staging)
+            (staging / MANIFEST).write_text(json.dumps({"step": self.step, "stage": self.task.name,
+                                                        "files": sorted(p.name for p in staging.iterdir())}))
+        for old in self.finished_checkpoints()[: -self.config.keep_checkpoints]:
+            shutil.rmtree(old, ignore_errors=True)
+        return target
+
+    def _before_manifest(self, staging: Path) -> None:
+        """Fault injection for the crash tests: VLGPT_FAULT_PAUSE_SAVE_STEP=N pauses the save of step N
+        just before its manifest is written, so a test can kill -9 the process mid-save."""
+        if os.environ.get("VLGPT_FAULT_PAUSE_SAVE_STEP") == str(self.step):
+            (staging.parent / "PAUSED").write_text(str(self.step))
+            time.sleep(120)
+
+    def load_checkpoint(self, path: Path) -> None:
+        load_weights(path, self.model)
+        state = load_state(path / "state.pt")
+        try:
+            meta = json.loads((path / "state.json").read_text())
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+        except (KeyError, ValueError, json.JSONDecodeError, FileNotFoundError) as error:
+            raise CheckpointError(f"{path}: training state does not fit this run ({error})") from None
+        set_rng_state(meta["rng"], state["torch_rng"])
+        self.step = meta["step"]
+        self.bad_streak = meta["bad_streak"]
+        self.skipped_steps = meta["skipped_steps"]
+
+    def data_position(self, step: int) -> int:
+        """Index of the first sample of `step`: the data stream is a pure function of it."""
+        return step * self.config.batch_size * self.config.grad_accum
+
+    # --- logging -----------------------------------------------------------------------------
+    def log(self, record: dict) -> None:
+        with open(self.out / "metrics.jsonl", "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+        if self._writer is None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._writer = SummaryWriter(str(self.out / "tensorboard"))
+            except ImportError:
+                self._writer = False
+        if self._writer:
+            for key, value in record.items():
+                if isinstance(value, (int, float)) and key != "step":
+                    self._writer.add_scalar(f"{self.task.name}/{key}", value, record["step"])
+
+    # --- the loop ----------------------------------------------------------------------------
+    def _on_signal(self, signum, frame) -> None:
+        self.stop_requested = True
+
+    def prepare(self) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.clean_partial_checkpoints()
+        existing = self.finished_checkpoints()
+        if self.resume and existing:
+            self.load_checkpoint(existing[-1])
+            print(f"[{self.task.name}] resumed from {existing[-1]} (step {self.step})")
+        elif existing or (self.out / "metrics.jsonl").exists():
+            if not self.resume:
+                raise TrainingError(f"{self.out} already holds a {self.task.name} run; pass --resume to continue "
+                                    "it or choose another --out")
+        else:
+            seed_everything(self.config.seed)
+        if not existing and (self.out / "metrics.jsonl").exists():
+            (self.out / "metrics.jsonl").unlink()
+
+    def train_step(self) -> dict:
+        """One optimizer step over grad_accum micro-batches; skipped when anything is non-finite."""
+        cfg = self.config
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        totals: dict[str, float] = {}
+        samples = tokens = 0
+        finite = True
+        for micro in range(cfg.grad_accum):
+            start = self.data_position(self.step) + micro * cfg.batch_size
+            batch = self.task.batch(start, cfg.batch_size)
+            autocast = (torch.autocast(self.device.type, dtype=self.autocast_dtype)
+                        if self.autocast_dtype is not None else nullcontext())
+            with autocast:
+                loss, metrics = self.task.loss(batch)
+            if not torch.isfinite(loss):
+                finite = False
+                totals["loss"] = float("nan")
+                break
+            (loss / cfg.grad_accum).backward()
+            totals["loss"] = totals.get("loss", 0.0) + loss.item() / cfg.grad_accum
+            for k, v in metrics.items():
+                totals[k] = totals.get(k, 0.0) + float(v) / cfg.grad_accum
+            samples += cfg.batch_size
+            tokens += self.task.tokens(batch)
+        grad_norm = float("nan")
+        if finite:
+            params = [p for p in self.model.parameters() if p.grad is not None]
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf")))
+            finite = math.isfinite(grad_norm)
+        if finite:
+            self.optimizer.step()
+            self.bad_streak = 0
+        else:
+            # Non-finite guard: leave the weights untouched, count it, and stop a run that keeps diverging.
+            self.optimizer.zero_grad(set_to_none=True)
+            self.bad_streak += 1
+            self.skipped_steps += 1
+            if self.bad_streak >= cfg.max_bad_steps:
+                last = self.finished_checkpoints()
+                raise TrainingError(
+                    f"{self.bad_streak} non-finite steps in a row at step {self.step}; stopped. Last good "
+                    f"checkpoint: {last[-1] if last else 'none'}. Lower --lr or check the data.")
+        self.scheduler.step()
+        self.step += 1
+        return {**totals, "grad_norm": grad_norm, "lr": self.scheduler.get_last_lr()[0], "skipped": int(not finite),
+                "samples": samples, "tokens": tokens}
+
+    def fit(self) -> dict:
+        cfg = self.config
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.prepare()
+        previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+        for s in previous:
+            signal.signal(s, self._on_signal)
+        bar = tqdm(total=cfg.steps, initial=self.step, desc=self.task.name, unit="step", disable=not self.progress,
+                   dynamic_ncols=True)
+        window_start, window_samples, window_tokens = time.perf_counter(), 0, 0
+        eval_metrics: dict = {}
+        try:
+            while self.step < cfg.steps:
+                record = self.train_step()
+                window_samples += record.pop("samples")
+                window_tokens += record.pop("tokens")
+                bar.update(1)
+                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                    elapsed = max(time.perf_counter() - window_start, 1e-9)
+                    record.update(step=self.step, samples_per_s=window_samples / elapsed,
+                                  tokens_per_s=window_tokens / elapsed)
+                    self.log(record)
+                    bar.set_postfix(loss=f"{record['loss']:.4f}", samples_s=f"{record['samples_per_s']:.0f}",
+                                    tokens_s=f"{record['tokens_per_s']:.0f}")
+                    window_start, window_samples, window_tokens = time.perf_counter(), 0, 0
+                if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.steps:
+                    self.log({"step": self.step, **_scalars(self.task.evaluate(), "eval_")})
+                if self.stop_requested:
+                    self.save_checkpoint()
+                    print(f"\n[{self.task.name}] stopped by signal at step {self.step}; checkpoint saved. "
+                          "Resume with --resume.")
+                    raise Preempted()
+                if cfg.save_every and self.step % cfg.save_every == 0 and self.step < cfg.steps:
+                    self.save_checkpoint()
+            bar.close()
+            if not self.finished_checkpoints() or int(self.finished_checkpoints()[-1].name.split("-")[1]) != self.step:
+                self.save_checkpoint()
+            eval_metrics = self.task.evaluate()
+            self.log({"step": self.step, **_scalars(eval_metrics, "eval_")})
+            with atomic_dir(self.out / "model") as staging:
+                self.task.export(staging)
+                (staging / "metrics.json").write_text(json.dumps(
+                    {"step": self.step, "skipped_steps": self.skipped_steps, **eval_metrics}, indent=2, default=float))
+        finally:
+            bar.close()
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+            if self._writer:
+                self._writer.close()
+        return eval_metrics
+
+
+def _scalars(metrics: dict, prefix: str) -> dict:
+    out = {}
+    for key, value in metrics.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[prefix + key] = value
+        elif isinstance(value, dict) and "mean" in value:
+            out[prefix + key] = value["mean"]
+    return out

@@ -1,0 +1,281 @@
+"""The stages before the transformer: `clip`, `tokenizer` and `decoder`, as engine Tasks.
+
+| stage     | trains                       | frozen | loss                               |
+|-----------|------------------------------|--------|------------------------------------|
+| clip      | ViT + text tower             | —      | InfoNCE                            |
+| tokenizer | image tokenizer+detokenizer  | clip   | MSE(z_v, e_v) + MSE(z_t, e_t)      |
+| decoder   | pixel decoder                | clip   | L1 + edge L1 from (e_v, e_t)       |
+
+A run folder holds one sub-folder per stage; each stage's deliverable is `RUN/<stage>/model/`.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..checkpoint import CheckpointError, load_weights, read_config, save_model
+from ..config import ClipConfig, ImageTokenizerConfig, ModelConfig, PixelDecoderConfig, from_dict, to_dict
+from ..data.sources import make_source
+from ..models.clip import CLIP
+from ..models.image_detokenizer import ImageCodec
+from ..models.pixel_decoder import build_pixel_decoder
+from ..text_tokenizer import TextTokenizer
+from ..world.judge import compare_scenes, judge
+
+
+def pixels_from(arrays: list[np.ndarray]) -> torch.Tensor:
+    """uint8 [H, W, 3] arrays -> float [B, 3, H, W] in 0..1."""
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def stage_dir(run: Path, stage: str) -> Path:
+    return Path(run) / stage / "model"
+
+
+# --- loading finished stages -------------------------------------------------------------------
+
+def load_clip(run_or_dir: Path) -> tuple[CLIP, TextTokenizer]:
+    directory = _model_dir(run_or_dir, "clip")
+    config = read_config(directory, "clip")
+    model = CLIP(from_dict(ClipConfig, config["config"], f"{directory}/config.json"))
+    load_weights(directory, model)
+    return model.eval().requires_grad_(False), TextTokenizer.load(directory)
+
+
+def load_codec(run_or_dir: Path) -> ImageCodec:
+    directory = _model_dir(run_or_dir, "tokenizer")
+    config = read_config(directory, "tokenizer")
+    model = ImageCodec(from_dict(ImageTokenizerConfig, config["config"]), config["feature_width"],
+                       config["num_condition_tokens"], config["embed_dim"])
+    return load_weights(directory, model).eval().requires_grad_(False)
+
+
+def load_decoder(run_or_dir: Path) -> torch.nn.Module:
+    directory = _model_dir(run_or_dir, "decoder")
+    config = read_config(directory, "decoder")
+    model = build_pixel_decoder(from_dict(PixelDecoderConfig, config["config"]), config["embed_dim"],
+                                config["image_size"], config["grid"])
+    return load_weights(directory, model).eval().requires_grad_(False)
+
+
+def _model_dir(run_or_dir: Path, stage: str) -> Path:
+    path = Path(run_or_dir)
+    for candidate in (path, path / "model", path / stage / "model"):
+        if (candidate / "config.json").is_file():
+            return candidate
+    raise CheckpointError(f"no finished {stage} model under {path}; run `vlgpt train {stage} --out {path}` first")
+
+
+# --- shared pieces -----------------------------------------------------------------------------
+
+class StageBase:
+    """Data plumbing shared by the three stages."""
+
+    name = "stage"
+
+    def __init__(self, model_config: ModelConfig, data: str, seed: int, eval_size: int, val_data: str | None = None):
+        self.model_config = model_config
+        size = model_config.clip.vision.image_size
+        holdout = eval_size if val_data is None else 0
+        self.source = make_source(data, size, seed, "train", holdout)
+        self.val_source = make_source(val_data or data, size, seed, "val", holdout)
+        self.eval_size = min(eval_size, len(self.val_source)) if hasattr(self.val_source, "__len__") else eval_size
+        self.data, self.seed = data, seed
+
+    def raw_batch(self, start: int, size: int, source=None) -> tuple[torch.Tensor, list[str], list[str]]:
+        items = [(source or self.source).get(i) for i in range(start, start + size)]
+        return pixels_from([a for a, _, _ in items]), [c for _, c, _ in items], [g for _, _, g in items]
+
+    def val_batches(self, batch_size: int = 128):
+        for start in range(0, self.eval_size, batch_size):
+            yield start, self.raw_batch(start, min(batch_size, self.eval_size - start), self.val_source)
+
+
+def group_ids(groups: list[str]) -> torch.Tensor:
+    index: dict[str, int] = {}
+    return torch.tensor([index.setdefault(g, len(index)) for g in groups])
+
+
+def retrieval_r1(image_emb: torch.Tensor, text_emb: torch.Tensor, groups: list[str]) -> dict[str, float]:
+    """R@1 both ways; a retrieved item counts when it says the same as the query (same group)."""
+    ids = group_ids(groups)
+    sims = image_emb @ text_emb.T
+    i2t = (ids[sims.argmax(1)] == ids).float().mean().item()
+    t2i = (ids[sims.argmax(0)] == ids).float().mean().item()
+    return {"image_to_text_r1": i2t, "text_to_image_r1": t2i}
+
+
+@torch.no_grad()
+def clip_retrieval(clip: CLIP, text_tokenizer: TextTokenizer, stage: StageBase) -> dict[str, float]:
+    images, texts, groups = [], [], []
+    for _, (pixels, captions, group) in stage.val_batches():
+        ids, lengths = text_tokenizer.batch(captions, clip.config.text.context_length)
+        images.append(clip.encode_image(pixels))
+        texts.append(clip.encode_text(ids, lengths))
+        groups += group
+    return retrieval_r1(torch.cat(images), torch.cat(texts), groups)
+
+
+# --- stage: clip -------------------------------------------------------------------------------
+
+class ClipStage(StageBase):
+    name = "clip"
+
+    def __init__(self, model_config: ModelConfig, data: str, seed: int, eval_size: int, val_data=None,
+                 text_tokenizer: TextTokenizer | None = None):
+        super().__init__(model_config, data, seed, eval_size, val_data)
+        vocab = model_config.clip.text.vocab_size
+        self.text_tokenizer = text_tokenizer or TextTokenizer.train(self.source.corpus(), vocab)
+        if self.text_tokenizer.vocab_size > vocab:
+            raise CheckpointError(f"text tokenizer has {self.text_tokenizer.vocab_size} tokens, more than the "
+                                  f"configured vocab_size {vocab}")
+        torch.manual_seed(seed)
+        self.model = CLIP(model_config.clip)
+
+    def batch(self, start: int, size: int) -> dict:
+        pixels, captions, groups = self.raw_batch(start, size)
+        ids, lengths = self.text_tokenizer.batch(captions, self.model_config.clip.text.context_length)
+        return {"pixels": pixels, "ids": ids, "lengths": lengths, "groups": group_ids(groups)}
+
+    def loss(self, batch: dict):
+        loss, _ = self.model(batch["pixels"], batch["ids"], batch["lengths"], batch["groups"])
+        return loss, {"temperature": 1 / self.model.logit_scale.exp().item()}
+
+    def tokens(self, batch: dict) -> int:
+        return int(batch["lengths"].sum()) + batch["pixels"].shape[0] * (self.model_config.clip.vision.num_patches + 1)
+
+    def evaluate(self) -> dict:
+        self.model.eval()
+        return clip_retrieval(self.model, self.text_tokenizer, self)
+
+    def export(self, directory: Path) -> None:
+        save_model(directory, self.model, {"kind": "clip", "config": to_dict(self.model_config.clip)})
+        self.text_tokenizer.save(directory)
+
+
+# --- stage: tokenizer --------------------------------------------------------------------------
+
+class FrozenClipStage(StageBase):
+    """Stages that read e_v and e_t from the frozen CLIP of the same run."""
+
+    def __init__(self, model_config: ModelConfig, data: str, seed: int, eval_size: int, clip_dir: Path,
+                 val_data=None):
+        super().__init__(model_config, data, seed, eval_size, val_data)
+        self.clip, self.text_tokenizer = load_clip(clip_dir)
+        if self.clip.config != model_config.clip:
+            # The run's CLIP decides the image size and embedding width, not the preset.
+            self.model_config = ModelConfig(self.clip.config, model_config.tokenizer, model_config.decoder)
+
+    @torch.no_grad()
+    def targets(self, pixels: torch.Tensor, captions: list[str]) -> dict:
+        features = self.clip.image_features(pixels)
+        ids, lengths = self.text_tokenizer.batch(captions, self.clip.config.text.context_length)
+        e_t = self.clip.encode_text(ids, lengths) * math.sqrt(self.clip.config.embed_dim)
+        return {"pixels": pixels, "features": features, "e_v": self.clip.image_embeddings(pixels, features),
+                "e_t": e_t}
+
+    def batch(self, start: int, size: int) -> dict:
+        pixels, captions, _ = self.raw_batch(start, size)
+        return self.targets(pixels, captions)
+
+    def tokens(self, batch: dict) -> int:
+        return batch["e_v"].shape[0] * batch["e_v"].shape[1]
+
+
+class TokenizerStage(FrozenClipStage):
+    name = "tokenizer"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        clip = self.clip.config
+        torch.manual_seed(self.seed)
+        self.model = ImageCodec(self.model_config.tokenizer, clip.vision.width, clip.vision.num_patches + 1,
+                                clip.embed_dim)
+
+    def loss(self, batch: dict):
+        return self.model(batch["features"], batch["e_v"], batch["e_t"])
+
+    @torch.no_grad()
+    def evaluate(self) -> dict:
+        self.model.eval()
+        mse_v = mse_t = cos_t = 0.0
+        z_ts, e_ts, groups = [], [], []
+        for start, (pixels, captions, group) in self.val_batches():
+            batch = self.targets(pixels, captions)
+            z_v, z_t = self.model.detokenizer(self.model.tokenizer(batch["features"]))
+            n = len(pixels)
+            mse_v += torch.nn.functional.mse_loss(z_v, batch["e_v"]).item() * n
+            mse_t += torch.nn.functional.mse_loss(z_t, batch["e_t"]).item() * n
+            cos_t += torch.nn.functional.cosine_similarity(z_t, batch["e_t"]).sum().item()
+            z_ts.append(torch.nn.functional.normalize(z_t, dim=-1))
+            e_ts.append(torch.nn.functional.normalize(batch["e_t"], dim=-1))
+            groups += group
+        n = max(self.eval_size, 1)
+        # z_t should stand in for the caption's embedding: retrieve captions with it.
+        r1 = retrieval_r1(torch.cat(z_ts), torch.cat(e_ts), groups)["image_to_text_r1"]
+        return {"mse_v": mse_v / n, "mse_t": mse_t / n, "cosine_t": cos_t / n, "z_t_caption_r1": r1}
+
+    def export(self, directory: Path) -> None:
+        clip = self.clip.config
+        save_model(directory, self.model, {"kind": "tokenizer", "config": to_dict(self.model_config.tokenizer),
+                                           "feature_width": clip.vision.width,
+                                           "num_condition_tokens": clip.vision.num_patches + 1,
+                                           "embed_dim": clip.embed_dim})
+
+
+# --- stage: decoder ----------------------------------------------------------------------------
+
+class DecoderStage(FrozenClipStage):
+    name = "decoder"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        vision = self.clip.config.vision
+        torch.manual_seed(self.seed)
+        self.model = build_pixel_decoder(self.model_config.decoder, self.clip.config.embed_dim, vision.image_size,
+                                         vision.image_size // vision.patch_size)
+
+    def loss(self, batch: dict):
+        return self.model.loss(batch["e_v"], batch["e_t"], batch["pixels"])
+
+    @torch.no_grad()
+    def evaluate(self) -> dict:
+        self.model.eval()
+        l1, agreement = 0.0, []
+        for start, (pixels, captions, _) in self.val_batches():
+            batch = self.targets(pixels, captions)
+            images = self.model.decode(batch["e_v"], batch["e_t"])
+            l1 += torch.nn.functional.l1_loss(images, pixels).item() * len(pixels)
+            if self.val_source.has_scenes:
+                agreement += [compare_scenes(judge(to_pil(img)), self.val_source.scene(start + i))
+                              for i, img in enumerate(images)]
+        result = {"l1": l1 / max(self.eval_size, 1)}
+        result.update(agreement_summary(agreement, prefix="judge_"))
+        return result
+
+    def export(self, directory: Path) -> None:
+        vision = self.clip.config.vision
+        save_model(directory, self.model, {"kind": "decoder", "config": to_dict(self.model_config.decoder),
+                                           "embed_dim": self.clip.config.embed_dim, "image_size": vision.image_size,
+                                           "grid": vision.image_size // vision.patch_size})
+
+
+def to_pil(image: torch.Tensor):
+    from PIL import Image
+
+    array = (image.clamp(0, 1).permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
+    return Image.fromarray(array, mode="RGB")
+
+
+def agreement_summary(results: list[dict], prefix: str = "") -> dict:
+    if not results:
+        return {}
+    keys = ("count", "colors", "shapes", "sizes", "kinds", "relations", "exact")
+    return {prefix + k: float(np.mean([r[k] for r in results])) for k in keys}
+
+
+STAGE_CLASSES = {"clip": ClipStage, "tokenizer": TokenizerStage, "decoder": DecoderStage}
