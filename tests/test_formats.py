@@ -100,3 +100,19 @@ def test_cli_world_and_its_errors(tmp_path):
     unwritable = subprocess.run([sys.executable, "-m", "vlgpt", "world", "--out", "/proc/vlgpt/x", "--n", "2"],
                                 capture_output=True, text=True)
     assert unwritable.returncode == 2 and "cannot write" in unwritable.stderr
+
+
+def test_cli_judge_reads_an_image_and_refuses_garbage(tmp_path):
+    from vlgpt.world.dataset import ShapesWorld
+
+    world = ShapesWorld("test")
+    path = tmp_path / "scene.png"
+    world.image(world[0]).save(path)
+    ok = subprocess.run([sys.executable, "-m", "vlgpt", "judge", str(path)], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    judged = json.loads(ok.stdout)
+    assert len(judged["objects"]) == len(world.scene(0).objects)
+    garbage = tmp_path / "garbage.png"
+    garbage.write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    bad = subprocess.run([sys.executable, "-m", "vlgpt", "judge", str(garbage)], capture_output=True, text=True)
+    assert bad.returncode == 2 and "garbage.png" in bad.stderr and "Traceback" not in bad.stderr

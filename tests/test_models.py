@@ -21,16 +21,17 @@ def test_component_output_shapes():
     ids, lengths = torch.randint(0, t.vocab_size, (3, 7)), torch.tensor([7, 3, 5])
     P, D = v.num_patches, TINY.clip.embed_dim
     assert clip.image_features(pixels).shape == (3, P + 1, v.width)
-    assert clip.image_embeddings(pixels).shape == (3, P + 1, D)
+    C = TINY.clip.num_condition_tokens
+    assert clip.image_embeddings(pixels).shape == (3, C, D)
     assert clip.encode_text(ids, lengths).shape == (3, D)
     loss, logits = clip(pixels, ids, lengths)
     assert logits.shape == (3, 3) and loss.ndim == 0
-    codec = ImageCodec(TINY.tokenizer, v.width, P + 1, D)
+    codec = ImageCodec(TINY.tokenizer, v.width, C, D)
     embeddings = codec.tokenizer(clip.image_features(pixels))
     assert embeddings.shape == (3, TINY.tokenizer.num_tokens, TINY.tokenizer.token_dim)
     z_v, z_t = codec.detokenizer(embeddings)
-    assert z_v.shape == (3, P + 1, D) and z_t.shape == (3, D)
-    decoder = build_pixel_decoder(TINY.decoder, D, v.image_size, v.image_size // v.patch_size)
+    assert z_v.shape == (3, C, D) and z_t.shape == (3, D)
+    decoder = build_pixel_decoder(TINY.decoder, D, v.image_size, TINY.clip.condition_grid)
     image = decoder.decode(z_v, z_t)
     assert image.shape == (3, 3, v.image_size, v.image_size)
     assert 0 <= image.min() and image.max() <= 1

@@ -32,6 +32,16 @@ def cmd_world(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_judge(args: argparse.Namespace) -> int:
+    """Read an image back into a Shapes-world scene (JSON) with the classical judge."""
+    from .data.images import load_image
+    from .world.judge import judge
+
+    scene = judge(load_image(args.image, max_pixels=args.max_pixels))
+    print(scene.to_json())
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """Train one stage (clip, tokenizer, decoder) into RUN/<stage>/."""
     from .report import table
@@ -120,6 +130,11 @@ def build_parser() -> argparse.ArgumentParser:
     world.add_argument("--size", type=int, default=64, help=f"canvas side in pixels ({MIN_CANVAS}..{MAX_CANVAS})")
     world.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     world.set_defaults(func=cmd_world)
+
+    judge_cmd = sub.add_parser("judge", help=cmd_judge.__doc__, description=cmd_judge.__doc__)
+    judge_cmd.add_argument("image", help="image file")
+    judge_cmd.add_argument("--max-pixels", type=int, default=16_000_000, help="refuse larger images before decoding")
+    judge_cmd.set_defaults(func=cmd_judge)
 
     from .config import PRESETS, STAGES
 

@@ -45,6 +45,10 @@ class VisionConfig:
     def num_patches(self) -> int:
         return (self.image_size // self.patch_size) ** 2
 
+    @property
+    def grid(self) -> int:
+        return self.image_size // self.patch_size
+
 
 @dataclass(frozen=True)
 class TextConfig:
@@ -65,7 +69,13 @@ class ClipConfig:
     vision: VisionConfig = f(VisionConfig(), "image tower")
     text: TextConfig = f(TextConfig(), "text tower")
     embed_dim: int = f(128, "shared embedding width (e_v tokens and e_t)")
+    condition_grid: int = f(4, "e_v = the pooled embedding plus the patch tokens average-pooled to this grid side")
     init_temperature: float = f(0.07, "initial softmax temperature of the InfoNCE loss")
+
+    @property
+    def num_condition_tokens(self) -> int:
+        """Tokens in e_v: the pooled embedding plus condition_grid^2 region tokens."""
+        return 1 + self.condition_grid**2
 
 
 @dataclass(frozen=True)
@@ -89,7 +99,7 @@ class PixelDecoderConfig:
 
     kind: str = f("conv", "decoder family: conv (fast, deterministic upsampler)")
     channels: int = f(128, "channels at the lowest resolution; halved at each upsampling")
-    condition_noise: float = f(0.1, "std of noise added to (e_v, e_t) in training, for robustness to z")
+    condition_noise: float = f(0.5, "std of noise added to (e_v, e_t) in training, for robustness to z")
     edge_weight: float = f(0.5, "weight of the image-gradient (edge) L1 term")
 
 
@@ -148,7 +158,8 @@ PRESETS: dict[str, Preset] = {
     "tiny": Preset(
         ModelConfig(
             ClipConfig(VisionConfig(image_size=32, patch_size=8, width=32, depth=1, heads=2),
-                       TextConfig(vocab_size=512, context_length=40, width=32, depth=1, heads=2), embed_dim=32),
+                       TextConfig(vocab_size=512, context_length=40, width=32, depth=1, heads=2), embed_dim=32,
+                       condition_grid=2),
             ImageTokenizerConfig(num_tokens=4, token_dim=32, width=32, depth=1, detokenizer_depth=1, heads=2),
             PixelDecoderConfig(channels=32),
         ),

@@ -54,7 +54,33 @@ def stage_world(run: Path, quick: bool) -> None:
     print(f"sample grid: {run / 'world_grid.png'}  captions: {run / 'world_grid.txt'}")
 
 
-STAGES = [("world", stage_world)]
+def _train(run: Path, stage: str, quick: bool) -> dict:
+    from .train import train_stage
+
+    stage_run = run / stage
+    resume = (stage_run / "checkpoints").is_dir()  # an interrupted demo continues where it stopped
+    return train_stage(stage, run, preset_name="tiny" if quick else "small", resume=resume)
+
+
+def stage_image_codec(run: Path, quick: bool) -> None:
+    """The image tokenizer-detokenizer: train clip, tokenizer and decoder, then evaluate reconstruction."""
+    from .eval.reconstruction import evaluate_reconstruction
+    from .report import plot_curves
+
+    for stage in ("clip", "tokenizer", "decoder"):
+        if (run / stage / "model" / "metrics.json").is_file():
+            print(f"[demo] {stage}: trained already")
+            continue
+        _train(run, stage, quick)
+    metrics = evaluate_reconstruction(run, n=60 if quick else 500, grid_path=run / "reconstructions.png")
+    write_json(run / "eval_reconstruction.json", metrics)
+    plot_curves({s: run / s / "metrics.jsonl" for s in ("clip", "tokenizer", "decoder")}, run / "loss_curves.png")
+    print(table("Reconstruction (Shapes val): judge agreement source vs reconstruction", metrics))
+    print(f"reconstruction grid (source | reconstruction): {run / 'reconstructions.png'}")
+    print(f"loss curves: {run / 'loss_curves.png'}")
+
+
+STAGES = [("world", stage_world), ("image_codec", stage_image_codec)]
 
 
 def run_demo(run: Path, quick: bool = False) -> None:

@@ -65,3 +65,30 @@ def metrics_table_html(metrics: dict) -> str:
     rows = "".join(f"<tr><td>{html.escape(line[:line.find('  ')])}</td><td>{html.escape(line[line.find('  '):].strip())}</td></tr>"
                    for line in text)
     return f"<table><tr><th>metric</th><th>value [95% CI] n</th></tr>{rows}</table>"
+
+
+def plot_curves(metrics_files: dict[str, Path], out: Path, keys: tuple[str, ...] = ("loss",)) -> Path:
+    """One panel per stage: training curves from each stage's metrics.jsonl, saved as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    stages = {name: path for name, path in metrics_files.items() if Path(path).is_file()}
+    fig, axes = plt.subplots(1, max(len(stages), 1), figsize=(4 * max(len(stages), 1), 3), squeeze=False)
+    for ax, (name, path) in zip(axes[0], stages.items()):
+        rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+        for key in keys:
+            points = [(r["step"], r[key]) for r in rows if key in r]
+            if points:
+                ax.plot(*zip(*points), label=key)
+        ax.set_title(name)
+        ax.set_xlabel("step")
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out

@@ -1,9 +1,9 @@
 """CLIP: a ViT and a text transformer trained contrastively (InfoNCE, learnable temperature).
 
 VL-GPT §3.1 supervises its detokenizer with a frozen CLIP: e_v, the image embedding, and e_t, the
-text embedding of the image's caption. Here `image_embeddings` gives e_v as the projected token
-grid [1 + P, D] (CLS first, whose normalised form is the contrastive embedding) and `encode_text`
-gives e_t. Both are L2-normalised then scaled by sqrt(D), so each element has unit RMS and the
+text embedding of the image's caption. Here `image_embeddings` gives e_v as the pooled image
+embedding followed by the projected patch tokens average-pooled to a coarse G x G grid
+([1 + G^2, D]: what the image shows, and roughly where), and `encode_text` gives e_t. Both are L2-normalised then scaled by sqrt(D), so each element has unit RMS and the
 MSE losses downstream do not depend on D.
 """
 
@@ -42,13 +42,22 @@ class CLIP(nn.Module):
         return self.vision(pixels)
 
     def image_embeddings(self, pixels: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:
-        """e_v: [B, 1 + P, D], each token scaled-normalised."""
+        """e_v: [B, 1 + G^2, D], each token scaled-normalised."""
         features = self.vision(pixels) if features is None else features
-        return scaled_normalize(self.image_proj(features))
+        tokens = self.image_proj(features)  # [B, 1 + P, D]
+        B, _, D = tokens.shape
+        g = self.config.vision.grid
+        grid = tokens[:, 1:].transpose(1, 2).reshape(B, D, g, g)
+        regions = F.adaptive_avg_pool2d(grid, self.config.condition_grid).flatten(2).transpose(1, 2)  # [B, G^2, D]
+        return scaled_normalize(torch.cat([tokens.mean(dim=1, keepdim=True), regions], dim=1))
 
     def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Unit-norm contrastive image embedding [B, D] (the CLS token)."""
-        return F.normalize(self.image_proj(self.vision(pixels)[:, 0]), dim=-1)
+        """Unit-norm contrastive image embedding [B, D]: the mean over all tokens.
+
+        Mean pooling trains much faster than the CLS token alone for a small ViT learnt from
+        scratch: every patch gets gradient from the contrastive loss from the first step.
+        """
+        return F.normalize(self.image_proj(self.vision(pixels)).mean(dim=1), dim=-1)
 
     def encode_text(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Unit-norm contrastive text embedding [B, D]; e_t = this x sqrt(D)."""

@@ -71,9 +71,14 @@ class QueryBlock(nn.Module):
 
 
 def init_weights(module: nn.Module) -> None:
-    """Small normal init for linear/embedding weights, zero biases (GPT-2 style)."""
+    """LeCun-normal linear weights (std = fan_in^-1/2), zero biases, N(0, 0.02) embeddings.
+
+    GPT-2's fixed std of 0.02 suits widths near 768; at the widths that train on a CPU (32-256) it
+    leaves attention logits so small that learned queries attend uniformly and stall for hundreds
+    of steps (measured on the tokenizer: MSE(z_v, e_v) flat from step 50 to 300).
+    """
     if isinstance(module, nn.Linear):
-        nn.init.normal_(module.weight, std=0.02)
+        nn.init.normal_(module.weight, std=module.weight.shape[1] ** -0.5)
         if module.bias is not None:
             nn.init.zeros_(module.bias)
     elif isinstance(module, nn.Embedding):

@@ -1,7 +1,7 @@
 """The pixel decoder: (e_v, e_t) -> image. It plays the part of VL-GPT's frozen diffusion decoder.
 
 Trained on ground-truth CLIP embeddings and used at inference on the detokenizer's (z_v, z_t).
-The default is a fast, deterministic convolutional upsampler: the e_v patch tokens form a grid
+The default is a fast, deterministic convolutional upsampler: the e_v region tokens form a grid
 that is upsampled to pixels, with the CLS token and e_t modulating every stage (FiLM).
 Any decoder with the same two methods — `loss(e_v, e_t, images)` and `decode(z_v, z_t)` — can
 take its place (a diffusion or flow-matching decoder would sample in `decode`).
@@ -45,8 +45,9 @@ class ConvPixelDecoder(nn.Module):
         self.grid, self.image_size = grid, image_size
         ups = int(math.log2(image_size // grid))
         if grid * 2**ups != image_size:
-            raise ValueError(f"image_size {image_size} must be the patch grid {grid} times a power of two")
-        channels = [max(config.channels // 2**i, 32) for i in range(ups + 1)]
+            raise ValueError(f"image_size {image_size} must be the condition grid {grid} times a power of two")
+        # Channels halve at each doubling, down to 16 at full resolution (where convolutions cost most).
+        channels = [max(config.channels // 2**i, 16) for i in range(ups + 1)]
         cond_dim = 2 * embed_dim
         self.stem = nn.Conv2d(embed_dim, channels[0], 1)
         self.stages = nn.ModuleList(FiLMStage(c, cond_dim) for c in channels)
@@ -54,10 +55,10 @@ class ConvPixelDecoder(nn.Module):
         self.head = nn.Conv2d(channels[-1], 3, 3, padding=1)
 
     def decode(self, z_v: torch.Tensor, z_t: torch.Tensor) -> torch.Tensor:
-        """z_v [B, 1 + P, D], z_t [B, D] -> image [B, 3, H, W] in 0..1."""
+        """z_v [B, 1 + G^2, D], z_t [B, D] -> image [B, 3, H, W] in 0..1."""
         B, _, D = z_v.shape
         cond = torch.cat([z_v[:, 0], z_t], dim=-1)  # [B, 2D]
-        x = self.stem(z_v[:, 1:].transpose(1, 2).reshape(B, D, self.grid, self.grid))
+        x = self.stem(z_v[:, 1:].transpose(1, 2).reshape(B, D, self.grid, self.grid))  # [B, C, g, g]
         for i, stage in enumerate(self.stages):
             x = stage(x, cond)
             if i < len(self.ups):

@@ -193,7 +193,7 @@ class TokenizerStage(FrozenClipStage):
         super().__init__(*args, **kwargs)
         clip = self.clip.config
         torch.manual_seed(self.seed)
-        self.model = ImageCodec(self.model_config.tokenizer, clip.vision.width, clip.vision.num_patches + 1,
+        self.model = ImageCodec(self.model_config.tokenizer, clip.vision.width, clip.num_condition_tokens,
                                 clip.embed_dim)
 
     def loss(self, batch: dict):
@@ -223,7 +223,7 @@ class TokenizerStage(FrozenClipStage):
         clip = self.clip.config
         save_model(directory, self.model, {"kind": "tokenizer", "config": to_dict(self.model_config.tokenizer),
                                            "feature_width": clip.vision.width,
-                                           "num_condition_tokens": clip.vision.num_patches + 1,
+                                           "num_condition_tokens": clip.num_condition_tokens,
                                            "embed_dim": clip.embed_dim})
 
 
@@ -237,7 +237,7 @@ class DecoderStage(FrozenClipStage):
         vision = self.clip.config.vision
         torch.manual_seed(self.seed)
         self.model = build_pixel_decoder(self.model_config.decoder, self.clip.config.embed_dim, vision.image_size,
-                                         vision.image_size // vision.patch_size)
+                                         self.clip.config.condition_grid)
 
     def loss(self, batch: dict):
         return self.model.loss(batch["e_v"], batch["e_t"], batch["pixels"])
@@ -261,7 +261,7 @@ class DecoderStage(FrozenClipStage):
         vision = self.clip.config.vision
         save_model(directory, self.model, {"kind": "decoder", "config": to_dict(self.model_config.decoder),
                                            "embed_dim": self.clip.config.embed_dim, "image_size": vision.image_size,
-                                           "grid": vision.image_size // vision.patch_size})
+                                           "grid": self.clip.config.condition_grid})
 
 
 def to_pil(image: torch.Tensor):
