@@ -1,5 +1,6 @@
 """The image tokenizer-detokenizer on the small preset: training time, retrieval, reconstruction,
-and the paper's Table 4 ablation (supervise the detokenizer with e_v only, e_t only, or both).
+and the paper's Table 4 ablation (supervise the detokenizer with e_v only, e_t only, or both; the
+ablation decodes with one shared decoder trained on CLIP's e alone, as the paper's frozen decoder).
 
     python benchmarks/codec.py --run runs/bench-codec [--ablation]
 
@@ -53,9 +54,16 @@ def main() -> None:
         for name, weights in (("e_v_only", (1.0, 0.0)), ("e_t_only", (0.0, 1.0)), ("both", (1.0, 1.0))):
             variant = run / f"ablation-{name}"
             variant.mkdir(exist_ok=True)
-            for stage in ("clip", "decoder"):  # shared: only the tokenizer's supervision changes
-                if not (variant / stage).exists():
-                    shutil.copytree(run / stage / "model", variant / stage / "model")
+            # Shared CLIP and a shared decoder trained on CLIP's e alone (the paper's frozen decoder):
+            # only the tokenizer's supervision changes between the rows.
+            if not (variant / "clip").exists():
+                shutil.copytree(run / "clip" / "model", variant / "clip" / "model")
+            if not (run / "decoder-e-only" / "model").is_dir():
+                train_stage("decoder", run / "decoder-e-only-run", preset_name="small", progress=False,
+                            clip=run, model_overrides=("decoder.detokenized_fraction=0",))
+                shutil.copytree(run / "decoder-e-only-run" / "decoder" / "model", run / "decoder-e-only" / "model")
+            if not (variant / "decoder").exists():
+                shutil.copytree(run / "decoder-e-only" / "model", variant / "decoder" / "model")
             timed_stage("tokenizer", variant, model_overrides=(f"tokenizer.weight_image={weights[0]}",
                                                               f"tokenizer.weight_text={weights[1]}"))
             tokenizer_eval = json.loads((variant / "tokenizer" / "model" / "metrics.json").read_text())

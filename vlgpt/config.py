@@ -69,7 +69,7 @@ class ClipConfig:
     vision: VisionConfig = f(VisionConfig(), "image tower")
     text: TextConfig = f(TextConfig(), "text tower")
     embed_dim: int = f(128, "shared embedding width (e_v tokens and e_t)")
-    condition_grid: int = f(4, "e_v = the pooled embedding plus the patch tokens average-pooled to this grid side")
+    condition_grid: int = f(8, "e_v = the pooled embedding plus the patch tokens average-pooled to this grid side")
     init_temperature: float = f(0.07, "initial softmax temperature of the InfoNCE loss")
 
     @property
@@ -99,8 +99,24 @@ class PixelDecoderConfig:
 
     kind: str = f("conv", "decoder family: conv (fast, deterministic upsampler)")
     channels: int = f(128, "channels at the lowest resolution; halved at each upsampling")
-    condition_noise: float = f(0.5, "std of noise added to (e_v, e_t) in training, for robustness to z")
+    condition_noise: float = f(0.1, "std of noise added to (e_v, e_t) in training, for robustness to z")
+    detokenized_fraction: float = f(0.5, "share of each batch conditioned on the run's detokenizer output (z) "
+                                         "instead of CLIP's (e); 0 trains on e alone, as the paper's frozen decoder")
     edge_weight: float = f(0.5, "weight of the image-gradient (edge) L1 term")
+
+
+@dataclass(frozen=True)
+class LanguageModelConfig:
+    """VL-GPT's decoder-only transformer (RoPE, RMSNorm, SwiGLU) and its two heads."""
+
+    width: int = f(256, "transformer width")
+    depth: int = f(4, "number of blocks")
+    heads: int = f(4, "attention heads")
+    mlp_hidden: int = f(688, "SwiGLU hidden size")
+    max_seq_len: int = f(384, "context length in positions (text tokens + image embeddings)")
+    rope_base: float = f(10000.0, "RoPE base")
+    norm_eps: float = f(1e-5, "RMSNorm epsilon")
+    regression_weight: float = f(1.0, "lambda in CE + lambda * MSE(next image embedding)")
 
 
 @dataclass(frozen=True)
@@ -110,6 +126,7 @@ class ModelConfig:
     clip: ClipConfig = f(ClipConfig(), "CLIP image and text towers")
     tokenizer: ImageTokenizerConfig = f(ImageTokenizerConfig(), "image tokenizer and detokenizer")
     decoder: PixelDecoderConfig = f(PixelDecoderConfig(), "pixel decoder")
+    lm: LanguageModelConfig = f(LanguageModelConfig(), "the VL-GPT transformer")
 
 
 # --- training --------------------------------------------------------------------------------
@@ -138,7 +155,7 @@ class TrainConfig:
     threads: int = f(0, "torch CPU threads (0: all cores)")
 
 
-STAGES = ("clip", "tokenizer", "decoder")
+STAGES = ("clip", "tokenizer", "decoder", "pretrain", "instruct")
 
 
 @dataclass(frozen=True)
@@ -162,17 +179,22 @@ PRESETS: dict[str, Preset] = {
                        condition_grid=2),
             ImageTokenizerConfig(num_tokens=4, token_dim=32, width=32, depth=1, detokenizer_depth=1, heads=2),
             PixelDecoderConfig(channels=32),
+            LanguageModelConfig(width=32, depth=1, heads=2, mlp_hidden=64, max_seq_len=160),
         ),
         {"clip": _train(steps=20, batch_size=16, warmup_steps=2, save_every=10, eval_size=32, log_every=5),
          "tokenizer": _train(steps=20, batch_size=16, warmup_steps=2, save_every=10, eval_size=32, log_every=5),
-         "decoder": _train(steps=20, batch_size=16, warmup_steps=2, save_every=10, eval_size=32, log_every=5)},
+         "decoder": _train(steps=20, batch_size=16, warmup_steps=2, save_every=10, eval_size=32, log_every=5),
+         "pretrain": _train(steps=20, batch_size=8, warmup_steps=2, save_every=10, eval_size=8, log_every=5),
+         "instruct": _train(steps=20, batch_size=8, warmup_steps=2, save_every=10, eval_size=8, log_every=5)},
     ),
     # The demo and the benchmarks: a few minutes per stage on 2 CPU cores.
     "small": Preset(
         ModelConfig(),
-        {"clip": _train(steps=400, batch_size=128, lr=2e-3, warmup_steps=30, save_every=200),
-         "tokenizer": _train(steps=400, batch_size=64, lr=1e-3, warmup_steps=30, save_every=200),
-         "decoder": _train(steps=600, batch_size=32, lr=2e-3, warmup_steps=30, save_every=200)},
+        {"clip": _train(steps=400, batch_size=128, lr=2e-3, warmup_steps=30, save_every=100),
+         "tokenizer": _train(steps=300, batch_size=64, lr=2e-3, warmup_steps=30, save_every=100),
+         "decoder": _train(steps=500, batch_size=32, lr=1e-3, warmup_steps=30, save_every=100),
+         "pretrain": _train(steps=600, batch_size=16, lr=1e-3, warmup_steps=30, save_every=200, eval_size=50),
+         "instruct": _train(steps=600, batch_size=16, lr=1e-3, warmup_steps=30, save_every=200, eval_size=50)},
     ),
 }
 

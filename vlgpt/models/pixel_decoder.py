@@ -56,6 +56,11 @@ class ConvPixelDecoder(nn.Module):
 
     def decode(self, z_v: torch.Tensor, z_t: torch.Tensor) -> torch.Tensor:
         """z_v [B, 1 + G^2, D], z_t [B, D] -> image [B, 3, H, W] in 0..1."""
+        return self.forward(z_v, z_t).clamp(0.0, 1.0)
+
+    def forward(self, z_v: torch.Tensor, z_t: torch.Tensor) -> torch.Tensor:
+        """Unclamped pixels: a linear output keeps gradients alive where a sigmoid would saturate
+        (a saturated sigmoid left the decoder stuck on a blank background in our runs)."""
         B, _, D = z_v.shape
         cond = torch.cat([z_v[:, 0], z_t], dim=-1)  # [B, 2D]
         x = self.stem(z_v[:, 1:].transpose(1, 2).reshape(B, D, self.grid, self.grid))  # [B, C, g, g]
@@ -63,14 +68,14 @@ class ConvPixelDecoder(nn.Module):
             x = stage(x, cond)
             if i < len(self.ups):
                 x = self.ups[i](F.interpolate(x, scale_factor=2, mode="nearest"))
-        return torch.sigmoid(self.head(x))
+        return self.head(x) + 0.5
 
     def loss(self, e_v: torch.Tensor, e_t: torch.Tensor, images: torch.Tensor) -> tuple[torch.Tensor, dict]:
         """L1 + edge L1, on conditions jittered with noise so that decoding z (not e) works too."""
         if self.training and self.config.condition_noise > 0:
             e_v = e_v + self.config.condition_noise * torch.randn_like(e_v)
             e_t = e_t + self.config.condition_noise * torch.randn_like(e_t)
-        pred = self.decode(e_v, e_t)
+        pred = self.forward(e_v, e_t)
         l1 = F.l1_loss(pred, images)
         edges = (F.l1_loss(pred.diff(dim=-1), images.diff(dim=-1)) + F.l1_loss(pred.diff(dim=-2), images.diff(dim=-2)))
         return l1 + self.config.edge_weight * edges, {"l1": l1.detach(), "edge_l1": edges.detach()}

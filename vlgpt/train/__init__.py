@@ -45,18 +45,25 @@ def train_stage(stage: str, run: str | Path, *, preset_name: str = "small", data
                 train_overrides: dict | None = None, resume: bool = False, progress: bool = True,
                 clip: str | Path | None = None) -> dict:
     """Train one stage into RUN/<stage>/; returns the final evaluation metrics."""
+    from .lm_stages import InstructStage, PretrainStage
     from .stages import STAGE_CLASSES
 
+    STAGE_CLASSES = {**STAGE_CLASSES, "pretrain": PretrainStage, "instruct": InstructStage}
     if stage not in STAGE_CLASSES:
         raise ConfigError(f"unknown stage {stage!r}; choose one of {', '.join(STAGE_CLASSES)}")
     model_config, train_config = resolve_configs(stage, preset_name, yaml_file, model_overrides, train_overrides)
     run = Path(run)
     common = dict(model_config=model_config, data=data, seed=train_config.seed, eval_size=train_config.eval_size,
                   val_data=val_data)
-    if stage == "clip":
+    if stage in ("pretrain", "instruct"):
+        task = STAGE_CLASSES[stage](**common, run=run)
+    elif stage == "clip":
         task = STAGE_CLASSES[stage](**common)
-    else:
+    elif stage == "tokenizer":
         task = STAGE_CLASSES[stage](**common, clip_dir=Path(clip) if clip else run)
+    else:
+        task = STAGE_CLASSES[stage](**common, clip_dir=Path(clip) if clip else run,
+                                    codec_dir=run if (run / "tokenizer" / "model").is_dir() else None)
     trainer = Trainer(task, train_config, run / stage, resume=resume, progress=progress)
     return trainer.fit()
 

@@ -232,12 +232,30 @@ class TokenizerStage(FrozenClipStage):
 class DecoderStage(FrozenClipStage):
     name = "decoder"
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, codec_dir: Path | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         vision = self.clip.config.vision
         torch.manual_seed(self.seed)
         self.model = build_pixel_decoder(self.model_config.decoder, self.clip.config.embed_dim, vision.image_size,
                                          self.clip.config.condition_grid)
+        fraction = self.model_config.decoder.detokenized_fraction
+        # The run's frozen tokenizer-detokenizer, when the recipe mixes its outputs into training.
+        self.codec = load_codec(codec_dir) if fraction > 0 and codec_dir is not None else None
+        if fraction > 0 and self.codec is None:
+            raise CheckpointError("decoder.detokenized_fraction > 0 needs a trained tokenizer: run `vlgpt train "
+                                  "tokenizer` first, or pass --set decoder.detokenized_fraction=0")
+
+    def batch(self, start: int, size: int) -> dict:
+        batch = super().batch(start, size)
+        if self.codec is not None:
+            # Replace a fixed share of each batch's (e_v, e_t) by the detokenizer's (z_v, z_t), so the
+            # decoder learns the conditions it will see at inference (deterministic per batch).
+            k = round(self.model_config.decoder.detokenized_fraction * size)
+            with torch.no_grad():
+                z_v, z_t = self.codec.detokenizer(self.codec.tokenizer(batch["features"][:k]))
+            batch["e_v"] = torch.cat([z_v, batch["e_v"][k:]])
+            batch["e_t"] = torch.cat([z_t, batch["e_t"][k:]])
+        return batch
 
     def loss(self, batch: dict):
         return self.model.loss(batch["e_v"], batch["e_t"], batch["pixels"])
@@ -248,6 +266,8 @@ class DecoderStage(FrozenClipStage):
         l1, agreement = 0.0, []
         for start, (pixels, captions, _) in self.val_batches():
             batch = self.targets(pixels, captions)
+            if self.codec is not None:  # score what inference will do: decode the detokenizer's output
+                batch["e_v"], batch["e_t"] = self.codec.detokenizer(self.codec.tokenizer(batch["features"]))
             images = self.model.decode(batch["e_v"], batch["e_t"])
             l1 += torch.nn.functional.l1_loss(images, pixels).item() * len(pixels)
             if self.val_source.has_scenes:

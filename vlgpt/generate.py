@@ -1,0 +1,137 @@
+"""Interleaved decoding: text by sampling, images by regression (VL-GPT §3.3).
+
+Text tokens are sampled from the LM head with a KV cache. Once [IMG] appears — sampled, or
+appended to force an image — the next N steps run through the regression head, each predicted
+embedding fed back as the next input; then [/IMG] is fed, the N embeddings go through the
+detokenizer and pixel decoder, and text decoding goes on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from .data import sequences as S
+from .models.transformer import KVCache
+
+
+class GenerationError(ValueError):
+    """Bad sampling parameters or a prompt that does not fit; the message says which."""
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    max_new_tokens: int = 64
+    temperature: float = 0.0  # 0: greedy
+    top_k: int = 0  # 0: off
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()
+    max_images: int = 4
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise GenerationError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
+        if self.temperature < 0:
+            raise GenerationError(f"temperature must be >= 0, got {self.temperature}")
+        if self.top_k < 0:
+            raise GenerationError(f"top_k must be >= 0, got {self.top_k}")
+        if not 0 < self.top_p <= 1:
+            raise GenerationError(f"top_p must be in (0, 1], got {self.top_p}")
+
+
+@dataclass
+class Output:
+    """What the model wrote: text and images in order."""
+
+    parts: list[tuple[str, object]] = field(default_factory=list)  # ("text", str) | ("image", PIL image)
+
+    @property
+    def text(self) -> str:
+        return "".join(p for kind, p in self.parts if kind == "text").strip()
+
+    @property
+    def images(self) -> list:
+        return [p for kind, p in self.parts if kind == "image"]
+
+
+def sample_token(logits: torch.Tensor, config: SamplingConfig, generator: torch.Generator) -> int:
+    """Greedy at temperature 0, else temperature + top-k + top-p (nucleus) sampling."""
+    if config.temperature == 0:
+        return int(logits.argmax())
+    logits = logits.float() / config.temperature
+    if config.top_k:
+        kth = torch.topk(logits, min(config.top_k, logits.numel())).values[-1]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    probs = torch.softmax(logits, dim=-1)
+    if config.top_p < 1:
+        sorted_probs, order = probs.sort(descending=True)
+        keep = sorted_probs.cumsum(0) - sorted_probs < config.top_p
+        probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_probs[keep])
+        probs = probs / probs.sum()
+    return int(torch.multinomial(probs, 1, generator=generator))
+
+
+class Generator:
+    def __init__(self, model, tokenizer, codec):
+        self.model, self.tokenizer, self.codec = model.eval(), tokenizer, codec
+        self.dim = codec.token_dim
+
+    def _step(self, cache: KVCache, token: int | None = None, embedding: torch.Tensor | None = None) -> torch.Tensor:
+        """Feed one position (a token or an image embedding); returns its hidden state [width]."""
+        ids = torch.tensor([[token if token is not None else self.tokenizer.pad_id]])
+        embeds = (embedding if embedding is not None else torch.zeros(self.dim)).view(1, 1, -1)
+        is_image = torch.tensor([[embedding is not None]])
+        return self.model({"ids": ids, "image_embeds": embeds, "is_image": is_image}, cache)["hidden"][0, -1]
+
+    @torch.no_grad()
+    def generate(self, segments: list[S.Segment], config: SamplingConfig = SamplingConfig(),
+                 force_image: bool = False, stop_after_image: bool = False) -> Output:
+        prompt = S.build(segments, self.tokenizer, self.dim)
+        max_len = self.model.config.lm.max_seq_len
+        n = self.codec.num_tokens
+        if len(prompt["ids"]) + (n + 2 if force_image else 1) > max_len:
+            raise GenerationError(f"the prompt takes {len(prompt['ids'])} positions; with the answer it would exceed "
+                                  f"the context of {max_len}. Shorten it or use fewer images.")
+        cache = KVCache(self.model.config.lm, 1, max_len)
+        batch = {k: prompt[k][None] for k in ("ids", "image_embeds", "is_image")}
+        hidden = self.model(batch, cache)["hidden"][0, -1]
+        generator = torch.Generator().manual_seed(config.seed)
+        output, text_ids, images = Output(), [], 0
+        pending = self.tokenizer.img_id if force_image else None
+        for _ in range(config.max_new_tokens):
+            if cache.length >= max_len - 1:
+                break
+            token = pending if pending is not None else sample_token(self.model.next_token_logits(hidden), config, generator)
+            pending = None
+            if token == self.tokenizer.eos_id:
+                break
+            if token == self.tokenizer.img_id:
+                if images >= config.max_images or cache.length + n + 2 > max_len:
+                    break
+                if text_ids:
+                    output.parts.append(("text", self.tokenizer.decode(text_ids)))
+                    text_ids = []
+                hidden = self._step(cache, token=token)
+                predicted = []
+                for _ in range(n):  # N regression steps, each prediction fed back as the next input
+                    embedding = self.model.next_image_embedding(hidden)
+                    predicted.append(embedding)
+                    hidden = self._step(cache, embedding=embedding)
+                hidden = self._step(cache, token=self.tokenizer.img_end_id)
+                output.parts.append(("image", self.codec.decode(torch.stack(predicted)[None])[0]))
+                images += 1
+                if stop_after_image:
+                    break
+                continue
+            text_ids.append(token)
+            hidden = self._step(cache, token=token)
+            if config.stop and any(s in self.tokenizer.decode(text_ids) for s in config.stop):
+                break
+        if text_ids:
+            decoded = self.tokenizer.decode(text_ids)
+            for s in config.stop:
+                decoded = decoded.split(s)[0]
+            output.parts.append(("text", decoded))
+        return output

@@ -1,0 +1,81 @@
+"""VL-GPT: one decoder-only transformer over text tokens and continuous image embeddings (§3.2).
+
+Text enters through a token embedding, images through an input projection of their N embeddings,
+wrapped in [IMG] ... [/IMG]. Two heads read the same hidden states: the LM head predicts the next
+text token (cross-entropy), the regression head the next image embedding (MSE). One
+auto-regressive objective, L = CE + lambda * MSE, with per-position masks saying which targets count.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import LanguageModelConfig
+from .transformer import KVCache, Transformer
+
+
+@dataclass(frozen=True)
+class VLGPTConfig:
+    vocab_size: int
+    num_image_tokens: int  # N: embeddings per image (the tokenizer's)
+    image_token_dim: int  # width of each image embedding
+    lm: LanguageModelConfig = LanguageModelConfig()
+
+
+class VLGPT(nn.Module):
+    def __init__(self, config: VLGPTConfig):
+        super().__init__()
+        self.config = config
+        width = config.lm.width
+        self.token_embed = nn.Embedding(config.vocab_size, width)
+        self.image_in = nn.Linear(config.image_token_dim, width)  # input projection for image embeddings
+        self.transformer = Transformer(config.lm)
+        self.lm_head = nn.Linear(width, config.vocab_size, bias=False)
+        self.regression_head = nn.Linear(width, config.image_token_dim)
+        nn.init.normal_(self.token_embed.weight, std=width**-0.5)
+        for layer in (self.image_in, self.lm_head, self.regression_head):
+            nn.init.normal_(layer.weight, std=layer.weight.shape[1] ** -0.5)
+        nn.init.zeros_(self.image_in.bias)
+        nn.init.zeros_(self.regression_head.bias)
+
+    def embed(self, ids: torch.Tensor, image_embeds: torch.Tensor, is_image: torch.Tensor) -> torch.Tensor:
+        """Splice: ids [B, T] and image_embeds [B, T, d] -> inputs [B, T, width] by the is_image mask."""
+        text = self.token_embed(ids)
+        image = self.image_in(image_embeds.to(text.dtype))
+        return torch.where(is_image[..., None], image, text)
+
+    def forward(self, batch: dict, cache: KVCache | None = None) -> dict:
+        """Hidden states and both heads' outputs; with targets in `batch`, the losses too.
+
+        batch: ids [B, T], image_embeds [B, T, d], is_image [B, T], attention_mask [B, T] (optional),
+        text_targets [B, T] (-100 = no loss), image_targets [B, T, d], image_target_mask [B, T].
+        Position t predicts position t + 1; the sequence builder lays the targets out that way.
+        """
+        x = self.embed(batch["ids"], batch["image_embeds"], batch["is_image"])  # [B, T, width]
+        hidden = self.transformer(x, batch.get("attention_mask"), cache)
+        out = {"hidden": hidden}
+        if "text_targets" in batch:
+            targets = batch["text_targets"]
+            if (targets != -100).any():
+                logits = self.lm_head(hidden)  # [B, T, V]
+                ce = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
+            else:
+                ce = hidden.new_zeros(())
+            mask = batch["image_target_mask"]
+            if mask.any():
+                pred = self.regression_head(hidden[mask]).float()  # [M, d]
+                mse = F.mse_loss(pred, batch["image_targets"][mask].float())
+            else:
+                mse = hidden.new_zeros(())
+            out.update(loss=ce + self.config.lm.regression_weight * mse, ce=ce.detach(), mse=mse.detach())
+        return out
+
+    def next_token_logits(self, hidden_last: torch.Tensor) -> torch.Tensor:
+        return self.lm_head(hidden_last)
+
+    def next_image_embedding(self, hidden_last: torch.Tensor) -> torch.Tensor:
+        return self.regression_head(hidden_last)

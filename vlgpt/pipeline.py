@@ -1,0 +1,104 @@
+"""`vlgpt.load(run)`: a trained VL-GPT with the five things it does.
+
+    model = vlgpt.load("runs/demo")
+    model.caption("scene.png")                      # -> str
+    model.ask("scene.png", "How many stars are there?")
+    model.imagine("a red circle left of a blue star")  # -> PIL image
+    model.edit("scene.png", "Make the circle green.")  # -> PIL image
+    model.chat([{"role": "user", "content": [{"type": "image", "image": "scene.png"},
+                                             {"type": "text", "text": "Describe the image."}]}])
+
+Messages follow the OpenAI / Hugging Face content-list form; an image part carries its image under
+"image" (a path, bytes or PIL image) or "image_url" ({"url": "data:..."}).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .data import sequences as S
+from .data.images import load_image, load_image_from_data_uri
+from .generate import GenerationError, Generator, Output, SamplingConfig
+from .image_codec import ImageCodecPipeline
+from .train.lm_stages import load_vlgpt
+
+
+class Pipeline:
+    def __init__(self, model, config: dict, codec: ImageCodecPipeline, path: Path):
+        self.model, self.config, self.codec, self.path = model, config, codec, path
+        self.tokenizer = codec.text_tokenizer
+        self.generator = Generator(model, self.tokenizer, codec)
+
+    # --- the five verbs ------------------------------------------------------------------------
+    def caption(self, image, **sampling) -> str:
+        return self._answer([{"type": "image", "image": image}, {"type": "text", "text": "Describe the image."}],
+                            sampling)
+
+    def ask(self, image, question: str, **sampling) -> str:
+        if not question or not question.strip():
+            raise GenerationError("the question is empty")
+        return self._answer([{"type": "image", "image": image}, {"type": "text", "text": question}], sampling)
+
+    def imagine(self, prompt: str, **sampling):
+        if not prompt or not prompt.strip():
+            raise GenerationError("the prompt is empty")
+        messages = [{"role": "user", "content": [{"type": "text", "text": f"Draw: {prompt.strip()}"}]}]
+        return self._image(messages, sampling)
+
+    def edit(self, image, instruction: str, **sampling):
+        if not instruction or not instruction.strip():
+            raise GenerationError("the instruction is empty")
+        messages = [{"role": "user", "content": [{"type": "image", "image": image},
+                                                 {"type": "text", "text": instruction}]}]
+        return self._image(messages, sampling)
+
+    def chat(self, messages: list[dict], **sampling) -> Output:
+        """Continue a conversation; the answer may hold text and images."""
+        segments = self.segments(messages)
+        return self.generator.generate(segments, SamplingConfig(**sampling))
+
+    # --- plumbing ------------------------------------------------------------------------------
+    def segments(self, messages: list[dict]) -> list[S.Segment]:
+        if not messages:
+            raise GenerationError("no messages given")
+        images = []
+        for message in messages:
+            content = message.get("content")
+            if isinstance(content, list):
+                images += [self._load(part) for part in content if part.get("type") in ("image", "image_url")]
+        embeddings = list(self.codec.encode(images)) if images else []
+        return S.chat_segments(messages, embeddings, train_assistant=False, add_generation_prompt=True)
+
+    @staticmethod
+    def _load(part: dict):
+        if part.get("type") == "image_url":
+            url = part["image_url"]["url"] if isinstance(part.get("image_url"), dict) else part.get("image_url")
+            return load_image_from_data_uri(url)
+        if "image" not in part:
+            raise GenerationError("an image part has no 'image' (path, bytes or PIL image)")
+        return load_image(part["image"])
+
+    def _answer(self, content: list[dict], sampling: dict) -> str:
+        return self.chat([{"role": "user", "content": content}], **sampling).text
+
+    def _image(self, messages: list[dict], sampling: dict):
+        out = self.generator.generate(self.segments(messages), SamplingConfig(**sampling), force_image=True,
+                                      stop_after_image=True)
+        return out.images[0]
+
+
+def load(path: str | Path) -> Pipeline:
+    """A run folder (or its instruct/pretrain model folder) -> Pipeline."""
+    path = Path(path)
+    model, config = load_vlgpt(path)
+    run = path
+    while not (run / "clip").is_dir() and run != run.parent:
+        run = run.parent
+    if not (run / "clip").is_dir():
+        from .checkpoint import CheckpointError
+
+        raise CheckpointError(f"{path} is not inside a run folder with clip, tokenizer and decoder stages")
+    torch.set_grad_enabled(True)
+    return Pipeline(model, config, ImageCodecPipeline.load(run), path)

@@ -1,0 +1,179 @@
+"""The VL-GPT stages: `pretrain` (image-text pairs both ways, interleaved documents) and
+`instruct` (Shapes conversations: describe, VQA, draw, edit, multi-turn, in-context episodes).
+
+Both read images through the run's frozen tokenizer (N embeddings each). Pretraining trains every
+token and every image embedding that follows some text (an image at the very start has nothing to be
+predicted from); instruction tuning trains assistant turns only (VL-GPT §3.2).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..checkpoint import CheckpointError, load_weights, read_config, save_model
+from ..config import LanguageModelConfig, ModelConfig, from_dict, to_dict
+from ..data import sequences as S
+from ..image_codec import ImageCodecPipeline
+from ..models.vlgpt import VLGPT, VLGPTConfig
+from ..world import language
+from ..world.dataset import ShapesWorld
+from ..world.render import render
+from ..world.scene import Scene
+
+
+def t2i_prompt(caption: str) -> str:
+    """VL-GPT's text-to-image prompt: "An image of <caption>." followed by [IMG]."""
+    caption = caption.rstrip(".")
+    return f"An image of {caption[0].lower() + caption[1:]}." if caption else "An image."
+
+
+def load_vlgpt(run_or_dir: Path) -> tuple[VLGPT, dict]:
+    path = Path(run_or_dir)
+    for candidate in (path, path / "model", path / "instruct" / "model", path / "pretrain" / "model"):
+        if (candidate / "config.json").is_file() and read_config(candidate).get("kind") == "vlgpt":
+            config = read_config(candidate, "vlgpt")
+            model = VLGPT(VLGPTConfig(config["vocab_size"], config["num_image_tokens"], config["image_token_dim"],
+                                      from_dict(LanguageModelConfig, config["lm"])))
+            return load_weights(candidate, model).eval(), config
+    raise CheckpointError(f"no trained VL-GPT under {path}; run `vlgpt train pretrain --out {path}` first")
+
+
+class LMStage:
+    """Shared plumbing: the frozen codec, the tokenizer, batching of segment lists."""
+
+    name = "lm"
+
+    def __init__(self, model_config: ModelConfig, data: str, seed: int, eval_size: int, run: Path,
+                 val_data: str | None = None, init_from: Path | None = None):
+        if data != "world":
+            raise CheckpointError("the pretrain and instruct stages read the Shapes world for now (--data world)")
+        self.run, self.seed, self.eval_size = Path(run), seed, eval_size
+        self.codec = ImageCodecPipeline.load(run)
+        self.tokenizer = self.codec.text_tokenizer
+        size = self.codec.image_size
+        self.world, self.val_world = ShapesWorld("train", size, size), ShapesWorld("val", size, size)
+        self.model_config = model_config
+        torch.manual_seed(seed)
+        if init_from is not None:
+            self.model, _ = load_vlgpt(init_from)
+            self.model.train()
+        else:
+            self.model = VLGPT(VLGPTConfig(self.tokenizer.vocab_size, self.codec.num_tokens, self.codec.token_dim,
+                                           model_config.lm))
+        self.max_len = self.model.config.lm.max_seq_len
+
+    def encode_scenes(self, scenes: list[Scene]) -> list[torch.Tensor]:
+        if not scenes:
+            return []
+        return list(self.codec.encode([np.asarray(render(s)) for s in scenes]))
+
+    def batch(self, start: int, size: int) -> dict:
+        samples = [self.sample(i) for i in range(start, start + size)]  # (segments with scenes, scenes)
+        embeddings = self.encode_scenes([scene for _, scenes in samples for scene in scenes])
+        sequences = []
+        for segments, scenes in samples:
+            resolved = []
+            for seg in segments:
+                if seg.kind == "image":  # the value is an index into this sample's scenes
+                    seg = S.image(embeddings.pop(0), seg.train)
+                resolved.append(seg)
+            seq = S.build(resolved, self.tokenizer, self.codec.token_dim)
+            if len(seq["ids"]) > self.max_len:  # over-long documents are cut (never seen with Shapes defaults)
+                seq = {k: v[: self.max_len] for k, v in seq.items()}
+            sequences.append(seq)
+        return S.collate(sequences, self.tokenizer.pad_id)
+
+    def loss(self, batch: dict):
+        out = self.model(batch)
+        return out["loss"], {"ce": out["ce"], "mse": out["mse"]}
+
+    def tokens(self, batch: dict) -> int:
+        return int(batch["attention_mask"].sum())
+
+    def evaluate(self) -> dict:
+        from ..eval.quick import quick_eval
+
+        self.model.eval()
+        return quick_eval(self, n=self.eval_size)
+
+    def export(self, directory: Path) -> None:
+        config = self.model.config
+        save_model(directory, self.model, {"kind": "vlgpt", "stage": self.name, "vocab_size": config.vocab_size,
+                                           "num_image_tokens": config.num_image_tokens,
+                                           "image_token_dim": config.image_token_dim, "lm": to_dict(config.lm)})
+        self.tokenizer.save(directory)
+
+
+class PretrainStage(LMStage):
+    name = "pretrain"
+
+    def sample(self, index: int) -> tuple[list[S.Segment], list[Scene]]:
+        rng = np.random.default_rng([self.seed, index, 11])
+        scene = self.world.scene(index)
+        caption = language.captions(scene, rng)[0]
+        kind = rng.random()
+        if kind < 0.4:  # image then caption
+            return [S.Segment("image", 0, False), S.text(caption, True), S.eos()], [scene]
+        if kind < 0.85:  # caption then image: "An image of <caption>. [IMG] ... [/IMG]"
+            return [S.text(t2i_prompt(caption), True), S.Segment("image", 0, True), S.eos()], [scene]
+        doc = self.world.document(index)  # interleaved: a scene changed step by step
+        segments, scenes = [], []
+        for part in doc:
+            if part["type"] == "text":
+                segments.append(S.text(part["text"], True))
+            else:
+                segments.append(S.Segment("image", len(scenes), True))
+                scenes.append(Scene.from_dict(part["scene"]))
+        return segments + [S.eos()], scenes
+
+
+INSTRUCT_KINDS = ("describe", "vqa", "draw", "edit", "episode")
+
+
+class InstructStage(LMStage):
+    name = "instruct"
+
+    def __init__(self, *args, **kwargs):
+        run = kwargs.get("run")
+        kwargs.setdefault("init_from", Path(run) / "pretrain" / "model" if run else None)
+        if kwargs["init_from"] is not None and not Path(kwargs["init_from"]).is_dir():
+            kwargs["init_from"] = None  # instruction tuning from scratch (no pretrain stage in this run)
+        super().__init__(*args, **kwargs)
+
+    def sample(self, index: int) -> tuple[list[S.Segment], list[Scene]]:
+        rng = np.random.default_rng([self.seed, index, 13])
+        row = self.world[index]
+        scene = Scene.from_dict(row["scene"])
+        kind = INSTRUCT_KINDS[int(rng.integers(len(INSTRUCT_KINDS)))]
+        user = lambda *parts: {"role": "user", "content": list(parts)}  # noqa: E731
+        bot = lambda *parts: {"role": "assistant", "content": list(parts)}  # noqa: E731
+        txt = lambda t: {"type": "text", "text": t}  # noqa: E731
+        img = {"type": "image"}
+        scenes = [scene]
+        if kind == "describe":
+            messages = [user(img, txt("Describe the image.")), bot(txt(row["caption"]))]
+        elif kind == "vqa":
+            questions = row["questions"][: int(rng.integers(1, 4))] or [{"question": "How many shapes are there?",
+                                                                          "answer": str(len(scene.objects))}]
+            messages = [user(img, txt(questions[0]["question"])), bot(txt(questions[0]["answer"]))]
+            for qa in questions[1:]:
+                messages += [user(txt(qa["question"])), bot(txt(qa["answer"]))]
+        elif kind == "draw" or row["edit"] is None:
+            messages = [user(txt(f"Draw: {row['references'][-1]}")), bot(img)]
+        elif kind == "edit":
+            messages = [user(img, txt(row["edit"]["instruction"])), bot(img)]
+            scenes.append(Scene.from_dict(row["edit"]["target"]))
+        else:
+            episode = self.world.episode(index, int(rng.integers(0, 5)))
+            messages, scenes = [], []
+            for demo in episode["demos"]:
+                messages += [user(img, txt(episode["prompt"])), bot(txt(demo["answer"]))]
+                scenes.append(Scene.from_dict(demo["scene"]))
+            messages += [user(img, txt(episode["prompt"])), bot(txt(episode["answer"]))]
+            scenes.append(Scene.from_dict(episode["query"]))
+        placeholder = list(range(len(scenes)))
+        segments = S.chat_segments(messages, placeholder)  # image values are scene indices for now
+        return segments, scenes
