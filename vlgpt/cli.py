@@ -18,8 +18,10 @@ from .world.judge import JudgeError
 from .world.scene import MAX_CANVAS, MIN_CANVAS, SceneError
 from .world.splits import SPLITS
 
+from .generate import GenerationError
+
 USER_ERRORS: tuple[type[Exception], ...] = (SceneError, DatasetError, ImageError, JudgeError, FileNotFoundError,
-                                             CheckpointError, ConfigError)
+                                             CheckpointError, ConfigError, GenerationError)
 
 
 def cmd_world(args: argparse.Namespace) -> int:
@@ -109,6 +111,113 @@ def _add_train_flags(parser: argparse.ArgumentParser) -> None:
             group.add_argument(flag, dest=name, type=kind, help=field.metadata["help"])
 
 
+def _sampling(args: argparse.Namespace) -> dict:
+    return {"max_new_tokens": args.max_tokens, "temperature": args.temperature, "top_k": args.top_k,
+            "top_p": args.top_p, "seed": args.seed}
+
+
+def cmd_caption(args: argparse.Namespace) -> int:
+    """Describe an image."""
+    from .pipeline import load
+
+    print(load(args.ckpt).caption(args.image, **_sampling(args)))
+    return 0
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    """Answer a question about an image."""
+    from .pipeline import load
+
+    print(load(args.ckpt).ask(args.image, args.question, **_sampling(args)))
+    return 0
+
+
+def cmd_imagine(args: argparse.Namespace) -> int:
+    """Draw an image from a prompt."""
+    from .pipeline import load
+
+    image = load(args.ckpt).imagine(args.prompt, **_sampling(args))
+    image.save(args.output)
+    print(f"wrote {args.output}")
+    return 0
+
+
+def cmd_edit(args: argparse.Namespace) -> int:
+    """Edit an image by an instruction."""
+    from .pipeline import load
+
+    image = load(args.ckpt).edit(args.image, args.instruction, **_sampling(args))
+    image.save(args.output)
+    print(f"wrote {args.output}")
+    return 0
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    """Chat in the terminal. Attach an image with `/image PATH`; `/reset` clears, `/quit` leaves.
+    Images the model draws are saved into --save-dir and their paths printed."""
+    from .data.images import load_image
+    from .pipeline import load
+
+    model = load(args.ckpt)
+    save_dir = Path(args.save_dir)
+    save_dir.mkdir(parents=True, exist_ok=True)
+    messages: list[dict] = []
+    pending: list[dict] = []
+    drawn = 0
+    print("vlgpt chat: /image PATH attaches an image, /reset clears, /quit leaves.")
+    while True:
+        try:
+            line = input("you> ").strip()
+        except EOFError:
+            break
+        if not line:
+            continue
+        if line in ("/quit", "/exit"):
+            break
+        if line == "/reset":
+            messages, pending = [], []
+            print("(conversation cleared)")
+            continue
+        if line.startswith("/image"):
+            path = line[len("/image"):].strip()
+            try:
+                pending.append({"type": "image", "image": load_image(path)})
+                print(f"(attached {path})")
+            except USER_ERRORS as error:
+                print(f"error: {error}")
+            continue
+        messages.append({"role": "user", "content": pending + [{"type": "text", "text": line}]})
+        pending = []
+        try:
+            out = model.chat(messages, **_sampling(args))
+        except USER_ERRORS as error:
+            print(f"error: {error}")
+            messages.pop()
+            continue
+        content = []
+        for kind, value in out.parts:
+            if kind == "text":
+                print(f"vlgpt> {value}")
+                content.append({"type": "text", "text": value})
+            else:
+                drawn += 1
+                path = save_dir / f"image-{drawn:03d}.png"
+                value.save(path)
+                print(f"vlgpt> [image saved to {path}]")
+                content.append({"type": "image", "image": value})
+        messages.append({"role": "assistant", "content": content or ""})
+    return 0
+
+
+def _add_sampling(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ckpt", required=True, help="run folder (or its instruct/pretrain model folder)")
+    parser.add_argument("--max-tokens", type=int, default=64, help="most new text tokens")
+    parser.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
+    parser.add_argument("--top-k", type=int, default=0, help="sample from the k most likely tokens (0: off)")
+    parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass")
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed")
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Everything end to end on the demo preset; reruns reuse finished stages."""
     from .demo import run_demo
@@ -165,6 +274,19 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", choices=SPLITS, default="val", help="Shapes split")
     evaluate.add_argument("--output", help="JSON file (default: RUN/eval_<what>.json; a PNG grid beside it)")
     evaluate.set_defaults(func=cmd_eval)
+
+    for name, fn, extra in (("caption", cmd_caption, ["image"]), ("ask", cmd_ask, ["image", "question"]),
+                            ("imagine", cmd_imagine, ["prompt"]), ("edit", cmd_edit, ["image", "instruction"]),
+                            ("chat", cmd_chat, [])):
+        verb = sub.add_parser(name, help=fn.__doc__.splitlines()[0], description=fn.__doc__)
+        for positional in extra:
+            verb.add_argument(positional)
+        _add_sampling(verb)
+        if name in ("imagine", "edit"):
+            verb.add_argument("-o", "--output", required=True, help="output PNG")
+        if name == "chat":
+            verb.add_argument("--save-dir", default="chat-images", help="where drawn images are saved")
+        verb.set_defaults(func=fn)
 
     demo = sub.add_parser("demo", help=cmd_demo.__doc__, description=cmd_demo.__doc__)
     demo.add_argument("--out", default="runs/demo", help="run folder")

@@ -80,7 +80,59 @@ def stage_image_codec(run: Path, quick: bool) -> None:
     print(f"loss curves: {run / 'loss_curves.png'}")
 
 
-STAGES = [("world", stage_world), ("image_codec", stage_image_codec)]
+def stage_vlgpt(run: Path, quick: bool) -> None:
+    """VL-GPT: pretrain and instruction-tune the transformer, evaluate everything, write the report."""
+    from .eval.full import evaluate_all, headline, report_examples
+    from .pipeline import load
+    from .report import plot_curves
+
+    for stage in ("pretrain", "instruct"):
+        if (run / stage / "model" / "metrics.json").is_file():
+            print(f"[demo] {stage}: trained already")
+            continue
+        _train(run, stage, quick)
+    model = load(run)
+    metrics = evaluate_all(model, n=12 if quick else 60)
+    summary = headline(metrics)
+    write_json(run / "metrics.json", {"headline": summary, **metrics})
+    print(table("VL-GPT on the Shapes test split", summary))
+    plot_curves({s: run / s / "metrics.jsonl" for s in ("clip", "tokenizer", "decoder", "pretrain", "instruct")},
+                run / "loss_curves.png", keys=("loss",))
+    write_report(run, model, summary, metrics)
+    print(f"report: {run / 'report.html'}  metrics: {run / 'metrics.json'}")
+
+
+def write_report(run: Path, model, summary: dict, metrics: dict) -> None:
+    import html
+
+    from PIL import Image
+
+    from .eval.full import report_examples
+    from .report import html_page, image_tag, metrics_table_html
+
+    ex = report_examples(model)
+    card = lambda img, text: f'<div class="card">{image_tag(img, 3)}<br>{text}</div>'  # noqa: E731
+    esc = html.escape
+    sections = [
+        "<h2>Headline metrics (Shapes test split)</h2>" + metrics_table_html(summary),
+        "<h2>Captions</h2><div class='cards'>" + "".join(
+            card(im, f"<b>model:</b> {esc(pred)}<br><b>truth:</b> {esc(ref)}") for im, pred, ref in ex["captions"]) + "</div>",
+        "<h2>Questions</h2><div class='cards'>" + "".join(
+            card(im, f"{esc(q)}<br><b>model:</b> {esc(a)} <b>truth:</b> {esc(t)}") for im, q, a, t in ex["vqa"]) + "</div>",
+        "<h2>Drawings</h2><div class='cards'>" + "".join(card(im, esc(p)) for p, im in ex["drawings"]) + "</div>",
+        "<h2>Edits (before, after)</h2><div class='cards'>" + "".join(
+            f'<div class="card">{image_tag(a, 3)} {image_tag(b, 3)}<br>{esc(t)}</div>' for a, t, b in ex["edits"]) + "</div>",
+        "<h2>An interleaved answer</h2><p><i>User: Draw: a red circle and a blue star</i></p><div class='card' style='width:auto'>"
+        + "".join(esc(v) if k == "text" else image_tag(v, 3) for k, v in ex["interleaved"]) + "</div>",
+        "<h2>Image tokenizer–detokenizer: source | reconstruction</h2>"
+        + image_tag(Image.open(run / "reconstructions.png").convert("RGB"), 1),
+        "<h2>Training curves</h2>" + image_tag(Image.open(run / "loss_curves.png").convert("RGB"), 1),
+        "<h2>All metrics</h2>" + metrics_table_html({k: v for k, v in metrics.items()}),
+    ]
+    (run / "report.html").write_text(html_page("vlgpt demo report", sections))
+
+
+STAGES = [("world", stage_world), ("image_codec", stage_image_codec), ("vlgpt", stage_vlgpt)]
 
 
 def run_demo(run: Path, quick: bool = False) -> None:

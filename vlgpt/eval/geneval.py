@@ -40,6 +40,11 @@ class T2IPrompt:
     relation: str | None = None  # requires[0] <relation> requires[1]
     scene: dict = field(default_factory=dict)  # a scene that satisfies the prompt (the oracle's answer)
 
+    @property
+    def description(self) -> str:
+        """The prompt without "An image of " and the final period: "a red circle"."""
+        return self.prompt.removeprefix("An image of ").rstrip(".")
+
 
 def _matching(scene: Scene, req: Requirement):
     return [o for o in scene.objects if o.shape == req.shape and (req.color is None or o.color == req.color)]

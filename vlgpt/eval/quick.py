@@ -41,7 +41,7 @@ def quick_eval(stage, n: int = 20) -> dict:
 
     for prompt in make_prompts(n_per_category=max(1, n // 6), width=stage.codec.image_size,
                                height=stage.codec.image_size)[:n]:
-        text = prompt.prompt[len("An image of "):].rstrip(".")
+        text = prompt.description
         if chat:
             segments = S.chat_segments([{"role": "user", "content": [{"type": "text", "text": f"Draw: {text}"}]}],
                                        [], False, True)

@@ -1,0 +1,79 @@
+"""Every CLI verb end to end on a tiny run trained through the real entry point."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from vlgpt.world.dataset import ShapesWorld
+
+
+def vlgpt(*args, input_text=None, check=True):
+    result = subprocess.run([sys.executable, "-m", "vlgpt", *map(str, args)], capture_output=True, text=True,
+                            input=input_text, timeout=600)
+    if check:
+        assert result.returncode == 0, result.stderr[-2000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("tiny-run")
+    for stage in ("clip", "tokenizer", "decoder", "pretrain", "instruct"):
+        vlgpt("train", stage, "--preset", "tiny", "--out", run, "--steps", "6", "--save-every", "0")
+        assert (run / stage / "model" / "model.safetensors").is_file()
+    return run
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory):
+    world = ShapesWorld("val", 32, 32)
+    path = tmp_path_factory.mktemp("img") / "scene.png"
+    world.image(world[0]).save(path)
+    return path
+
+
+def test_stage_outputs_and_metrics(run):
+    for stage in ("clip", "tokenizer", "decoder", "pretrain", "instruct"):
+        config = json.loads((run / stage / "model" / "config.json").read_text())
+        assert config["kind"] in ("clip", "tokenizer", "decoder", "vlgpt")
+        rows = [json.loads(line) for line in (run / stage / "metrics.jsonl").read_text().splitlines()]
+        assert rows[-1]["step"] == 6
+
+
+def test_reconstruct_and_eval(run, image, tmp_path):
+    out = tmp_path / "recon.png"
+    vlgpt("reconstruct", image, "--ckpt", run, "-o", out)
+    assert out.is_file()
+    result = vlgpt("eval", "reconstruction", "--ckpt", run, "--n", "10", "--output", tmp_path / "eval.json")
+    metrics = json.loads((tmp_path / "eval.json").read_text())
+    assert metrics["judge_exact"]["n"] == 10 and "image_to_text_r1" in metrics
+    assert "judge_count" in result.stdout
+
+
+def test_generation_verbs(run, image, tmp_path):
+    assert vlgpt("caption", image, "--ckpt", run, "--max-tokens", "5").returncode == 0
+    assert vlgpt("ask", image, "How many shapes are there?", "--ckpt", run, "--max-tokens", "3").returncode == 0
+    for verb, extra in (("imagine", ["a red circle"]), ("edit", [image, "Make the circle blue."])):
+        out = tmp_path / f"{verb}.png"
+        vlgpt(verb, *extra, "--ckpt", run, "-o", out)
+        assert out.is_file()
+
+
+def test_scripted_chat_session(run, image, tmp_path):
+    script = f"/image {image}\nDescribe the image.\n/image /does/not/exist.png\nDraw: a blue star\n/quit\n"
+    result = vlgpt("chat", "--ckpt", run, "--save-dir", tmp_path / "drawn", "--max-tokens", "4",
+                   "--temperature", "0.8", input_text=script)
+    assert "(attached" in result.stdout and "no such file" in result.stdout
+    assert result.stdout.count("you>") >= 4
+
+
+def test_bad_requests_are_clear_errors(run, image):
+    bad = vlgpt("caption", image, "--ckpt", run, "--temperature", "-1", check=False)
+    assert bad.returncode == 2 and "temperature must be >= 0" in bad.stderr
+    wrong = vlgpt("caption", image, "--ckpt", run / "clip", check=False)
+    assert wrong.returncode == 2 and "no trained VL-GPT" in wrong.stderr
+    empty = vlgpt("ask", image, "  ", "--ckpt", run, check=False)
+    assert empty.returncode == 2 and "question is empty" in empty.stderr

@@ -1,0 +1,91 @@
+"""`vlgpt eval all`: everything VL-GPT does, scored on the Shapes test split.
+
+Captioning (attribute F1 + BLEU-4/CIDEr/ROUGE-L), VQA, text-to-image in GenEval's categories,
+editing, the compositional split's text-to-image, and few-shot accuracy at k = 0, 2, 4 on a task
+whose labels exist only in the demonstrations. Each figure comes with n and a bootstrap 95% CI.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..pipeline import Pipeline
+from ..world.dataset import ShapesWorld
+from ..world.judge import judge
+from ..world.render import render
+from ..world.scene import Scene
+from .geneval import evaluate_t2i, make_prompts
+from .text_metrics import normalize_vqa_answer, summarize
+from .world_eval import evaluate_captions, evaluate_edits, evaluate_vqa
+
+
+def few_shot(model: Pipeline, world: ShapesWorld, k: int, n: int) -> dict:
+    scores = []
+    for i in range(n):
+        episode = world.episode(i, k)
+        messages, images = [], []
+        for demo in episode["demos"]:
+            images.append(render(Scene.from_dict(demo["scene"])))
+            messages += [{"role": "user", "content": [{"type": "image", "image": images[-1]},
+                                                      {"type": "text", "text": episode["prompt"]}]},
+                         {"role": "assistant", "content": demo["answer"]}]
+        query = render(Scene.from_dict(episode["query"]))
+        messages.append({"role": "user", "content": [{"type": "image", "image": query},
+                                                     {"type": "text", "text": episode["prompt"]}]})
+        answer = model.chat(messages, max_new_tokens=6).text
+        scores.append(float(normalize_vqa_answer(answer) == normalize_vqa_answer(episode["answer"])))
+    return summarize(scores)
+
+
+def evaluate_all(model: Pipeline, n: int = 100, progress: bool = True) -> dict:
+    size = model.codec.image_size
+    test = ShapesWorld("test", size, size)
+    rows = [test[i] for i in tqdm(range(n), desc="rows", disable=not progress)]
+    bar = lambda items, desc: tqdm(items, desc=desc, disable=not progress)  # noqa: E731
+    result = {
+        "captioning": evaluate_captions(lambda im: model.caption(im, max_new_tokens=48), rows),
+        "vqa": evaluate_vqa(lambda im, q: model.ask(im, q, max_new_tokens=6), rows),
+        "t2i": evaluate_t2i(lambda p: model.imagine(p.description), judge, make_prompts(max(1, n // 6), width=size, height=size),
+                            progress=lambda p: bar(p, "t2i")),
+        "editing": evaluate_edits(model.edit, rows),
+        "compositional_t2i": evaluate_t2i(lambda p: model.imagine(p.description), judge,
+                                          make_prompts(max(1, n // 6), seed=1, width=size, height=size,
+                                                       compositional=True), progress=lambda p: bar(p, "comp")),
+        "few_shot": {f"k={k}": few_shot(model, test, k, max(10, n // 2)) for k in (0, 2, 4)},
+    }
+    return result
+
+
+def headline(metrics: dict) -> dict:
+    """The figures the VL-GPT issue sets goals for."""
+    return {
+        "caption_attribute_f1": metrics["captioning"]["attribute_f1"]["mean"],
+        "caption_cider": metrics["captioning"]["cider"]["mean"],
+        "vqa_accuracy": metrics["vqa"]["overall"]["mean"],
+        "t2i_overall": metrics["t2i"]["overall"]["mean"],
+        "editing_accuracy": metrics["editing"]["overall"]["mean"],
+        "compositional_t2i_overall": metrics["compositional_t2i"]["overall"]["mean"],
+        **{f"few_shot_{k}": v["mean"] for k, v in metrics["few_shot"].items()},
+    }
+
+
+def report_examples(model: Pipeline, n: int = 6) -> dict:
+    """Examples for the HTML report: captions, answers, drawings, edits and an interleaved answer."""
+    size = model.codec.image_size
+    test = ShapesWorld("test", size, size)
+    rows = [test[i] for i in range(n)]
+    images = [render(Scene.from_dict(r["scene"])) for r in rows]
+    prompts = ["a red circle", "two blue squares", "a green triangle to the left of a yellow star",
+               "a large purple diamond and a small orange cross", "three pink stars", "a gray circle above a cyan square"]
+    edits = [(im, r["edit"]["instruction"]) for im, r in zip(images, rows) if r["edit"]][:4]
+    interleaved = model.chat([{"role": "user", "content": [
+        {"type": "text", "text": "Draw: a red circle and a blue star"}]}], max_new_tokens=24)
+    return {
+        "captions": [(im, model.caption(im, max_new_tokens=48), r["caption"]) for im, r in zip(images, rows)],
+        "vqa": [(im, q["question"], model.ask(im, q["question"], max_new_tokens=6), q["answer"])
+                for im, r in zip(images[:4], rows[:4]) for q in r["questions"][:2]],
+        "drawings": [(p, model.imagine(p)) for p in prompts],
+        "edits": [(im, text, model.edit(im, text)) for im, text in edits],
+        "interleaved": interleaved.parts,
+    }
