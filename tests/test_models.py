@@ -91,3 +91,19 @@ def test_checkpoint_folders_fail_cleanly(tmp_path):
     (tmp_path / "config.json").write_text("{not json")
     with pytest.raises(CheckpointError, match="not valid JSON"):
         read_config(tmp_path)
+
+
+def test_yaml_and_flags_override_the_preset(tmp_path):
+    from vlgpt.train import resolve_configs
+
+    path = tmp_path / "run.yaml"
+    path.write_text("model:\n  clip:\n    embed_dim: 48\ntrain:\n  lr: 0.0005\n  steps: 7\n")
+    model, train = resolve_configs("clip", "tiny", str(path), ("clip.vision.depth=2",), {"steps": 9})
+    assert model.clip.embed_dim == 48 and model.clip.vision.depth == 2
+    assert train.lr == 0.0005 and train.steps == 9  # the flag beats the file
+    path.write_text("model:\n  clip:\n    embed_dimm: 48\n")
+    with pytest.raises(ConfigError, match="unknown key.*embed_dimm"):
+        resolve_configs("clip", "tiny", str(path))
+    path.write_text("optimizer: {}\n")
+    with pytest.raises(ConfigError, match="unknown section"):
+        resolve_configs("clip", "tiny", str(path))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -39,35 +40,30 @@ def fsync_tree(path: Path) -> None:
     fsync_dir(path)
 
 
+@contextmanager
 def atomic_dir(target: Path):
-    """Context manager: yields a temporary sibling folder that replaces `target` on success."""
-    from contextlib import contextmanager
-
-    @contextmanager
-    def manager():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = target.with_name(target.name + ".tmp")
-        if staging.exists():
-            shutil.rmtree(staging)
-        staging.mkdir()
-        try:
-            yield staging
-            fsync_tree(staging)
-            if target.exists():
-                old = target.with_name(target.name + ".old")
-                if old.exists():
-                    shutil.rmtree(old)
-                os.replace(target, old)
-                os.replace(staging, target)
+    """Yields a temporary sibling folder that replaces `target` (fsynced) only when the block succeeds."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.with_name(target.name + ".tmp")
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir()
+    try:
+        yield staging
+        fsync_tree(staging)
+        if target.exists():
+            old = target.with_name(target.name + ".old")
+            if old.exists():
                 shutil.rmtree(old)
-            else:
-                os.replace(staging, target)
-            fsync_dir(target.parent)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-
-    return manager()
+            os.replace(target, old)
+            os.replace(staging, target)
+            shutil.rmtree(old)
+        else:
+            os.replace(staging, target)
+        fsync_dir(target.parent)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
 
 
 def save_model(directory: Path, model: nn.Module, config: dict) -> None:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from .images import ImageError, load_image
+from .images import load_image
 
 FORMATS = ("imagefolder", "llava", "wds")
 LLAVA_FILE = "llava.json"
@@ -204,10 +204,7 @@ def _read_wds(path) -> Iterator[Example]:
         if not blobs:
             raise DatasetError(f"{sample.get('__url__', path)}: sample {key} has no image member (png/jpg/webp)")
         example = Example(id=key, caption=caption, meta=meta, conversations=meta.get("conversations"))
-        try:
-            example._images = [load_image(blobs[0], label=f"{sample.get('__url__', path)}:{key}")]
-        except ImageError:
-            raise
+        example._images = [load_image(blobs[0], label=f"{sample.get('__url__', path)}:{key}")]
         yield example
 
 

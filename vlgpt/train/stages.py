@@ -32,10 +32,6 @@ def pixels_from(arrays: list[np.ndarray]) -> torch.Tensor:
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float().div_(255.0)
 
 
-def stage_dir(run: Path, stage: str) -> Path:
-    return Path(run) / stage / "model"
-
-
 # --- loading finished stages -------------------------------------------------------------------
 
 def load_clip(run_or_dir: Path) -> tuple[CLIP, TextTokenizer]:
