@@ -77,3 +77,12 @@ def test_bad_requests_are_clear_errors(run, image):
     assert wrong.returncode == 2 and "no trained VL-GPT" in wrong.stderr
     empty = vlgpt("ask", image, "  ", "--ckpt", run, check=False)
     assert empty.returncode == 2 and "question is empty" in empty.stderr
+
+
+def test_eval_all_writes_every_task(run, tmp_path):
+    out = tmp_path / "all.json"
+    vlgpt("eval", "all", "--ckpt", run, "--n", "6", "--output", out)
+    metrics = json.loads(out.read_text())
+    assert set(metrics["headline"]) >= {"caption_attribute_f1", "vqa_accuracy", "t2i_overall", "editing_accuracy",
+                                        "compositional_t2i_overall", "few_shot_k=0", "few_shot_k=4"}
+    assert metrics["t2i"]["overall"]["n"] > 0

@@ -71,17 +71,24 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    """Evaluate a run: `reconstruction` (judge agreement and retrieval)."""
+    """Evaluate a run: `reconstruction` (judge agreement and retrieval) or `all` (everything VL-GPT does)."""
     from .report import table, write_json
 
-    if args.what == "reconstruction":
+    if args.what == "all":
+        from .eval.full import evaluate_all, headline
+        from .pipeline import load
+
+        out = Path(args.output or Path(args.ckpt) / "eval_all.json")
+        metrics = evaluate_all(load(args.ckpt), n=args.n)
+        metrics = {"headline": headline(metrics), **metrics}
+    elif args.what == "reconstruction":
         from .eval.reconstruction import evaluate_reconstruction
 
         out = Path(args.output or Path(args.ckpt) / "eval_reconstruction.json")
         metrics = evaluate_reconstruction(args.ckpt, n=args.n, split=args.split,
                                           grid_path=out.with_suffix(".png"))
     write_json(out, metrics)
-    print(table(f"eval {args.what} ({args.split}, n={args.n})", metrics))
+    print(table(f"eval {args.what} (n={args.n})", metrics.get("headline", metrics)))
     print(f"wrote {out}")
     return 0
 
@@ -268,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     recon.set_defaults(func=cmd_reconstruct)
 
     evaluate = sub.add_parser("eval", help=cmd_eval.__doc__, description=cmd_eval.__doc__)
-    evaluate.add_argument("what", choices=["reconstruction"], help="what to evaluate")
+    evaluate.add_argument("what", choices=["reconstruction", "all"], help="what to evaluate")
     evaluate.add_argument("--ckpt", required=True, help="run folder")
     evaluate.add_argument("--n", type=int, default=500, help="scenes to evaluate")
     evaluate.add_argument("--split", choices=SPLITS, default="val", help="Shapes split")
