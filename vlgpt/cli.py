@@ -14,14 +14,14 @@ from .checkpoint import CheckpointError
 from .config import ConfigError
 from .data.formats import FORMATS, DatasetError
 from .data.images import ImageError
+from .generate import GenerationError
+from .train.engine import TrainingError
 from .world.judge import JudgeError
 from .world.scene import MAX_CANVAS, MIN_CANVAS, SceneError
 from .world.splits import SPLITS
 
-from .generate import GenerationError
-
 USER_ERRORS: tuple[type[Exception], ...] = (SceneError, DatasetError, ImageError, JudgeError, FileNotFoundError,
-                                             CheckpointError, ConfigError, GenerationError)
+                                             CheckpointError, ConfigError, GenerationError, TrainingError)
 
 
 def cmd_world(args: argparse.Namespace) -> int:
@@ -309,13 +309,6 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as error:
         print(f"vlgpt {args.command}: error: {error}", file=sys.stderr)
         return 2
-    except Exception as error:
-        from .train.engine import TrainingError
-
-        if isinstance(error, TrainingError):
-            print(f"vlgpt {args.command}: error: {error}", file=sys.stderr)
-            return 2
-        raise
     except KeyboardInterrupt:
         print(f"vlgpt {args.command}: interrupted", file=sys.stderr)
         return 130
