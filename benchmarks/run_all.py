@@ -13,7 +13,7 @@ HERE = Path(__file__).parent
 
 
 def main() -> int:
-    scripts = [[str(HERE / "judge.py")]]
+    scripts = [[str(HERE / "matmul_peak.py")], [str(HERE / "judge.py")]]
     if "--codec" in sys.argv:
         scripts.append([str(HERE / "codec.py"), "--run", "runs/bench-codec"])
     for script in scripts:
