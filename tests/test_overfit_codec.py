@@ -2,7 +2,6 @@
 
 import pytest
 
-from vlgpt.eval.reconstruction import ASPECTS  # noqa: F401  (the aspects reported)
 from vlgpt.image_codec import ImageCodecPipeline
 from vlgpt.train import train_stage
 from vlgpt.world.export import write_world

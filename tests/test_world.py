@@ -12,7 +12,7 @@ from vlgpt.world.judge import JudgeError, compare_scenes, judge
 from vlgpt.world.render import render
 from vlgpt.world.scene import (COLORS, SHAPES, Scene, SceneError, SceneSampler, ShapeObject, compose, relation,
                                relation_holds)
-from vlgpt.world.splits import HELD_OUT_PAIRS, SPLITS, mentions_held_out, sampler_for, split_seed
+from vlgpt.world.splits import HELD_OUT_PAIRS, SPLITS, mentions_held_out, split_seed
 
 
 def test_vocabulary_is_large_enough():

@@ -82,7 +82,7 @@ def stage_image_codec(run: Path, quick: bool) -> None:
 
 def stage_vlgpt(run: Path, quick: bool) -> None:
     """VL-GPT: pretrain and instruction-tune the transformer, evaluate everything, write the report."""
-    from .eval.full import evaluate_all, headline, report_examples
+    from .eval.full import evaluate_all, headline
     from .pipeline import load
     from .report import plot_curves
 

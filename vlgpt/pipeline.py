@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 
 from .data import sequences as S
 from .data.images import load_image, load_image_from_data_uri
@@ -100,5 +99,4 @@ def load(path: str | Path) -> Pipeline:
         from .checkpoint import CheckpointError
 
         raise CheckpointError(f"{path} is not inside a run folder with clip, tokenizer and decoder stages")
-    torch.set_grad_enabled(True)
     return Pipeline(model, config, ImageCodecPipeline.load(run), path)

@@ -18,18 +18,21 @@ def fmt_metric(value: dict | float) -> str:
     return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
+def metric_rows(metrics: dict, prefix: str = "") -> list[tuple[str, str]]:
+    """(dotted name, formatted value) for every number or summary in a nested metrics dict."""
+    rows = []
+    for key, value in metrics.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, dict) and "mean" not in value:
+            rows += metric_rows(value, name)
+        elif isinstance(value, (dict, float, int)) and not isinstance(value, bool):
+            rows.append((name, fmt_metric(value)))
+    return rows
+
+
 def table(title: str, metrics: dict) -> str:
     """A two-column text table of a (possibly nested) metrics dict."""
-    rows = []
-
-    def walk(prefix: str, node) -> None:
-        if isinstance(node, dict) and "mean" not in node:
-            for key, value in node.items():
-                walk(f"{prefix}.{key}" if prefix else key, value)
-        elif isinstance(node, (dict, float, int)) and not isinstance(node, bool):
-            rows.append((prefix, fmt_metric(node)))
-
-    walk("", metrics)
+    rows = metric_rows(metrics)
     width = max((len(name) for name, _ in rows), default=10)
     lines = [title, "-" * max(len(title), width + 30)]
     lines += [f"{name:<{width}}  {value}" for name, value in rows]
@@ -61,9 +64,8 @@ def html_page(title: str, sections: list[str]) -> str:
 
 
 def metrics_table_html(metrics: dict) -> str:
-    text = table("", metrics).splitlines()[2:]
-    rows = "".join(f"<tr><td>{html.escape(line[:line.find('  ')])}</td><td>{html.escape(line[line.find('  '):].strip())}</td></tr>"
-                   for line in text)
+    rows = "".join(f"<tr><td>{html.escape(name)}</td><td>{html.escape(value)}</td></tr>"
+                   for name, value in metric_rows(metrics))
     return f"<table><tr><th>metric</th><th>value [95% CI] n</th></tr>{rows}</table>"
 
 

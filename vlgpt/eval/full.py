@@ -7,7 +7,6 @@ whose labels exist only in the demonstrations. Each figure comes with n and a bo
 
 from __future__ import annotations
 
-import numpy as np
 from tqdm.auto import tqdm
 
 from ..pipeline import Pipeline

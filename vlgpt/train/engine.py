@@ -333,7 +333,8 @@ class Trainer:
                 if cfg.save_every and self.step % cfg.save_every == 0 and self.step < cfg.steps:
                     self.save_checkpoint()
             bar.close()
-            if not self.finished_checkpoints() or int(self.finished_checkpoints()[-1].name.split("-")[1]) != self.step:
+            finished = self.finished_checkpoints()
+            if not finished or int(finished[-1].name.split("-")[1]) != self.step:
                 self.save_checkpoint()
             eval_metrics = self.task.evaluate()
             self.log({"step": self.step, **_scalars(eval_metrics, "eval_")})

@@ -229,20 +229,15 @@ def questions(scene: Scene, rng: np.random.Generator, excluded: frozenset[Pair] 
     return out
 
 
-def _ask_color(scene, rng, excluded):
-    for i in rng.permutation(len(scene.objects)):
-        ref = refer(scene, int(i), rng, without="color")
-        if ref:
-            return f"What color is {ref}?", scene.objects[i].color
-    return None
-
-
-def _ask_shape(scene, rng, excluded):
-    for i in rng.permutation(len(scene.objects)):
-        ref = refer(scene, int(i), rng, without="shape")
-        if ref:
-            return f"What shape is {ref}?", scene.objects[i].shape
-    return None
+def _ask_attribute(attribute: str):
+    """"What <attribute> is <the object>?", referring to the object without naming that attribute."""
+    def ask(scene, rng, excluded):
+        for i in rng.permutation(len(scene.objects)):
+            ref = refer(scene, int(i), rng, without=attribute)
+            if ref:
+                return f"What {attribute} is {ref}?", getattr(scene.objects[i], attribute)
+        return None
+    return ask
 
 
 def _ask_count(scene, rng, excluded):
@@ -295,7 +290,7 @@ def _ask_size(scene, rng, excluded):
     return None
 
 
-_ASKERS = {"color": _ask_color, "shape": _ask_shape, "count": _ask_count, "existence": _ask_existence,
+_ASKERS = {"color": _ask_attribute("color"), "shape": _ask_attribute("shape"), "count": _ask_count, "existence": _ask_existence,
            "relation": _ask_relation, "size": _ask_size}
 
 
