@@ -21,8 +21,10 @@ def vlgpt(*args, input_text=None, check=True):
 def run(tmp_path_factory):
     run = tmp_path_factory.mktemp("tiny-run")
     for stage in ("clip", "tokenizer", "decoder", "pretrain", "instruct"):
-        vlgpt("train", stage, "--preset", "tiny", "--out", run, "--steps", "6", "--save-every", "0")
+        lora = ["--lora-rank", "4"] if stage == "instruct" else []  # the paper's instruction tuning
+        vlgpt("train", stage, "--preset", "tiny", "--out", run, "--steps", "6", "--save-every", "0", *lora)
         assert (run / stage / "model" / "model.safetensors").is_file()
+    assert (run / "instruct" / "model" / "adapter.safetensors").is_file()
     return run
 
 

@@ -26,7 +26,7 @@ def test_component_output_shapes():
     assert clip.encode_text(ids, lengths).shape == (3, D)
     loss, logits = clip(pixels, ids, lengths)
     assert logits.shape == (3, 3) and loss.ndim == 0
-    codec = ImageCodec(TINY.tokenizer, v.width, C, D)
+    codec = ImageCodec(TINY.tokenizer, v.width, C, D, v.num_patches)
     embeddings = codec.tokenizer(clip.image_features(pixels))
     assert embeddings.shape == (3, TINY.tokenizer.num_tokens, TINY.tokenizer.token_dim)
     z_v, z_t = codec.detokenizer(embeddings)

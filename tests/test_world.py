@@ -195,3 +195,20 @@ def test_judge_rejects_what_is_not_an_image():
     with pytest.raises(JudgeError):
         judge(np.zeros((4, 4, 3)))
     assert judge(Image.new("RGB", (64, 64), (236, 234, 228))).objects == ()
+
+
+def test_layout_names_every_object_left_to_right_on_a_16_grid():
+    world = ShapesWorld("train")
+    for i in range(20):
+        scene = world.scene(i)
+        text = L.layout(scene)
+        assert text.startswith("Layout: ") and text.endswith(".")
+        parts = text[len("Layout: "):-1].split(", ")
+        assert len(parts) == len(scene.objects)
+        cols = []
+        for part, obj in zip(parts, sorted(scene.objects, key=lambda o: (o.x, o.y))):
+            size, color, shape, at, col, row = part.split()
+            assert (size, color, shape, at) == (obj.size, obj.color, obj.shape, "at")
+            assert 0 <= int(col) < 16 and 0 <= int(row) < 16
+            cols.append(int(col))
+        assert cols == sorted(cols)

@@ -89,6 +89,8 @@ class ImageTokenizerConfig:
     detokenizer_depth: int = f(2, "blocks in the detokenizer")
     heads: int = f(4, "attention heads")
     mlp_ratio: float = f(4.0, "MLP hidden size / width")
+    locality: bool = f(True, "give each query a home on the image grid and bias cross-attention towards it "
+                             "(ALiBi-style, one distance scale per head, the last head global)")
     weight_image: float = f(1.0, "lambda_1: weight of MSE(z_v, e_v)")
     weight_text: float = f(1.0, "lambda_2: weight of MSE(z_t, e_t)")
 
@@ -103,6 +105,9 @@ class PixelDecoderConfig:
     detokenized_fraction: float = f(0.5, "share of each batch conditioned on the run's detokenizer output (z) "
                                          "instead of CLIP's (e); 0 trains on e alone, as the paper's frozen decoder")
     edge_weight: float = f(0.5, "weight of the image-gradient (edge) L1 term")
+    mixer_depth: int = f(2, "transformer blocks over the condition tokens before upsampling (0: none)")
+    foreground_weight: float = f(4.0, "extra L1 weight on pixels that differ from the image's border colour, "
+                                      "so that uncertain objects are drawn rather than left as background")
 
 
 @dataclass(frozen=True)
@@ -153,6 +158,9 @@ class TrainConfig:
     max_bad_steps: int = f(5, "abort after this many non-finite steps in a row")
     eval_size: int = f(500, "validation rows used by evaluation")
     threads: int = f(0, "torch CPU threads (0: all cores)")
+    lora_rank: int = f(0, "pretrain/instruct: LoRA rank on every linear layer of the transformer (0: full training)")
+    lora_alpha: float = f(32.0, "LoRA alpha (the update is scaled by alpha / rank)")
+    lora_dropout: float = f(0.0, "dropout on the LoRA branch")
 
 
 STAGES = ("clip", "tokenizer", "decoder", "pretrain", "instruct")

@@ -87,7 +87,12 @@ class Generator:
 
     @torch.no_grad()
     def generate(self, segments: list[S.Segment], config: SamplingConfig = SamplingConfig(),
-                 force_image: bool = False, stop_after_image: bool = False) -> Output:
+                 force_image: bool = False, stop_after_image: bool = False, require_image: bool = False) -> Output:
+        """Decode text and images until [EOS], `max_new_tokens` steps or the context's end.
+
+        force_image: the answer starts with [IMG] (editing). require_image: the model may write
+        first (a drawing's layout plan), but [IMG] replaces [EOS] or the last step if no image came.
+        """
         prompt = S.build(segments, self.tokenizer, self.dim)
         max_len = self.model.config.lm.max_seq_len
         n = self.codec.num_tokens
@@ -100,11 +105,14 @@ class Generator:
         generator = torch.Generator().manual_seed(config.seed)
         output, text_ids, images = Output(), [], 0
         pending = self.tokenizer.img_id if force_image else None
-        for _ in range(config.max_new_tokens):
+        for step in range(config.max_new_tokens):
             if cache.length >= max_len - 1:
                 break
             token = pending if pending is not None else sample_token(self.model.next_token_logits(hidden), config, generator)
             pending = None
+            if require_image and images == 0 and (token == self.tokenizer.eos_id or step == config.max_new_tokens - 1
+                                                  or cache.length + n + 3 >= max_len):
+                token = self.tokenizer.img_id
             if token == self.tokenizer.eos_id:
                 break
             if token == self.tokenizer.img_id:

@@ -44,7 +44,7 @@ class Pipeline:
         if not prompt or not prompt.strip():
             raise GenerationError("the prompt is empty")
         messages = [{"role": "user", "content": [{"type": "text", "text": f"Draw: {prompt.strip()}"}]}]
-        return self._image(messages, sampling)
+        return self._image(messages, sampling, plan_first=True)
 
     def edit(self, image, instruction: str, **sampling):
         if not instruction or not instruction.strip():
@@ -82,9 +82,11 @@ class Pipeline:
     def _answer(self, content: list[dict], sampling: dict) -> str:
         return self.chat([{"role": "user", "content": content}], **sampling).text
 
-    def _image(self, messages: list[dict], sampling: dict):
-        out = self.generator.generate(self.segments(messages), SamplingConfig(**sampling), force_image=True,
-                                      stop_after_image=True)
+    def _image(self, messages: list[dict], sampling: dict, plan_first: bool = False):
+        """The answer's image. A drawing is planned first (the model writes its layout, then draws);
+        an edit starts drawing at once."""
+        out = self.generator.generate(self.segments(messages), SamplingConfig(**sampling), force_image=not plan_first,
+                                      require_image=plan_first, stop_after_image=True)
         return out.images[0]
 
 

@@ -67,6 +67,7 @@ class WorldSource:
         for i in range(n):
             row = self.world[i]
             texts += row["references"] + [q["question"] + " " + q["answer"] for q in row["questions"]]
+            texts.append(language.layout(self.world.scene(i)))
             if row["edit"]:
                 texts.append(row["edit"]["instruction"])
         for i in range(200):

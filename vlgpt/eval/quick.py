@@ -47,7 +47,7 @@ def quick_eval(stage, n: int = 20) -> dict:
                                        [], False, True)
         else:
             segments = [S.text(t2i_prompt(text))]
-        image = generator.generate(segments, SamplingConfig(), force_image=True, stop_after_image=True).images[0]
+        image = generator.generate(segments, SamplingConfig(), require_image=True, stop_after_image=True).images[0]
         t2i.append(score_prompt(prompt, judge(image)))
     result = {"caption_f1": float(np.mean(f1)), "t2i": float(np.mean(t2i))}
     if vqa:

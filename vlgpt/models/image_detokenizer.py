@@ -12,15 +12,20 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ImageTokenizerConfig
-from .image_tokenizer import ImageTokenizer, QueryTransformer
+from .image_tokenizer import ImageTokenizer, QueryTransformer, grid_homes, locality_bias
 from .layers import init_weights
 
 
 class ImageDetokenizer(nn.Module):
     def __init__(self, config: ImageTokenizerConfig, num_image_condition_tokens: int, embed_dim: int):
         super().__init__()
+        bias = None
+        if config.locality:  # queries: [pooled, G x G regions, text]; keys: the N tokens with their homes
+            regions = num_image_condition_tokens - 1
+            bias = locality_bias(grid_homes(regions), grid_homes(config.num_tokens), config.heads,
+                                 num_image_condition_tokens + 1, config.num_tokens, query_offset=1)
         self.transformer = QueryTransformer(num_image_condition_tokens + 1, config.width, config.detokenizer_depth,
-                                            config.heads, config.mlp_ratio, config.token_dim)
+                                            config.heads, config.mlp_ratio, config.token_dim, bias)
         self.out_image = nn.Linear(config.width, embed_dim)
         self.out_text = nn.Linear(config.width, embed_dim)
         init_weights(self.out_image)
@@ -36,10 +41,10 @@ class ImageCodec(nn.Module):
     """Tokenizer and detokenizer trained together: the `tokenizer` stage's model."""
 
     def __init__(self, config: ImageTokenizerConfig, feature_width: int, num_image_condition_tokens: int,
-                 embed_dim: int):
+                 embed_dim: int, num_patches: int | None = None):
         super().__init__()
         self.config = config
-        self.tokenizer = ImageTokenizer(config, feature_width)
+        self.tokenizer = ImageTokenizer(config, feature_width, num_patches)
         self.detokenizer = ImageDetokenizer(config, num_image_condition_tokens, embed_dim)
 
     def forward(self, features: torch.Tensor, e_v: torch.Tensor, e_t: torch.Tensor):

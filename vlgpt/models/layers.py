@@ -64,9 +64,11 @@ class QueryBlock(nn.Module):
         self.norm_context = nn.LayerNorm(context_width)
         self.norm3, self.mlp = nn.LayerNorm(width), MLP(width, mlp_ratio)
 
-    def forward(self, queries: torch.Tensor, context: torch.Tensor, causal: bool = True) -> torch.Tensor:
+    def forward(self, queries: torch.Tensor, context: torch.Tensor, causal: bool = True,
+                context_bias: torch.Tensor | None = None) -> torch.Tensor:
+        """context_bias [heads, T_queries, T_context], added to the cross-attention logits."""
         x = queries + self.self_attn(self.norm1(queries), causal=causal)
-        x = x + self.cross_attn(self.norm2(x), context=self.norm_context(context))
+        x = x + self.cross_attn(self.norm2(x), context=self.norm_context(context), mask=context_bias)
         return x + self.mlp(self.norm3(x))
 
 

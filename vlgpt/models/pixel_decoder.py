@@ -1,8 +1,12 @@
 """The pixel decoder: (e_v, e_t) -> image. It plays the part of VL-GPT's frozen diffusion decoder.
 
 Trained on ground-truth CLIP embeddings and used at inference on the detokenizer's (z_v, z_t).
-The default is a fast, deterministic convolutional upsampler: the e_v region tokens form a grid
-that is upsampled to pixels, with the CLS token and e_t modulating every stage (FiLM).
+The default is a fast, deterministic convolutional upsampler. A few transformer blocks first mix
+all condition tokens (e_v's pooled token, its G x G region tokens and e_t, each with a learned
+position), so that every region can draw on what the whole image and the caption say — a
+detokenizer's z is noisier than CLIP's e, and a per-region decoder cannot tell where an object
+went from one blurred token. The region tokens then form a grid that convolutions upsample to
+pixels, with the mixed pooled and text tokens modulating every stage (FiLM).
 Any decoder with the same two methods — `loss(e_v, e_t, images)` and `decode(z_v, z_t)` — can
 take its place (a diffusion or flow-matching decoder would sample in `decode`).
 """
@@ -16,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import PixelDecoderConfig
+from .layers import Block, init_weights
 
 
 class FiLMStage(nn.Module):
@@ -49,6 +54,9 @@ class ConvPixelDecoder(nn.Module):
         # Channels halve at each doubling, down to 16 at full resolution (where convolutions cost most).
         channels = [max(config.channels // 2**i, 16) for i in range(ups + 1)]
         cond_dim = 2 * embed_dim
+        self.position = nn.Parameter(torch.zeros(1, grid * grid + 2, embed_dim))
+        self.mixer = nn.ModuleList(Block(embed_dim, max(embed_dim // 32, 1), 2.0) for _ in range(config.mixer_depth))
+        self.mixer.apply(init_weights)
         self.stem = nn.Conv2d(embed_dim, channels[0], 1)
         self.stages = nn.ModuleList(FiLMStage(c, cond_dim) for c in channels)
         self.ups = nn.ModuleList(nn.Conv2d(channels[i], channels[i + 1], 3, padding=1) for i in range(ups))
@@ -62,8 +70,14 @@ class ConvPixelDecoder(nn.Module):
         """Unclamped pixels: a linear output keeps gradients alive where a sigmoid would saturate
         (a saturated sigmoid left the decoder stuck on a blank background in our runs)."""
         B, _, D = z_v.shape
-        cond = torch.cat([z_v[:, 0], z_t], dim=-1)  # [B, 2D]
-        x = self.stem(z_v[:, 1:].transpose(1, 2).reshape(B, D, self.grid, self.grid))  # [B, C, g, g]
+        tokens = torch.cat([z_v, z_t[:, None]], dim=1)  # [B, 1 + G^2 + 1, D]
+        if len(self.mixer):
+            tokens = tokens + self.position
+            for block in self.mixer:
+                tokens = block(tokens)
+        cond = torch.cat([tokens[:, 0], tokens[:, -1]], dim=-1)  # [B, 2D]
+        regions = tokens[:, 1:-1].transpose(1, 2).reshape(B, D, self.grid, self.grid)
+        x = self.stem(regions)  # [B, C, g, g]
         for i, stage in enumerate(self.stages):
             x = stage(x, cond)
             if i < len(self.ups):
@@ -71,14 +85,30 @@ class ConvPixelDecoder(nn.Module):
         return self.head(x) + 0.5
 
     def loss(self, e_v: torch.Tensor, e_t: torch.Tensor, images: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        """L1 + edge L1, on conditions jittered with noise so that decoding z (not e) works too."""
+        """Foreground-weighted L1 + edge L1, on conditions jittered with noise so that decoding z
+        (not e) works too.
+
+        Plain L1 is minimised by the per-pixel median: where the decoder is unsure whether an
+        object covers a pixel, the median is the background, and a decoder conditioned on noisy
+        embeddings learns to draw an empty canvas. Weighting pixels by how far they are from the
+        image's border colour (its background, for most pictures) makes drawing the object the
+        cheaper mistake.
+        """
         if self.training and self.config.condition_noise > 0:
             e_v = e_v + self.config.condition_noise * torch.randn_like(e_v)
             e_t = e_t + self.config.condition_noise * torch.randn_like(e_t)
         pred = self.forward(e_v, e_t)
-        l1 = F.l1_loss(pred, images)
+        weight = 1.0 + self.config.foreground_weight * foreground(images)
+        l1 = (weight * (pred - images).abs()).mean() / weight.mean()
         edges = (F.l1_loss(pred.diff(dim=-1), images.diff(dim=-1)) + F.l1_loss(pred.diff(dim=-2), images.diff(dim=-2)))
         return l1 + self.config.edge_weight * edges, {"l1": l1.detach(), "edge_l1": edges.detach()}
+
+
+def foreground(images: torch.Tensor) -> torch.Tensor:
+    """[B, 3, H, W] in 0..1 -> [B, 1, H, W] in 0..1: each pixel's distance to the median border colour."""
+    border = torch.cat([images[..., 0, :], images[..., -1, :], images[..., :, 0], images[..., :, -1]], dim=-1)
+    background = border.median(dim=-1).values[..., None, None]  # [B, 3, 1, 1]
+    return ((images - background).abs().amax(dim=1, keepdim=True) * 4).clamp(max=1.0)
 
 
 DECODERS = {"conv": ConvPixelDecoder}

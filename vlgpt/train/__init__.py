@@ -56,7 +56,8 @@ def train_stage(stage: str, run: str | Path, *, preset_name: str = "small", data
     common = dict(model_config=model_config, data=data, seed=train_config.seed, eval_size=train_config.eval_size,
                   val_data=val_data)
     if stage in ("pretrain", "instruct"):
-        task = STAGE_CLASSES[stage](**common, run=run)
+        lora = (train_config.lora_rank, train_config.lora_alpha, train_config.lora_dropout)
+        task = STAGE_CLASSES[stage](**common, run=run, lora=lora)
     elif stage == "clip":
         task = STAGE_CLASSES[stage](**common)
     elif stage == "tokenizer":

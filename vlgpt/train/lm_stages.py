@@ -8,20 +8,25 @@ predicted from); instruction tuning trains assistant turns only (VL-GPT §3.2).
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import save_file
 
 from ..checkpoint import CheckpointError, load_weights, read_config, save_model
 from ..config import LanguageModelConfig, ModelConfig, from_dict, to_dict
 from ..data import sequences as S
 from ..image_codec import ImageCodecPipeline
+from ..models.lora import add_lora, has_lora, lora_state_dict, merge_lora
 from ..models.vlgpt import VLGPT, VLGPTConfig
 from ..world import language
 from ..world.dataset import ShapesWorld
 from ..world.render import render
 from ..world.scene import Scene
+
+ADAPTER_FILE = "adapter.safetensors"
 
 
 def t2i_prompt(caption: str) -> str:
@@ -47,7 +52,8 @@ class LMStage:
     name = "lm"
 
     def __init__(self, model_config: ModelConfig, data: str, seed: int, eval_size: int, run: Path,
-                 val_data: str | None = None, init_from: Path | None = None):
+                 val_data: str | None = None, init_from: Path | None = None,
+                 lora: tuple[int, float, float] = (0, 32.0, 0.0)):
         if data != "world":
             raise CheckpointError("the pretrain and instruct stages read the Shapes world for now (--data world)")
         self.run, self.seed, self.eval_size = Path(run), seed, eval_size
@@ -63,6 +69,8 @@ class LMStage:
         else:
             self.model = VLGPT(VLGPTConfig(self.tokenizer.vocab_size, self.codec.num_tokens, self.codec.token_dim,
                                            model_config.lm))
+        if lora[0] > 0:  # VL-GPT §3.2: adapters on every linear layer; the transformer itself frozen
+            add_lora(self.model, *lora)
         self.max_len = self.model.config.lm.max_seq_len
 
     def encode_scenes(self, scenes: list[Scene]) -> list[torch.Tensor]:
@@ -100,8 +108,14 @@ class LMStage:
         return quick_eval(self, n=self.eval_size)
 
     def export(self, directory: Path) -> None:
-        config = self.model.config
-        save_model(directory, self.model, {"kind": "vlgpt", "stage": self.name, "vocab_size": config.vocab_size,
+        """config.json + model.safetensors (adapters merged in) + tokenizer; `adapter.safetensors`
+        holds the LoRA weights alone when the stage trained adapters."""
+        model = self.model
+        if has_lora(model):
+            save_file({k: v.contiguous() for k, v in lora_state_dict(model).items()}, str(directory / ADAPTER_FILE))
+            model = merge_lora(copy.deepcopy(model))
+        config = model.config
+        save_model(directory, model, {"kind": "vlgpt", "stage": self.name, "vocab_size": config.vocab_size,
                                            "num_image_tokens": config.num_image_tokens,
                                            "image_token_dim": config.image_token_dim, "lm": to_dict(config.lm)})
         self.tokenizer.save(directory)
@@ -117,8 +131,9 @@ class PretrainStage(LMStage):
         kind = rng.random()
         if kind < 0.4:  # image then caption
             return [S.Segment("image", 0, False), S.text(caption, True), S.eos()], [scene]
-        if kind < 0.85:  # caption then image: "An image of <caption>. [IMG] ... [/IMG]"
-            return [S.text(t2i_prompt(caption), True), S.Segment("image", 0, True), S.eos()], [scene]
+        if kind < 0.85:  # caption then layout then image: "An image of <caption>. Layout: ... [IMG] ... [/IMG]"
+            return [S.text(t2i_prompt(caption), True), S.text(" " + language.layout(scene), True),
+                    S.Segment("image", 0, True), S.eos()], [scene]
         doc = self.world.document(index)  # interleaved: a scene changed step by step
         segments, scenes = [], []
         for part in doc:
@@ -162,7 +177,7 @@ class InstructStage(LMStage):
             for qa in questions[1:]:
                 messages += [user(txt(qa["question"])), bot(txt(qa["answer"]))]
         elif kind == "draw" or row["edit"] is None:
-            messages = [user(txt(f"Draw: {row['references'][-1]}")), bot(img)]
+            messages = [user(txt(f"Draw: {row['references'][-1]}")), bot(txt(language.layout(scene)), img)]
         elif kind == "edit":
             messages = [user(img, txt(row["edit"]["instruction"])), bot(img)]
             scenes.append(Scene.from_dict(row["edit"]["target"]))

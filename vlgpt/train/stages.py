@@ -46,7 +46,7 @@ def load_codec(run_or_dir: Path) -> ImageCodec:
     directory = _model_dir(run_or_dir, "tokenizer")
     config = read_config(directory, "tokenizer")
     model = ImageCodec(from_dict(ImageTokenizerConfig, config["config"]), config["feature_width"],
-                       config["num_condition_tokens"], config["embed_dim"])
+                       config["num_condition_tokens"], config["embed_dim"], config.get("num_patches"))
     return load_weights(directory, model).eval().requires_grad_(False)
 
 
@@ -190,7 +190,7 @@ class TokenizerStage(FrozenClipStage):
         clip = self.clip.config
         torch.manual_seed(self.seed)
         self.model = ImageCodec(self.model_config.tokenizer, clip.vision.width, clip.num_condition_tokens,
-                                clip.embed_dim)
+                                clip.embed_dim, clip.vision.num_patches)
 
     def loss(self, batch: dict):
         return self.model(batch["features"], batch["e_v"], batch["e_t"])
@@ -220,7 +220,7 @@ class TokenizerStage(FrozenClipStage):
         save_model(directory, self.model, {"kind": "tokenizer", "config": to_dict(self.model_config.tokenizer),
                                            "feature_width": clip.vision.width,
                                            "num_condition_tokens": clip.num_condition_tokens,
-                                           "embed_dim": clip.embed_dim})
+                                           "embed_dim": clip.embed_dim, "num_patches": clip.vision.num_patches})
 
 
 # --- stage: decoder ----------------------------------------------------------------------------

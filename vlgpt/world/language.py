@@ -105,6 +105,23 @@ def _ordered(scene: Scene, axis: str) -> list[ShapeObject] | None:
     return objects
 
 
+LAYOUT_GRID = 16  # layout coordinates are cells of a 16 x 16 grid over the canvas
+
+
+def layout(scene: Scene) -> str:
+    """Every object and where its centre is, left to right: "Layout: small red circle at 3 10, ...".
+
+    VL-GPT regresses image embeddings with a deterministic head, so a drawing prompt that leaves
+    the positions open ("a red circle left of a blue star") would be answered with the average of
+    all layouts: a blur. The model therefore writes this plan first, as text that it samples, then
+    draws the image the plan pins down (an interleaved answer; see docs/architecture.md).
+    """
+    cell = lambda v, side: min(int(v / side * LAYOUT_GRID), LAYOUT_GRID - 1)  # noqa: E731
+    parts = [f"{o.size} {o.color} {o.shape} at {cell(o.x, scene.width)} {cell(o.y, scene.height)}"
+             for o in sorted(scene.objects, key=lambda o: (o.x, o.y))]
+    return "Layout: " + ", ".join(parts) + "."
+
+
 def captions(scene: Scene, rng: np.random.Generator, n: int = 1) -> list[str]:
     """`n` distinct captions of `scene` (fewer if the scene has fewer applicable templates)."""
     options = applicable_captions(scene)

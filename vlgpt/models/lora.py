@@ -1,0 +1,54 @@
+"""LoRA for VL-GPT's transformer through Hugging Face `peft` (VL-GPT §3.2: rank 32, every linear layer).
+
+    add_lora(model, rank=32, alpha=32)   # freezes the transformer, adds adapters to every linear layer
+    adapter = lora_state_dict(model)     # the adapters alone, to save separately
+    merge_lora(model)                    # folds W + (alpha / r) B A into W; the model is plain again
+
+The paper's freezing: with LoRA, the transformer's own weights stay frozen and the adapters, the
+image input projection and the regression head train (the token embedding and LM head stay frozen,
+as in a pretrained LLM).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+TARGETS = ("qkv", "out", "gate", "up", "down")  # every linear layer of a decoder block
+
+
+def add_lora(model: nn.Module, rank: int, alpha: float, dropout: float = 0.0) -> nn.Module:
+    from peft import LoraConfig, inject_adapter_in_model
+
+    if rank < 1:
+        raise ValueError(f"LoRA rank must be at least 1, got {rank}")
+    model.requires_grad_(False)
+    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(TARGETS), bias="none")
+    inject_adapter_in_model(config, model.transformer)
+    for name, param in model.named_parameters():
+        if "lora_" in name:
+            param.requires_grad_(True)
+    for head in (model.image_in, model.regression_head):
+        head.requires_grad_(True)
+    return model
+
+
+def has_lora(model: nn.Module) -> bool:
+    return any("lora_" in name for name, _ in model.named_parameters())
+
+
+def lora_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The adapter weights alone (names as in the model)."""
+    return {name: p.detach().clone() for name, p in model.named_parameters() if "lora_" in name}
+
+
+def merge_lora(model: nn.Module) -> nn.Module:
+    """Fold every adapter into its base weight and drop the adapter modules (in place)."""
+    from peft.tuners.lora import LoraLayer
+
+    for parent in list(model.modules()):
+        for child_name, child in list(parent.named_children()):
+            if isinstance(child, LoraLayer):
+                child.merge()
+                setattr(parent, child_name, child.get_base_layer())
+    return model
