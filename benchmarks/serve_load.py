@@ -1,7 +1,7 @@
 """Load on `vlgpt serve`: latency (p50, p95) and throughput for caption and imagine requests at 1, 4
 and 16 concurrent clients, over loopback only.
 
-    python benchmarks/serve_load.py --run runs/serve-bench [--requests 48] [--max-seconds 60]
+    python benchmarks/serve_load.py --run runs/serve-bench [--requests 200] [--max-seconds 60]
 
 Starts `vlgpt serve` on 127.0.0.1 with a free port in a subprocess (a run folder without a trained
 instruct stage gets the tiny preset trained into it first, 6 steps a stage), sends a warm-up
@@ -19,13 +19,14 @@ import io
 import json
 import math
 import os
-import tempfile
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+from typing import IO
 
 import httpx
 
@@ -104,17 +105,20 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", default="runs/serve-bench", help="run folder (tiny preset trained here if empty)")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16], help="concurrent clients")
-    parser.add_argument("--requests", type=int, default=48, help="requests per setting (at most 1000)")
+    parser.add_argument("--requests", type=int, default=200, help="requests per setting (at most 1000)")
     parser.add_argument("--max-seconds", type=float, default=60, help="stop issuing after this long (at most 600)")
     parser.add_argument("--max-tokens", type=int, default=32, help="max_tokens of a caption request")
     args = parser.parse_args()
     total, max_seconds = min(args.requests, 1000), min(args.max_seconds, 600)
     run = Path(args.run)
     ensure_run(run)
+    with tempfile.TemporaryFile(mode="w+") as log:  # uvicorn logs every request; an unread pipe would fill
+        return serve_and_measure(run, log, args, total, max_seconds)
 
+
+def serve_and_measure(run: Path, log: IO[str], args: argparse.Namespace, total: int, max_seconds: float) -> int:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    log = tempfile.TemporaryFile(mode="w+")  # uvicorn logs every request; a pipe nobody reads would fill up
     server = subprocess.Popen([sys.executable, "-m", "vlgpt", "serve", "--ckpt", str(run), "--host", "127.0.0.1",
                                "--port", str(port), "--queue-size", str(max(args.concurrency)),
                                "--timeout", "300"],

@@ -10,6 +10,7 @@ import struct
 import threading
 import time
 import zlib
+from typing import Self
 
 import uvicorn
 from PIL import Image
@@ -32,7 +33,7 @@ class ServerThread:
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self._socket]}, daemon=True)
 
-    def __enter__(self) -> ServerThread:
+    def __enter__(self) -> Self:
         self.thread.start()
         deadline = time.monotonic() + 20
         while not self.server.started:

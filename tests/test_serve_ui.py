@@ -14,12 +14,11 @@ import time
 
 import numpy as np
 import pytest
+from serve_helpers import ServerThread, decode_png, png_bytes, scene
 
 import vlgpt
 from vlgpt.serve.outputs import ContentWriter
 from vlgpt.serve.settings import ServeSettings
-
-from serve_helpers import ServerThread, decode_png, png_bytes, scene
 
 CHROMIUM = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH (apt-get install chromium)")

@@ -16,7 +16,11 @@ Starlette's thread pool, so a bad image is refused (400) before the request take
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
+import hashlib
 import json
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 from importlib import resources
@@ -36,17 +40,18 @@ from .schemas import ChatCompletionRequest, ImageGenerationRequest
 from .settings import ServeSettings
 from .worker import Cancelled, Job, ModelWorker, timeout_error
 
-UI_HEADERS = {"Content-Security-Policy": "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
-                                         "img-src data: blob:; connect-src 'self'; base-uri 'none'; form-action 'none'",
-              "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
-
 
 def create_app(pipeline, settings: ServeSettings) -> FastAPI:
     """An app serving `pipeline` (a vlgpt.pipeline.Pipeline, or anything with its methods)."""
-    app = FastAPI(title="vlgpt", version="1", docs_url=None, redoc_url=None, openapi_url=None)
     worker = ModelWorker(settings.queue_size, settings.timeout_s)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        worker.shutdown()
+
+    app = FastAPI(title="vlgpt", version="1", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.settings, app.state.worker, app.state.pipeline = settings, worker, pipeline
-    app.router.add_event_handler("shutdown", worker.shutdown)
     install_error_handlers(app, settings.max_body_bytes)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     if settings.api_key:  # outside the body limit: a client without the key learns nothing
@@ -54,7 +59,7 @@ def create_app(pipeline, settings: ServeSettings) -> FastAPI:
     if settings.cors_origins:  # added last, so it is outermost and answers preflights itself
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type"])
-    ui_page = resources.files(__package__).joinpath("ui.html").read_text(encoding="utf-8")
+    ui_page, ui_headers = _ui_page()
     image_size = pipeline.codec.image_size
 
     @app.exception_handler(Cancelled)
@@ -63,7 +68,7 @@ def create_app(pipeline, settings: ServeSettings) -> FastAPI:
 
     @app.get("/", include_in_schema=False)
     async def ui() -> HTMLResponse:
-        return HTMLResponse(ui_page, headers=UI_HEADERS)
+        return HTMLResponse(ui_page, headers=ui_headers)
 
     @app.get("/health")
     async def health() -> dict:
@@ -106,30 +111,27 @@ def create_app(pipeline, settings: ServeSettings) -> FastAPI:
 
     @app.post("/v1/images/edits")
     async def images_edits(request: Request) -> dict:
-        if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-            raise APIError(400, "send the edit as multipart/form-data with an 'image' file and a 'prompt' field",
-                           code="invalid_content_type")
-        async with request.form(max_files=4, max_fields=32) as form:
-            files = [f for f in form.getlist("image") + form.getlist("image[]") if isinstance(f, UploadFile)]
-            if len(files) != 1:
-                raise APIError(400, f"send exactly one 'image' file to edit, got {len(files)}", param="image")
-            if form.get("mask") is not None:
-                raise APIError(400, "masks are not supported: VL-GPT edits the whole image by the instruction",
-                               param="mask")
-            prompt = form.get("prompt")
-            if not isinstance(prompt, str) or not prompt.strip():
-                raise APIError(400, "'prompt' is required: the edit instruction", param="prompt")
-            check_model(_text_field(form, "model"), settings)
-            n = _int_field(form, "n", 1)
-            _check_image_options(n, _text_field(form, "size"), _text_field(form, "response_format"),
-                                 _text_field(form, "stream") in ("true", "True", "1"), image_size, settings)
-            check_prompt_length(len(prompt), settings, "prompt")
-            data = await files[0].read()
+        data, prompt, n = await _read_edit_form(request, settings, image_size)
         image = await run_in_threadpool(load_upload, data, settings, "image")
         return images_response(await worker.call(_draw(lambda: pipeline.edit(image, prompt), n),
                                                  request.is_disconnected))
 
     return app
+
+
+def _ui_page() -> tuple[str, dict[str, str]]:
+    """The page and its headers: a CSP that runs only the page's own inline script and style (by hash)
+    and lets it talk to this server alone, so nothing from elsewhere can load or run."""
+    page = resources.files(__package__).joinpath("ui.html").read_text(encoding="utf-8")
+
+    def hashes(tag: str) -> str:
+        blocks = re.findall(rf"<{tag}>(.*?)</{tag}>", page, re.DOTALL)
+        return " ".join(f"'sha256-{base64.b64encode(hashlib.sha256(b.encode()).digest()).decode()}'" for b in blocks)
+
+    policy = (f"default-src 'none'; script-src {hashes('script')}; style-src {hashes('style')}; img-src data: blob:; "
+              "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+    return page, {"Content-Security-Policy": policy, "X-Content-Type-Options": "nosniff",
+                  "Referrer-Policy": "no-referrer"}
 
 
 def _model_card(settings: ServeSettings) -> dict:
@@ -150,6 +152,29 @@ def _check_image_options(n: int, size: str | None, response_format: str | None, 
                             "(this server keeps no files to link to)", param="response_format")
     if stream:
         raise APIError(400, "streaming images is not supported; leave 'stream' out", param="stream")
+
+
+async def _read_edit_form(request: Request, settings: ServeSettings, image_size: int) -> tuple[bytes, str, int]:
+    """The multipart form the openai client sends for images.edit -> (image bytes, prompt, n)."""
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise APIError(400, "send the edit as multipart/form-data with an 'image' file and a 'prompt' field",
+                       code="invalid_content_type")
+    async with request.form(max_files=4, max_fields=32) as form:
+        files = [f for f in form.getlist("image") + form.getlist("image[]") if isinstance(f, UploadFile)]
+        if len(files) != 1:
+            raise APIError(400, f"send exactly one 'image' file to edit, got {len(files)}", param="image")
+        if form.get("mask") is not None:
+            raise APIError(400, "masks are not supported: VL-GPT edits the whole image by the instruction",
+                           param="mask")
+        prompt = form.get("prompt")
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise APIError(400, "'prompt' is required: the edit instruction", param="prompt")
+        check_model(_text_field(form, "model"), settings)
+        n = _int_field(form, "n", 1)
+        _check_image_options(n, _text_field(form, "size"), _text_field(form, "response_format"),
+                             _text_field(form, "stream") in ("true", "True", "1"), image_size, settings)
+        check_prompt_length(len(prompt), settings, "prompt")
+        return await files[0].read(), prompt, n
 
 
 def _draw(make_image: Callable[[], object], n: int) -> Callable[[Job], list]:
