@@ -86,6 +86,7 @@ def create_app(pipeline, settings: ServeSettings) -> FastAPI:
     @app.post("/v1/chat/completions")
     async def chat_completions(body: ChatCompletionRequest, request: Request):
         check_model(body.model, settings)
+        worker.ensure_room()
         sampling = {"max_new_tokens": check_max_tokens(body, settings), "temperature": body.temperature,
                     "top_p": body.top_p, "top_k": body.top_k, "seed": body.seed or 0, "stop": body.stop_strings()}
         messages = await run_in_threadpool(load_images, chat_messages(body, settings), settings)
@@ -111,6 +112,7 @@ def create_app(pipeline, settings: ServeSettings) -> FastAPI:
 
     @app.post("/v1/images/edits")
     async def images_edits(request: Request) -> dict:
+        worker.ensure_room()
         data, prompt, n = await _read_edit_form(request, settings, image_size)
         image = await run_in_threadpool(load_upload, data, settings, "image")
         return images_response(await worker.call(_draw(lambda: pipeline.edit(image, prompt), n),

@@ -40,6 +40,8 @@ class Job:
 
 
 class ModelWorker:
+    """The model's one thread and the bounded queue in front of it (see the module docstring)."""
+
     def __init__(self, queue_size: int, timeout_s: float):
         self.capacity = queue_size + 1  # one running + queue_size waiting
         self.timeout_s = timeout_s
@@ -55,6 +57,17 @@ class ModelWorker:
         """Seconds until a slot is likely free: the queue ahead times the mean run time."""
         return max(1, math.ceil(self.pending * self._mean_run_s))
 
+    def ensure_room(self) -> None:
+        """Raise the 429 early, before a request spends time decoding its images (submit checks again)."""
+        with self._lock:
+            self._refuse_if_full()
+
+    def _refuse_if_full(self) -> None:
+        if self.pending >= self.capacity:
+            retry = self.retry_after()
+            raise APIError(429, f"the server is busy ({self.capacity - 1} requests already wait for the model); "
+                                f"retry in {retry} s", code="queue_full", headers={"Retry-After": str(retry)})
+
     def submit(self, fn: Callable[[Job], T]) -> tuple[Job, asyncio.Future[T]]:
         """Queue `fn(job)` on the model thread, or raise APIError 429 when the queue is full.
 
@@ -62,10 +75,7 @@ class ModelWorker:
         cancels the queued call itself (the slot is released only when the call ends or is skipped).
         """
         with self._lock:
-            if self.pending >= self.capacity:
-                retry = self.retry_after()
-                raise APIError(429, f"the server is busy ({self.capacity - 1} requests already wait for the model); "
-                                    f"retry in {retry} s", code="queue_full", headers={"Retry-After": str(retry)})
+            self._refuse_if_full()
             self.pending += 1
         job = Job(deadline=time.monotonic() + self.timeout_s)
         loop = asyncio.get_running_loop()
