@@ -233,6 +233,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve a run over an OpenAI-compatible HTTP API, with a browser UI at / (docs/serving.md)."""
+    from .serve.server import serve
+    from .serve.settings import settings_from_args
+
+    return serve(args.ckpt, settings_from_args(args))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vlgpt", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -294,6 +302,13 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "chat":
             verb.add_argument("--save-dir", default="chat-images", help="where drawn images are saved")
         verb.set_defaults(func=fn)
+
+    from .serve.settings import add_serve_arguments
+
+    serve = sub.add_parser("serve", help=cmd_serve.__doc__, description=cmd_serve.__doc__)
+    serve.add_argument("--ckpt", required=True, help="run folder (or its instruct/pretrain model folder)")
+    add_serve_arguments(serve)
+    serve.set_defaults(func=cmd_serve)
 
     demo = sub.add_parser("demo", help=cmd_demo.__doc__, description=cmd_demo.__doc__)
     demo.add_argument("--out", default="runs/demo", help="run folder")

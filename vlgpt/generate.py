@@ -8,6 +8,7 @@ detokenizer and pixel decoder, and text decoding goes on.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -46,6 +47,9 @@ class Output:
     """What the model wrote: text and images in order."""
 
     parts: list[tuple[str, object]] = field(default_factory=list)  # ("text", str) | ("image", PIL image)
+    finish_reason: str = "stop"  # "stop" (EOS, a stop string, the image asked for), "length" or "cancelled"
+    prompt_tokens: int = 0  # positions the prompt took (image embeddings included)
+    completion_tokens: int = 0  # positions the answer took ([IMG] e_1 … e_N [/IMG] counts N + 2)
 
     @property
     def text(self) -> str:
@@ -73,6 +77,36 @@ def sample_token(logits: torch.Tensor, config: SamplingConfig, generator: torch.
     return int(torch.multinomial(probs, 1, generator=generator))
 
 
+OnPart = Callable[[str, object], None]
+"""Streaming callback: ("text", delta) as the answer's text grows, ("image", PIL image) per drawn image."""
+
+
+class TextStream:
+    """Turns the decoded text of a growing answer into deltas for a streaming client.
+
+    The tail that may still change is held back: a partial UTF-8 character (decoded as U+FFFD
+    until its last byte arrives) and a suffix that could be the start of a stop string, so the
+    deltas never show text that the final answer drops. Deltas join to the final text.
+    """
+
+    def __init__(self, stop: tuple[str, ...], on_part: OnPart | None):
+        self.stop, self.on_part, self.sent = stop, on_part, ""
+
+    def update(self, text: str, final: bool = False) -> None:
+        if self.on_part is None:
+            return
+        safe = text if final else text.rstrip("\ufffd")
+        if not final:
+            for stop in self.stop:
+                held = next((k for k in range(min(len(stop) - 1, len(safe)), 0, -1) if safe.endswith(stop[:k])), 0)
+                safe = safe[: len(safe) - held]
+        # BPE decoding is prefix-stable once held-back bytes are complete; if it ever is not, the
+        # streamed text keeps what was sent and the non-streamed answer is the reference.
+        if len(safe) > len(self.sent) and safe.startswith(self.sent):
+            self.on_part("text", safe[len(self.sent):])
+            self.sent = safe
+
+
 class Generator:
     def __init__(self, model, tokenizer, codec):
         self.model, self.tokenizer, self.codec = model.eval(), tokenizer, codec
@@ -87,11 +121,14 @@ class Generator:
 
     @torch.no_grad()
     def generate(self, segments: list[S.Segment], config: SamplingConfig = SamplingConfig(),
-                 force_image: bool = False, stop_after_image: bool = False, require_image: bool = False) -> Output:
+                 force_image: bool = False, stop_after_image: bool = False, require_image: bool = False,
+                 on_part: OnPart | None = None, should_stop: Callable[[], bool] | None = None) -> Output:
         """Decode text and images until [EOS], `max_new_tokens` steps or the context's end.
 
         force_image: the answer starts with [IMG] (editing). require_image: the model may write
         first (a drawing's layout plan), but [IMG] replaces [EOS] or the last step if no image came.
+        `on_part` streams the answer as it grows (see TextStream); `should_stop` is polled before
+        every position and ends decoding early (finish_reason "cancelled").
         """
         prompt = S.build(segments, self.tokenizer, self.dim)
         max_len = self.model.config.lm.max_seq_len
@@ -103,9 +140,13 @@ class Generator:
         batch = {k: prompt[k][None] for k in ("ids", "image_embeds", "is_image")}
         hidden = self.model(batch, cache)["hidden"][0, -1]
         generator = torch.Generator().manual_seed(config.seed)
-        output, text_ids, images = Output(), [], 0
+        output, text_ids, images = Output(prompt_tokens=len(prompt["ids"]), finish_reason="length"), [], 0
+        stream = TextStream(config.stop, on_part)
         pending = self.tokenizer.img_id if force_image else None
         for step in range(config.max_new_tokens):
+            if should_stop is not None and should_stop():
+                output.finish_reason = "cancelled"
+                break
             if cache.length >= max_len - 1:
                 break
             token = pending if pending is not None else sample_token(self.model.next_token_logits(hidden), config, generator)
@@ -114,13 +155,17 @@ class Generator:
                                                   or cache.length + n + 3 >= max_len):
                 token = self.tokenizer.img_id
             if token == self.tokenizer.eos_id:
+                output.finish_reason = "stop"
+                output.completion_tokens += 1  # sampled, never fed back
                 break
             if token == self.tokenizer.img_id:
                 if images >= config.max_images or cache.length + n + 2 > max_len:
                     break
                 if text_ids:
-                    output.parts.append(("text", self.tokenizer.decode(text_ids)))
-                    text_ids = []
+                    decoded = self.tokenizer.decode(text_ids)
+                    stream.update(decoded, final=True)
+                    output.parts.append(("text", decoded))
+                    text_ids, stream = [], TextStream(config.stop, on_part)
                 hidden = self._step(cache, token=token)
                 predicted = []
                 for _ in range(n):  # N regression steps, each prediction fed back as the next input
@@ -128,18 +173,28 @@ class Generator:
                     predicted.append(embedding)
                     hidden = self._step(cache, embedding=embedding)
                 hidden = self._step(cache, token=self.tokenizer.img_end_id)
-                output.parts.append(("image", self.codec.decode(torch.stack(predicted)[None])[0]))
+                drawn = self.codec.decode(torch.stack(predicted)[None])[0]
+                output.parts.append(("image", drawn))
+                if on_part is not None:
+                    on_part("image", drawn)
                 images += 1
                 if stop_after_image:
+                    output.finish_reason = "stop"
                     break
                 continue
             text_ids.append(token)
             hidden = self._step(cache, token=token)
-            if config.stop and any(s in self.tokenizer.decode(text_ids) for s in config.stop):
-                break
+            if config.stop or on_part is not None:
+                decoded = self.tokenizer.decode(text_ids)
+                if any(s in decoded for s in config.stop):
+                    output.finish_reason = "stop"
+                    break
+                stream.update(decoded)
         if text_ids:
             decoded = self.tokenizer.decode(text_ids)
             for s in config.stop:
                 decoded = decoded.split(s)[0]
+            stream.update(decoded, final=True)
             output.parts.append(("text", decoded))
+        output.completion_tokens += cache.length - len(prompt["ids"])
         return output

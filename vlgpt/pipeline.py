@@ -14,12 +14,12 @@ Messages follow the OpenAI / Hugging Face content-list form; an image part carri
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-
 
 from .data import sequences as S
 from .data.images import load_image, load_image_from_data_uri
-from .generate import GenerationError, Generator, Output, SamplingConfig
+from .generate import GenerationError, Generator, OnPart, Output, SamplingConfig
 from .image_codec import ImageCodecPipeline
 from .train.lm_stages import load_vlgpt
 
@@ -53,10 +53,15 @@ class Pipeline:
                                                  {"type": "text", "text": instruction}]}]
         return self._image(messages, sampling)
 
-    def chat(self, messages: list[dict], **sampling) -> Output:
-        """Continue a conversation; the answer may hold text and images."""
+    def chat(self, messages: list[dict], *, on_part: OnPart | None = None,
+             should_stop: Callable[[], bool] | None = None, **sampling) -> Output:
+        """Continue a conversation; the answer may hold text and images.
+
+        `on_part` receives the answer as it grows (text deltas, then each drawn image), for
+        streaming; `should_stop` is polled every position and ends the answer early when true.
+        """
         segments = self.segments(messages)
-        return self.generator.generate(segments, SamplingConfig(**sampling))
+        return self.generator.generate(segments, SamplingConfig(**sampling), on_part=on_part, should_stop=should_stop)
 
     # --- plumbing ------------------------------------------------------------------------------
     def segments(self, messages: list[dict]) -> list[S.Segment]:
