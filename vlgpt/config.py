@@ -136,8 +136,8 @@ class TrainConfig:
     """One stage's optimisation and bookkeeping."""
 
     steps: int = f(300, "optimizer steps")
-    batch_size: int = f(64, "micro-batch size")
-    grad_accum: int = f(1, "micro-batches per optimizer step")
+    batch_size: int = f(64, "micro-batch size of one process; a step sees batch_size x grad_accum x processes samples")
+    grad_accum: int = f(1, "micro-batches per optimizer step (in each process)")
     lr: float = f(1e-3, "peak learning rate")
     min_lr_ratio: float = f(0.1, "final learning rate as a fraction of the peak (cosine decay)")
     warmup_steps: int = f(20, "linear warmup steps")
@@ -153,6 +153,9 @@ class TrainConfig:
     max_bad_steps: int = f(5, "abort after this many non-finite steps in a row")
     eval_size: int = f(500, "validation rows used by evaluation")
     threads: int = f(0, "torch CPU threads (0: all cores)")
+    strategy: str = f("ddp", "data parallelism under torchrun: ddp (replicated weights) | fsdp (FSDP2: weights, "
+                             "gradients and optimizer state sharded across processes)")
+    device: str = f("cpu", "cpu | cuda (under torchrun, each process takes cuda:LOCAL_RANK and talks over NCCL)")
 
 
 STAGES = ("clip", "tokenizer", "decoder", "pretrain", "instruct")
