@@ -19,10 +19,13 @@ from safetensors.torch import load_file
 
 from vlgpt.checkpoint import CheckpointError
 from vlgpt.cli import main
+from vlgpt.config import TrainConfig, preset
+from vlgpt.data.streaming import StreamingSource
+from vlgpt.text_tokenizer import TextTokenizer
 from vlgpt.train import train_stage
-from vlgpt.train.distributed import check_sharded_metadata
-from vlgpt.train.stages import load_clip
-from vlgpt.world.export import write_world
+from vlgpt.train.distributed import Distributed, check_sharded_metadata
+from vlgpt.train.engine import Trainer
+from vlgpt.train.stages import ClipStage, load_clip
 
 STEPS = 5
 RECIPE = dict(steps=STEPS, batch_size=8, precision="fp32", log_every=1, save_every=0, eval_size=8)
@@ -30,10 +33,8 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 @pytest.fixture(scope="module")
-def shards(tmp_path_factory) -> str:
-    root = tmp_path_factory.mktemp("shards")
-    write_world(root / "wds", 64, fmt="wds", size=32, shard_size=16, progress=False)
-    return str(root / "wds" / "shards" / "train-{000000..000003}.tar")
+def shards(tiny_shards) -> str:
+    return tiny_shards
 
 
 @pytest.fixture(scope="module")
@@ -131,6 +132,55 @@ def test_a_rank_that_dies_ends_the_job(tmp_path, shards):
     assert "rank 0: lost contact with another process at step 2" in err
     with pytest.raises(ProcessLookupError):
         os.kill(rank0, 0)
+
+
+def nan_on_rank_1_at_step_2(rank: int, port: int, shards: str, tokenizer_dir: str, out: str) -> None:
+    """A worker of the test below: three steps of the tiny CLIP; rank 1's batch of step 2 is NaN."""
+    torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    torch.set_num_threads(1)
+    task = ClipStage(preset("tiny").model, shards, 0, 8, text_tokenizer=TextTokenizer.load(tokenizer_dir))
+    clean_batch = task.batch
+
+    def batch(start: int, size: int) -> dict:
+        poisoned = clean_batch(start, size)
+        if rank == 1 and start == 2 * 16 + 8:  # step 2 (0-based), rank 1's half of the global batch
+            poisoned["pixels"][0, 0, 0, 0] = float("nan")
+        return poisoned
+
+    task.batch = batch
+    config = TrainConfig(steps=3, batch_size=8, warmup_steps=1, precision="fp32", max_bad_steps=2, seed=0)
+    trainer = Trainer(task, config, Path(out), progress=False, dist=Distributed.joined(torch.device("cpu")))
+    trainer.prepare()
+    records, snapshots = [], []
+    for _ in range(3):
+        records.append(trainer.sync(trainer.train_step())[0])
+        snapshots.append({k: v.clone() for k, v in task.model.state_dict().items()})
+    torch.save({"records": records, "snapshots": snapshots}, Path(out) / f"rank{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_a_nan_on_one_rank_skips_the_step_on_every_rank(tmp_path, shards):
+    tokenizer_dir = tmp_path / "tokenizer"
+    tokenizer_dir.mkdir()
+    TextTokenizer.train(StreamingSource(shards, 32).corpus(), 512).save(tokenizer_dir)
+    torch.multiprocessing.spawn(nan_on_rank_1_at_step_2, args=(free_port(), shards, str(tokenizer_dir), str(tmp_path)),
+                                nprocs=2)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    for result in ranks:
+        assert [r["skipped"] for r in result["records"]] == [0, 0, 1]
+        assert result["records"][2]["loss"] != result["records"][2]["loss"]  # the logged loss shows the NaN
+        for name, value in result["snapshots"][2].items():  # the skipped step left the weights alone
+            assert torch.equal(value, result["snapshots"][1][name]), name
+    for name, value in ranks[0]["snapshots"][2].items():  # and the replicas still agree
+        assert torch.equal(value, ranks[1]["snapshots"][2][name]), name
 
 
 def test_fsdp_needs_torchrun(tmp_path, capsys):

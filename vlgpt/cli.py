@@ -16,9 +16,9 @@ from .data.formats import FORMATS, DatasetError
 from .data.images import ImageError
 from .generate import GenerationError
 from .train.engine import TrainingError
+from .world.export import SHARD_SIZE
 from .world.judge import JudgeError
 from .world.scene import MAX_CANVAS, MIN_CANVAS, SceneError
-from .world.export import SHARD_SIZE
 from .world.splits import SPLITS
 
 USER_ERRORS: tuple[type[Exception], ...] = (SceneError, DatasetError, ImageError, JudgeError, FileNotFoundError,

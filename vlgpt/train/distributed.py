@@ -187,7 +187,7 @@ class DataParallel:
         if not dist.active:
             self.loss = loss
         elif self.sharded:
-            self.loss = shard(loss, model, set(self.replicated))
+            self.loss = shard(loss, model, set(self.replicated), dist)
         else:
             from torch.nn.parallel import DistributedDataParallel
 
@@ -260,18 +260,22 @@ class DataParallel:
         return get_model_state_dict(self.task.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
 
-def shard(root: TaskLoss, model: nn.Module, replicated: set[nn.Parameter]) -> TaskLoss:
+def shard(root: TaskLoss, model: nn.Module, replicated: set[nn.Parameter], dist: Distributed) -> TaskLoss:
     """FSDP2: every block (each child of a ModuleList), bottom-up, then everything else as one group;
     `replicated` parameters are left whole."""
+    from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard  # 2 s of imports that only FSDP needs
+
+    # Explicit: FSDP's default mesh is the GPU whenever there is one, even for a gloo run on CPU.
+    mesh = init_device_mesh(dist.device.type, (dist.world_size,))
 
     for tensor in [*model.parameters(), *model.buffers()]:  # start from rank 0's weights, as DDP does
         torch_dist.broadcast(tensor.data, src=0)
     for module in reversed(list(model.modules())):  # children come after their parents in modules()
         if isinstance(module, nn.ModuleList):
             for block in module:
-                fully_shard(block, ignored_params=replicated)
-    fully_shard(root, ignored_params=replicated)
+                fully_shard(block, mesh=mesh, ignored_params=replicated)
+    fully_shard(root, mesh=mesh, ignored_params=replicated)
     if leaves_parameters_unused(root.task):  # such ranks still join the reduce-scatter, with zeros
         root.set_reduce_scatter_unused_params(True)
     return root

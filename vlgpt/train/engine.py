@@ -63,6 +63,8 @@ class Task(Protocol):
 
     name: str
     model: nn.Module  # the trainable part; frozen parts live elsewhere in the task
+    # Optional: `may_leave_parameters_unused = True` when a batch can leave some of `model` without a
+    # gradient; DDP and FSDP then account for that (see distributed.py).
 
     def batch(self, start: int, size: int) -> dict: ...  # samples start..start+size-1, deterministic
 
@@ -246,8 +248,8 @@ class Trainer:
         """Every rank loads the same checkpoint (under FSDP, a collective)."""
         was_sharded = (path / SHARDED_DIR).is_dir()
         if was_sharded != self.parallel.sharded:
-            raise CheckpointError(f"{path} was saved with --strategy {'fsdp' if was_sharded else 'ddp'} (or alone); "
-                                  f"resume with the same strategy")
+            how = "--strategy fsdp under torchrun (any process count)" if was_sharded else "--strategy ddp or alone"
+            raise CheckpointError(f"{path} holds {'sharded' if was_sharded else 'whole'} weights; resume it with {how}")
         if not was_sharded:
             load_weights(path, self.model)
         state = load_state(path / "state.pt")
