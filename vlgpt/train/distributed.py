@@ -174,6 +174,8 @@ class DataParallel:
     """The task's trainable model replicated (ddp) or sharded (fsdp) over the job's processes."""
 
     def __init__(self, task, dist: Distributed, strategy: str):
+        if strategy not in STRATEGIES:
+            raise ConfigError(f"unknown --strategy {strategy!r}; choose {' or '.join(STRATEGIES)}")
         self.task, self.dist = task, dist
         self.sharded = dist.active and strategy == "fsdp"
         model = task.model
