@@ -124,3 +124,37 @@ def test_kill_9_during_a_save_keeps_the_previous_checkpoint(tmp_path):
     assert "resumed from" in resumed.stdout and "step-000002" in resumed.stdout
     assert not (checkpoints / "step-000004.tmp").exists()
     assert (run / "clip" / "model" / "model.safetensors").is_file()
+
+
+def test_resume_across_a_real_sigterm_is_exact(tmp_path, tiny_shards):
+    """A real `python -m vlgpt train` stopped by SIGTERM after step 3 and resumed: the same 8
+    per-step losses and the same final weights as a run never stopped (streamed shards, which
+    wrap into their second epoch at step 8)."""
+
+    def command(run: Path) -> list[str]:
+        return [sys.executable, "-m", "vlgpt", "train", "clip", "--preset", "tiny", "--out", str(run), "--data",
+                tiny_shards, "--steps", "8", "--batch-size", "8", "--save-every", "0", "--log-every", "1",
+                "--precision", "fp32", "--eval-size", "8", "--threads", "1"]
+
+    straight = subprocess.run(command(tmp_path / "straight"), capture_output=True, text=True, timeout=300)
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    run = tmp_path / "stopped"
+    process = subprocess.Popen(command(run), env={**os.environ, "VLGPT_FAULT_PAUSE_STEP": "3"},
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    marker = run / "clip" / "PAUSED"
+    deadline = time.time() + 120
+    while not marker.exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.1)
+    assert marker.exists(), "the training never paused after step 3"
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == EXIT_PREEMPTED, err[-2000:]
+    assert "stopped by signal at step 3" in out
+    state = json.loads((run / "clip" / "checkpoints" / "step-000003" / "state.json").read_text())
+    assert (state["step"], state["data_position"]) == (3, 24)
+    resumed = subprocess.run(command(run) + ["--resume"], capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert losses(run / "clip") == losses(tmp_path / "straight" / "clip")
+    assert [step for step, _ in losses(run / "clip")] == list(range(1, 9))
+    weights = [(r / "clip" / "model" / "model.safetensors").read_bytes() for r in (run, tmp_path / "straight")]
+    assert weights[0] == weights[1]

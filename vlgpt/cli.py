@@ -16,6 +16,7 @@ from .data.formats import FORMATS, DatasetError
 from .data.images import ImageError
 from .generate import GenerationError
 from .train.engine import TrainingError
+from .world.export import SHARD_SIZE
 from .world.judge import JudgeError
 from .world.scene import MAX_CANVAS, MIN_CANVAS, SceneError
 from .world.splits import SPLITS
@@ -29,7 +30,7 @@ def cmd_world(args: argparse.Namespace) -> int:
     from .world.export import write_world
 
     out = write_world(args.out, args.n, split=args.split, fmt=args.format, seed=args.seed, size=args.size,
-                      overwrite=args.overwrite)
+                      overwrite=args.overwrite, shard_size=args.shard_size)
     print(f"wrote {args.n} {args.split} rows ({args.format}) to {out}")
     return 0
 
@@ -45,16 +46,18 @@ def cmd_judge(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """Train one stage (clip, tokenizer, decoder) into RUN/<stage>/."""
+    """Train one stage into RUN/<stage>/; under torchrun, as one data-parallel job (see docs/distributed.md)."""
     from .report import table
     from .train import train_stage
+    from .train.distributed import is_main_process
 
     overrides = {name: getattr(args, name) for name in _train_fields() if getattr(args, name) is not None}
     metrics = train_stage(args.stage, args.out, preset_name=args.preset, data=args.data, val_data=args.val_data,
                           yaml_file=args.config, model_overrides=tuple(args.set or ()), train_overrides=overrides,
                           resume=args.resume, clip=args.clip)
-    print(table(f"{args.stage}: final evaluation", metrics))
-    print(f"model: {Path(args.out) / args.stage / 'model'}")
+    if is_main_process():
+        print(table(f"{args.stage}: final evaluation", metrics))
+        print(f"model: {Path(args.out) / args.stage / 'model'}")
     return 0
 
 
@@ -253,6 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     world.add_argument("--seed", type=int, default=0, help="first row's offset in the split's seed range")
     world.add_argument("--size", type=int, default=64, help=f"canvas side in pixels ({MIN_CANVAS}..{MAX_CANVAS})")
     world.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    world.add_argument("--shard-size", type=int, default=SHARD_SIZE, help="rows per WebDataset shard (--format wds)")
     world.set_defaults(func=cmd_world)
 
     judge_cmd = sub.add_parser("judge", help=cmd_judge.__doc__, description=cmd_judge.__doc__)
@@ -266,7 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("stage", choices=STAGES, help="which stage to train")
     train.add_argument("--out", required=True, help="run folder; the stage writes RUN/<stage>/")
     train.add_argument("--preset", choices=sorted(PRESETS), default="small", help="model size and recipe")
-    train.add_argument("--data", default="world", help="'world' (Shapes, generated on the fly) or a dataset folder")
+    train.add_argument("--data", default="world", help="'world' (Shapes, generated on the fly), a dataset folder, or "
+                       "WebDataset shards, streamed ('data/train-{000000..000009}.tar', a glob or their folder)")
     train.add_argument("--val-data", help="validation dataset (default: Shapes val, or a held-out part of --data)")
     train.add_argument("--config", help="YAML file with model: and train: sections")
     train.add_argument("--set", action="append", metavar="KEY=VALUE",

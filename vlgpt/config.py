@@ -141,8 +141,8 @@ class TrainConfig:
     """One stage's optimisation and bookkeeping."""
 
     steps: int = f(300, "optimizer steps")
-    batch_size: int = f(64, "micro-batch size")
-    grad_accum: int = f(1, "micro-batches per optimizer step")
+    batch_size: int = f(64, "micro-batch size of one process; a step sees batch_size x grad_accum x processes samples")
+    grad_accum: int = f(1, "micro-batches per optimizer step (in each process)")
     lr: float = f(1e-3, "peak learning rate")
     min_lr_ratio: float = f(0.1, "final learning rate as a fraction of the peak (cosine decay)")
     warmup_steps: int = f(20, "linear warmup steps")
@@ -161,6 +161,9 @@ class TrainConfig:
     lora_rank: int = f(0, "pretrain/instruct: LoRA rank on every linear layer of the transformer (0: full training)")
     lora_alpha: float = f(32.0, "LoRA alpha (the update is scaled by alpha / rank)")
     lora_dropout: float = f(0.0, "dropout on the LoRA branch")
+    strategy: str = f("ddp", "data parallelism under torchrun: ddp (replicated weights) | fsdp (FSDP2: weights, "
+                             "gradients and optimizer state sharded across processes)")
+    device: str = f("cpu", "cpu | cuda (under torchrun, each process takes cuda:LOCAL_RANK and talks over NCCL)")
 
 
 STAGES = ("clip", "tokenizer", "decoder", "pretrain", "instruct")

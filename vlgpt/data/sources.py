@@ -1,4 +1,4 @@
-"""Image-caption streams for the training stages: the Shapes world or any dataset folder.
+"""Image-caption streams for the training stages: the Shapes world, a dataset folder or shards.
 
 A source maps a sample index to (image, caption, group). The stream is a pure function of the
 index, so the data position of a run is one integer and resuming is exact. `group` names what a
@@ -18,7 +18,7 @@ from ..world import language
 from ..world.dataset import ShapesWorld
 from ..world.render import render
 from ..world.scene import Scene
-from .formats import DatasetError, read_examples
+from .formats import DatasetError, detect_format, read_examples
 
 WORLD = "world"
 
@@ -125,7 +125,11 @@ class DatasetSource:
 
 
 def make_source(data: str, image_size: int, seed: int = 0, part: str = "train", holdout: int = 0):
-    """`world` (the Shapes world, train or val split) or a dataset folder / shard pattern."""
+    """`world` (the Shapes world, train or val split), a dataset folder, or WebDataset shards (streamed)."""
     if data == WORLD:
         return WorldSource("train" if part == "train" else "val", image_size, seed)
+    if detect_format(data) == "wds":
+        from .streaming import StreamingSource  # streaming.py builds on this module
+
+        return StreamingSource(data, image_size, seed, holdout=holdout, part=part)
     return DatasetSource(data, image_size, seed, holdout=holdout, part=part)

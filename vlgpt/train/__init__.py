@@ -6,6 +6,7 @@ import dataclasses
 from pathlib import Path
 
 from ..config import ConfigError, ModelConfig, TrainConfig, apply_overrides, from_dict, load_yaml, preset, to_dict
+from .distributed import process_group
 from .engine import Trainer, TrainingError
 
 
@@ -44,7 +45,9 @@ def train_stage(stage: str, run: str | Path, *, preset_name: str = "small", data
                 val_data: str | None = None, yaml_file: str | None = None, model_overrides: tuple = (),
                 train_overrides: dict | None = None, resume: bool = False, progress: bool = True,
                 clip: str | Path | None = None) -> dict:
-    """Train one stage into RUN/<stage>/; returns the final evaluation metrics."""
+    """Train one stage into RUN/<stage>/; returns the final evaluation metrics.
+
+    Under torchrun every process runs this same call; they form one data-parallel job."""
     from .lm_stages import InstructStage, PretrainStage
     from .stages import STAGE_CLASSES
 
@@ -55,18 +58,19 @@ def train_stage(stage: str, run: str | Path, *, preset_name: str = "small", data
     run = Path(run)
     common = dict(model_config=model_config, data=data, seed=train_config.seed, eval_size=train_config.eval_size,
                   val_data=val_data)
-    if stage in ("pretrain", "instruct"):
-        lora = (train_config.lora_rank, train_config.lora_alpha, train_config.lora_dropout)
-        task = STAGE_CLASSES[stage](**common, run=run, lora=lora)
-    elif stage == "clip":
-        task = STAGE_CLASSES[stage](**common)
-    elif stage == "tokenizer":
-        task = STAGE_CLASSES[stage](**common, clip_dir=Path(clip) if clip else run)
-    else:
-        task = STAGE_CLASSES[stage](**common, clip_dir=Path(clip) if clip else run,
-                                    codec_dir=run if (run / "tokenizer" / "model").is_dir() else None)
-    trainer = Trainer(task, train_config, run / stage, resume=resume, progress=progress)
-    return trainer.fit()
+    with process_group(train_config) as dist:
+        if stage in ("pretrain", "instruct"):
+            lora = (train_config.lora_rank, train_config.lora_alpha, train_config.lora_dropout)
+            task = STAGE_CLASSES[stage](**common, run=run, lora=lora)
+        elif stage == "clip":
+            task = STAGE_CLASSES[stage](**common)
+        elif stage == "tokenizer":
+            task = STAGE_CLASSES[stage](**common, clip_dir=Path(clip) if clip else run)
+        else:
+            task = STAGE_CLASSES[stage](**common, clip_dir=Path(clip) if clip else run,
+                                        codec_dir=run if (run / "tokenizer" / "model").is_dir() else None)
+        trainer = Trainer(task, train_config, run / stage, resume=resume, progress=progress, dist=dist)
+        return trainer.fit()
 
 
 __all__ = ["Trainer", "TrainingError", "resolve_configs", "train_stage"]

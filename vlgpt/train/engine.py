@@ -1,14 +1,22 @@
-"""The training loop every stage shares.
+"""The training loop every stage shares, in one process or many (torchrun; see distributed.py).
 
 AdamW with warmup + cosine decay, optional bf16 autocast, gradient accumulation and clipping, a
 non-finite guard, a progress bar, JSONL + TensorBoard metrics, periodic evaluation, atomic
 checkpoints and exact resume. A stage supplies a `Task` (model, batches, loss, evaluation, export);
 the engine owns everything else.
 
-Checkpoints: `checkpoints/step-000100/` holds `model.safetensors` (trainable weights),
-`state.pt` (optimizer, scheduler; loaded with weights_only=True), `state.json` (step, data
-position, python/numpy RNG, counters) and, written last, `manifest.json`. A folder without a
-manifest is an interrupted save: ignored, then cleaned.
+Batches: one optimizer step consumes a global batch of batch_size x grad_accum x world_size
+consecutive samples of the task's stream, starting at the data position; rank r takes the r-th
+contiguous slice and cuts it into grad_accum micro-batches. With one process this is the loop it
+always was; with N processes at grad_accum A it computes what one process computes at grad_accum
+N x A (DDP averages the ranks' gradients as accumulation averages micro-batches).
+
+Checkpoints: `checkpoints/step-000100/` holds `model.safetensors` (trainable weights; under FSDP a
+sharded DCP checkpoint `sharded/` of weights and AdamW state instead), `state.pt` (optimizer,
+scheduler, every rank's torch RNG; loaded with weights_only=True), `state.json` (step, data position,
+every rank's python/numpy RNG, counters) and, written last, `manifest.json`. A folder without a
+manifest is an interrupted save: ignored, then cleaned. Only rank 0 logs and writes, except the
+shards each rank writes for itself.
 """
 
 from __future__ import annotations
@@ -32,6 +40,8 @@ from tqdm.auto import tqdm
 
 from ..checkpoint import (CheckpointError, WEIGHTS_FILE, atomic_dir, load_state, load_weights, save_state)
 from ..config import TrainConfig
+from .distributed import (SHARDED_DIR, DataParallel, Distributed, load_sharded, peer_failure, save_sharded,
+                          shared_staging)
 
 MANIFEST = "manifest.json"
 EXIT_PREEMPTED = 143
@@ -53,6 +63,8 @@ class Task(Protocol):
 
     name: str
     model: nn.Module  # the trainable part; frozen parts live elsewhere in the task
+    # Optional: `may_leave_parameters_unused = True` when a batch can leave some of `model` without a
+    # gradient; DDP and FSDP then account for that (see distributed.py).
 
     def batch(self, start: int, size: int) -> dict: ...  # samples start..start+size-1, deterministic
 
@@ -114,11 +126,24 @@ def rng_state() -> dict:
             "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]]}
 
 
-def set_rng_state(state: dict, torch_state: torch.Tensor) -> None:
+def set_rng_state(state: dict, torch_state: torch.Tensor, cuda_state: torch.Tensor | None = None) -> None:
     random.setstate(_tupled(state["python"]))
     kind, keys, pos, has_gauss, cached = state["numpy"]
     np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(torch_state)
+    if cuda_state is not None:
+        torch.cuda.set_rng_state(cuda_state)
+
+
+def rank_rng_states(device: torch.device) -> dict:
+    """This process's python, numpy and torch (CPU, and CUDA when used) generators."""
+    return {"rng": rng_state(), "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+
+
+def per_rank(saved) -> list:
+    """Checkpoints before distributed training held one RNG state, not a list of them."""
+    return saved if isinstance(saved, list) else [saved]
 
 
 def _jsonable(x):
@@ -135,19 +160,30 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def to_device(batch: dict, device: torch.device) -> dict:
+    if device.type == "cpu":
+        return batch
+    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
 class Trainer:
     def __init__(self, task: Task, config: TrainConfig, out: Path, *, resume: bool = False,
-                 progress: bool = True, device: str | torch.device = "cpu"):
+                 progress: bool = True, dist: Distributed | None = None):
         self.task, self.config, self.out = task, config, Path(out)
-        self.device = torch.device(device)
+        self.dist = dist or Distributed(device=torch.device(config.device))
+        self.device = self.dist.device
         self.autocast_dtype = resolve_precision(config.precision, self.device)
-        self.progress = progress
+        self.progress = progress and self.dist.is_main
         self.resume = resume
         self.step = 0
+        self.global_batch = config.batch_size * config.grad_accum * self.dist.world_size
+        self.data_position = 0  # index of the first sample of the next step's global batch
         self.bad_streak = 0
         self.skipped_steps = 0
+        self.saved_step = -1
         self.stop_requested = False
         self.checkpoint_dir = self.out / "checkpoints"
+        self.parallel = DataParallel(task, self.dist, config.strategy)  # before the optimizer: FSDP swaps params
         self.model = task.model
         self.optimizer = make_optimizer(self.model, config)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(config))
@@ -168,25 +204,38 @@ class Trainer:
                     shutil.rmtree(p, ignore_errors=True)
 
     def save_checkpoint(self) -> Path:
+        """Every rank calls this at the same step (ranks write their shards under FSDP)."""
         target = self.checkpoint_dir / f"step-{self.step:06d}"
-        with atomic_dir(target) as staging:
-            from safetensors.torch import save_file
-
-            state = {k: v.detach().contiguous().cpu() for k, v in self.model.state_dict().items()}
-            save_file(state, str(staging / WEIGHTS_FILE))
-            save_state(staging / "state.pt", {"optimizer": self.optimizer.state_dict(),
-                                              "scheduler": self.scheduler.state_dict(),
-                                              "torch_rng": torch.get_rng_state()})
-            (staging / "state.json").write_text(json.dumps({
-                "step": self.step, "data_position": self.data_position(self.step),
-                "bad_streak": self.bad_streak, "skipped_steps": self.skipped_steps, "rng": rng_state(),
-                "train_config": asdict(self.config)}))
-            self._before_manifest(staging)
-            (staging / MANIFEST).write_text(json.dumps({"step": self.step, "stage": self.task.name,
-                                                        "files": sorted(p.name for p in staging.iterdir())}))
-        for old in self.finished_checkpoints()[: -self.config.keep_checkpoints]:
-            shutil.rmtree(old, ignore_errors=True)
+        rngs = self.dist.gather(rank_rng_states(self.device))
+        with shared_staging(target, self.dist) as staging:
+            state = {"scheduler": self.scheduler.state_dict(), "torch_rng": [r["torch"] for r in rngs]}
+            if self.device.type == "cuda":
+                state["cuda_rng"] = [r["cuda"] for r in rngs]
+            if self.parallel.sharded:
+                state["optimizer_param_groups"] = save_sharded(staging / SHARDED_DIR, self.model, self.optimizer)
+            if self.dist.is_main:
+                if not self.parallel.sharded:
+                    self._save_weights(staging)
+                    state["optimizer"] = self.optimizer.state_dict()
+                save_state(staging / "state.pt", state)
+                (staging / "state.json").write_text(json.dumps({
+                    "step": self.step, "data_position": self.data_position, "world_size": self.dist.world_size,
+                    "bad_streak": self.bad_streak, "skipped_steps": self.skipped_steps,
+                    "rng": [r["rng"] for r in rngs], "train_config": asdict(self.config)}))
+                self._before_manifest(staging)
+                (staging / MANIFEST).write_text(json.dumps({"step": self.step, "stage": self.task.name,
+                                                            "files": sorted(p.name for p in staging.iterdir())}))
+        if self.dist.is_main:
+            for old in self.finished_checkpoints()[: -self.config.keep_checkpoints]:
+                shutil.rmtree(old, ignore_errors=True)
+        self.saved_step = self.step
         return target
+
+    def _save_weights(self, staging: Path) -> None:
+        from safetensors.torch import save_file
+
+        state = {k: v.detach().contiguous().cpu() for k, v in self.model.state_dict().items()}
+        save_file(state, str(staging / WEIGHTS_FILE))
 
     def _before_manifest(self, staging: Path) -> None:
         """Fault injection for the crash tests: VLGPT_FAULT_PAUSE_SAVE_STEP=N pauses the save of step N
@@ -196,25 +245,48 @@ class Trainer:
             time.sleep(120)
 
     def load_checkpoint(self, path: Path) -> None:
-        load_weights(path, self.model)
+        """Every rank loads the same checkpoint (under FSDP, a collective)."""
+        was_sharded = (path / SHARDED_DIR).is_dir()
+        if was_sharded != self.parallel.sharded:
+            how = "--strategy fsdp under torchrun (any process count)" if was_sharded else "--strategy ddp or alone"
+            raise CheckpointError(f"{path} holds {'sharded' if was_sharded else 'whole'} weights; resume it with {how}")
+        if not was_sharded:
+            load_weights(path, self.model)
         state = load_state(path / "state.pt")
         try:
             meta = json.loads((path / "state.json").read_text())
-            self.optimizer.load_state_dict(state["optimizer"])
+            if was_sharded:
+                load_sharded(path / SHARDED_DIR, self.model, self.optimizer, state["optimizer_param_groups"])
+            else:
+                self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
         except (KeyError, ValueError, json.JSONDecodeError, FileNotFoundError) as error:
+            if isinstance(error, CheckpointError):
+                raise
             raise CheckpointError(f"{path}: training state does not fit this run ({error})") from None
-        set_rng_state(meta["rng"], state["torch_rng"])
-        self.step = meta["step"]
+        self._restore_rng(meta["rng"], state["torch_rng"], state.get("cuda_rng"))
+        self.step = self.saved_step = meta["step"]
+        # A sample counter, not a step count: it stays right when the process count changes.
+        self.data_position = meta.get("data_position", self.step * self.global_batch)
         self.bad_streak = meta["bad_streak"]
         self.skipped_steps = meta["skipped_steps"]
 
-    def data_position(self, step: int) -> int:
-        """Index of the first sample of `step`: the data stream is a pure function of it."""
-        return step * self.config.batch_size * self.config.grad_accum
+    def _restore_rng(self, rngs, torch_rngs, cuda_rngs) -> None:
+        rngs, torch_rngs = per_rank(rngs), per_rank(torch_rngs)
+        rank = self.dist.rank
+        if rank < len(rngs):
+            set_rng_state(rngs[rank], torch_rngs[rank], per_rank(cuda_rngs)[rank] if cuda_rngs else None)
+        else:  # more processes than the checkpoint had: a fresh stream for the newcomer
+            seed_everything(self.config.seed + rank + self.step)
+
+    def micro_batch_start(self, micro: int) -> int:
+        """Index of the first sample of this rank's micro-batch `micro` in the current step."""
+        return self.data_position + (self.dist.rank * self.config.grad_accum + micro) * self.config.batch_size
 
     # --- logging -----------------------------------------------------------------------------
     def log(self, record: dict) -> None:
+        if not self.dist.is_main:
+            return
         with open(self.out / "metrics.jsonl", "a") as handle:
             handle.write(json.dumps(record) + "\n")
         if self._writer is None:
@@ -233,24 +305,32 @@ class Trainer:
     def _on_signal(self, signum, frame) -> None:
         self.stop_requested = True
 
+    def say(self, message: str) -> None:
+        if self.dist.is_main:
+            print(message, flush=True)
+
     def prepare(self) -> None:
-        self.out.mkdir(parents=True, exist_ok=True)
-        self.clean_partial_checkpoints()
         existing = self.finished_checkpoints()
+        logged = (self.out / "metrics.jsonl").exists()
+        self.dist.barrier()  # every rank has looked before rank 0 changes anything
+        if (existing or logged) and not self.resume:
+            raise TrainingError(f"{self.out} already holds a {self.task.name} run; pass --resume to continue "
+                                "it or choose another --out")
+        if self.dist.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            self.clean_partial_checkpoints()
+            if logged and not existing:
+                (self.out / "metrics.jsonl").unlink()
         if self.resume and existing:
             self.load_checkpoint(existing[-1])
-            print(f"[{self.task.name}] resumed from {existing[-1]} (step {self.step})")
-        elif existing or (self.out / "metrics.jsonl").exists():
-            if not self.resume:
-                raise TrainingError(f"{self.out} already holds a {self.task.name} run; pass --resume to continue "
-                                    "it or choose another --out")
+            self.say(f"[{self.task.name}] resumed from {existing[-1]} (step {self.step})")
         else:
-            seed_everything(self.config.seed)
-        if not existing and (self.out / "metrics.jsonl").exists():
-            (self.out / "metrics.jsonl").unlink()
+            seed_everything(self.config.seed + self.dist.rank)
 
     def train_step(self) -> dict:
-        """One optimizer step over grad_accum micro-batches; skipped when anything is non-finite."""
+        """One optimizer step over grad_accum micro-batches; skipped when anything is non-finite.
+
+        The returned loss and metrics are this rank's; `fit` averages them over ranks."""
         cfg = self.config
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
@@ -258,26 +338,28 @@ class Trainer:
         samples = tokens = 0
         finite = True
         for micro in range(cfg.grad_accum):
-            start = self.data_position(self.step) + micro * cfg.batch_size
-            batch = self.task.batch(start, cfg.batch_size)
+            batch = to_device(self.task.batch(self.micro_batch_start(micro), cfg.batch_size), self.device)
             autocast = (torch.autocast(self.device.type, dtype=self.autocast_dtype)
                         if self.autocast_dtype is not None else nullcontext())
-            with autocast:
-                loss, metrics = self.task.loss(batch)
-            if not torch.isfinite(loss):
-                finite = False
-                totals["loss"] = float("nan")
-                break
-            (loss / cfg.grad_accum).backward()
+            with self.parallel.gradient_sync(micro == cfg.grad_accum - 1):
+                with autocast:
+                    loss, metrics = self.parallel.loss(batch)
+                if not torch.isfinite(loss):
+                    finite = False
+                    if not self.dist.active:  # alone: stop here; with peers: finish, so collectives still pair up
+                        totals["loss"] = float("nan")
+                        break
+                (loss / cfg.grad_accum).backward()
             totals["loss"] = totals.get("loss", 0.0) + loss.item() / cfg.grad_accum
             for k, v in metrics.items():
                 totals[k] = totals.get(k, 0.0) + float(v) / cfg.grad_accum
             samples += cfg.batch_size
             tokens += self.task.tokens(batch)
+        self.parallel.finish_gradients()
+        finite = self.dist.everyone(finite)  # one rank's NaN skips the step on every rank
         grad_norm = float("nan")
         if finite:
-            params = [p for p in self.model.parameters() if p.grad is not None]
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf")))
+            grad_norm = self.parallel.clip_gradients(cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
             finite = math.isfinite(grad_norm)
         if finite:
             self.optimizer.step()
@@ -294,8 +376,52 @@ class Trainer:
                     f"checkpoint: {last[-1] if last else 'none'}. Lower --lr or check the data.")
         self.scheduler.step()
         self.step += 1
+        self.data_position += self.global_batch
         return {**totals, "grad_norm": grad_norm, "lr": self.scheduler.get_last_lr()[0], "skipped": int(not finite),
                 "samples": samples, "tokens": tokens}
+
+    def sync(self, record: dict) -> tuple[dict, bool]:
+        """Averages the step's metrics over ranks (the global batch's loss), sums samples and tokens,
+        and agrees on stopping: a signal any rank saw stops every rank after this same step."""
+        if not self.dist.active:
+            return record, self.stop_requested
+        same = ("grad_norm", "lr", "skipped")  # equal on every rank already
+        averaged = [k for k in record if k not in same + ("samples", "tokens")]
+        sums = self.dist.sum([record[k] for k in averaged] + [record["samples"], record["tokens"],
+                                                              float(self.stop_requested)])
+        merged = {**record, **{k: v / self.dist.world_size for k, v in zip(averaged, sums)}}
+        merged["samples"], merged["tokens"] = int(sums[-3]), int(sums[-2])
+        return merged, sums[-1] > 0
+
+    def evaluate(self) -> dict:
+        """Rank 0 evaluates the whole model; every rank returns its metrics."""
+        with self.parallel.whole_model():
+            metrics = self.task.evaluate() if self.dist.is_main else {}
+        return self.dist.broadcast(metrics)
+
+    def export(self) -> dict:
+        """Final evaluation and RUN/<stage>/model/ (config.json + model.safetensors), by rank 0."""
+        with self.parallel.whole_model():
+            metrics = {}
+            if self.dist.is_main:
+                metrics = self.task.evaluate()
+                self.log({"step": self.step, **_scalars(metrics, "eval_")})
+                with atomic_dir(self.out / "model") as staging:
+                    self.task.export(staging)
+                    (staging / "metrics.json").write_text(json.dumps(
+                        {"step": self.step, "skipped_steps": self.skipped_steps, **metrics}, indent=2, default=float))
+        return self.dist.broadcast(metrics)
+
+    def _pause_for_fault_tests(self) -> None:
+        """Fault injection for the preemption tests: VLGPT_FAULT_PAUSE_STEP=N makes rank 0 write its
+        pid to RUN/<stage>/PAUSED after step N and wait (up to 120 s) for a signal."""
+        if self.dist.is_main and os.environ.get("VLGPT_FAULT_PAUSE_STEP") == str(self.step):
+            marker = self.out / "PAUSED"
+            marker.write_text(str(os.getpid()))
+            deadline = time.monotonic() + 120
+            while not self.stop_requested and time.monotonic() < deadline:
+                time.sleep(0.05)
+            marker.unlink()
 
     def fit(self) -> dict:
         cfg = self.config
@@ -308,10 +434,11 @@ class Trainer:
         bar = tqdm(total=cfg.steps, initial=self.step, desc=self.task.name, unit="step", disable=not self.progress,
                    dynamic_ncols=True)
         window_start, window_samples, window_tokens = time.perf_counter(), 0, 0
-        eval_metrics: dict = {}
         try:
             while self.step < cfg.steps:
                 record = self.train_step()
+                self._pause_for_fault_tests()
+                record, stop = self.sync(record)
                 window_samples += record.pop("samples")
                 window_tokens += record.pop("tokens")
                 bar.update(1)
@@ -324,31 +451,30 @@ class Trainer:
                                     tokens_s=f"{record['tokens_per_s']:.0f}")
                     window_start, window_samples, window_tokens = time.perf_counter(), 0, 0
                 if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.steps:
-                    self.log({"step": self.step, **_scalars(self.task.evaluate(), "eval_")})
-                if self.stop_requested:
+                    self.log({"step": self.step, **_scalars(self.evaluate(), "eval_")})
+                if stop:
                     self.save_checkpoint()
-                    print(f"\n[{self.task.name}] stopped by signal at step {self.step}; checkpoint saved. "
-                          "Resume with --resume.")
+                    self.say(f"\n[{self.task.name}] stopped by signal at step {self.step}; checkpoint saved. "
+                             "Resume with --resume.")
+                    self.dist.barrier()  # rank 0 has committed the checkpoint before anyone exits
                     raise Preempted()
                 if cfg.save_every and self.step % cfg.save_every == 0 and self.step < cfg.steps:
                     self.save_checkpoint()
             bar.close()
-            finished = self.finished_checkpoints()
-            if not finished or int(finished[-1].name.split("-")[1]) != self.step:
+            if self.saved_step != self.step:
                 self.save_checkpoint()
-            eval_metrics = self.task.evaluate()
-            self.log({"step": self.step, **_scalars(eval_metrics, "eval_")})
-            with atomic_dir(self.out / "model") as staging:
-                self.task.export(staging)
-                (staging / "metrics.json").write_text(json.dumps(
-                    {"step": self.step, "skipped_steps": self.skipped_steps, **eval_metrics}, indent=2, default=float))
+            return self.export()
+        except RuntimeError as error:
+            if self.dist.active and peer_failure(error):
+                raise TrainingError(f"rank {self.dist.rank}: lost contact with another process at step {self.step} "
+                                    f"({str(error).splitlines()[0][:200]}); that rank's own error says why") from None
+            raise
         finally:
             bar.close()
             for s, handler in previous.items():
                 signal.signal(s, handler)
             if self._writer:
                 self._writer.close()
-        return eval_metrics
 
 
 def _scalars(metrics: dict, prefix: str) -> dict:

@@ -50,6 +50,7 @@ class LMStage:
     """Shared plumbing: the frozen codec, the tokenizer, batching of segment lists."""
 
     name = "lm"
+    may_leave_parameters_unused = True  # a batch without image targets leaves the regression head unused
 
     def __init__(self, model_config: ModelConfig, data: str, seed: int, eval_size: int, run: Path,
                  val_data: str | None = None, init_from: Path | None = None,

@@ -42,18 +42,23 @@ def llava_conversations(row: dict, image: str, target: str | None) -> list[dict]
 
 
 def write_world(out: str | os.PathLike, n: int, split: str = "train", fmt: str = "imagefolder", seed: int = 0,
-                size: int = 64, overwrite: bool = False, progress: bool = True) -> Path:
-    """Write `n` rows of `split` to `out` in format `fmt`; returns the finished folder."""
+                size: int = 64, overwrite: bool = False, progress: bool = True, shard_size: int = SHARD_SIZE) -> Path:
+    """Write `n` rows of `split` to `out` in format `fmt` (`shard_size` rows per wds shard)."""
     if fmt not in FORMATS:
         raise DatasetError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     if n < 1:
         raise DatasetError(f"--n must be at least 1, got {n}")
+    if shard_size < 1:
+        raise DatasetError(f"--shard-size must be at least 1, got {shard_size}")
     world = ShapesWorld(split, size, size, seed=seed)
     staging = prepare_output(out, overwrite)
     try:
         rows = (world[i] for i in range(n))
         bar = tqdm(rows, total=n, desc=f"world {split} -> {fmt}", unit="row", disable=not progress)
-        {"imagefolder": _write_imagefolder, "llava": _write_llava, "wds": _write_wds}[fmt](staging, bar, split)
+        if fmt == "wds":
+            _write_wds(staging, bar, split, shard_size)
+        else:
+            {"imagefolder": _write_imagefolder, "llava": _write_llava}[fmt](staging, bar, split)
         (staging / "world.json").write_text(json.dumps(
             {"generator": "vlgpt world", "split": split, "n": n, "seed": seed, "size": size, "format": fmt},
             indent=2))
@@ -97,12 +102,12 @@ def _write_llava(root: Path, rows, split: str) -> None:
     (root / LLAVA_FILE).write_text(json.dumps(entries), encoding="utf-8")
 
 
-def _write_wds(root: Path, rows, split: str) -> None:
+def _write_wds(root: Path, rows, split: str, shard_size: int) -> None:
     import webdataset as wds
 
     (root / "shards").mkdir()
     pattern = str(root / "shards" / f"{split}-%06d.tar")
-    with wds.ShardWriter(pattern, maxcount=SHARD_SIZE, verbose=0) as sink:
+    with wds.ShardWriter(pattern, maxcount=shard_size, verbose=0) as sink:
         for row in rows:
             sample = {"__key__": row["id"], "png": image_bytes(render(Scene.from_dict(row["scene"]))),
                       "json": json.dumps(row).encode(), "txt": row["caption"].encode()}
