@@ -71,7 +71,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     overrides = {name: getattr(args, name) for name in _train_fields() if getattr(args, name) is not None}
     metrics = train_stage(args.stage, args.out, preset_name=args.preset, data=args.data, val_data=args.val_data,
                           yaml_file=args.config, model_overrides=tuple(args.set or ()), train_overrides=overrides,
-                          resume=args.resume, clip=args.clip)
+                          resume=args.resume, clip=args.clip, vision=args.vision)
     if is_main_process():
         print(table(f"{args.stage}: final evaluation", metrics))
         print(f"model: {Path(args.out) / args.stage / 'model'}")
@@ -303,6 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="model config override, e.g. --set clip.vision.width=256 (repeatable)")
     train.add_argument("--clip", help="CLIP model folder for tokenizer/decoder (default: RUN/clip)")
     train.add_argument("--resume", action="store_true", help="continue from the last finished checkpoint")
+    train.add_argument("--vision", metavar="PATH", help="clip stage: a local Hugging Face CLIP or SigLIP folder, "
+                       "frozen, becomes the run's CLIP instead of training one (docs/custom-models.md)")
     _add_train_flags(train)
     train.set_defaults(func=cmd_train)
 

@@ -63,6 +63,11 @@ class CLIP(nn.Module):
         """Unit-norm contrastive text embedding [B, D]; e_t = this x sqrt(D)."""
         return F.normalize(self.text_proj(self.text(ids, lengths)), dim=-1)
 
+    def embed_captions(self, captions: list[str], text_tokenizer) -> torch.Tensor:
+        """`encode_text` of captions tokenized by the run's tokenizer (HFClip has the same method)."""
+        ids, lengths = text_tokenizer.batch(captions, self.config.text.context_length)
+        return self.encode_text(ids, lengths)
+
     def forward(self, pixels: torch.Tensor, ids: torch.Tensor, lengths: torch.Tensor,
                 groups: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Symmetric InfoNCE loss and the [B, B] image-to-text logits.

@@ -44,7 +44,7 @@ def _merge(base: dict, update: dict) -> dict:
 def train_stage(stage: str, run: str | Path, *, preset_name: str = "small", data: str = "world",
                 val_data: str | None = None, yaml_file: str | None = None, model_overrides: tuple = (),
                 train_overrides: dict | None = None, resume: bool = False, progress: bool = True,
-                clip: str | Path | None = None) -> dict:
+                clip: str | Path | None = None, vision: str | Path | None = None) -> dict:
     """Train one stage into RUN/<stage>/; returns the final evaluation metrics.
 
     Under torchrun every process runs this same call; they form one data-parallel job."""
@@ -58,6 +58,14 @@ def train_stage(stage: str, run: str | Path, *, preset_name: str = "small", data
     run = Path(run)
     common = dict(model_config=model_config, data=data, seed=train_config.seed, eval_size=train_config.eval_size,
                   val_data=val_data)
+    if vision is not None:
+        if stage != "clip":
+            raise ConfigError("--vision belongs to the clip stage: `vlgpt train clip --vision PATH` makes the "
+                              "checkpoint the run's frozen CLIP, and later stages read it from there")
+        from .stages import VisionImport
+
+        return VisionImport(vision, model_config, data, train_config.seed, train_config.eval_size, val_data).run(
+            run / "clip")
     with process_group(train_config) as dist:
         if stage in ("pretrain", "instruct"):
             lora = (train_config.lora_rank, train_config.lora_alpha, train_config.lora_dropout)

@@ -11,13 +11,15 @@ A run folder holds one sub-folder per stage; each stage's deliverable is `RUN/<s
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..checkpoint import CheckpointError, load_weights, read_config, save_model
+from ..checkpoint import CheckpointError, atomic_dir, load_weights, read_config, save_model
 from ..config import ClipConfig, ImageTokenizerConfig, ModelConfig, PixelDecoderConfig, from_dict, to_dict
 from ..data.sources import make_source
 from ..models.clip import CLIP
@@ -25,6 +27,8 @@ from ..models.image_detokenizer import ImageCodec
 from ..models.pixel_decoder import build_pixel_decoder
 from ..text_tokenizer import TextTokenizer
 from ..world.judge import compare_scenes, judge
+
+HF_FOLDER = "hf"  # a --vision checkpoint, inside RUN/clip/model/
 
 
 def pixels_from(arrays: list[np.ndarray]) -> torch.Tensor:
@@ -37,6 +41,11 @@ def pixels_from(arrays: list[np.ndarray]) -> torch.Tensor:
 def load_clip(run_or_dir: Path) -> tuple[CLIP, TextTokenizer]:
     directory = _model_dir(run_or_dir, "clip")
     config = read_config(directory, "clip")
+    if config.get("backbone") == "hf":  # `vlgpt train clip --vision PATH`: the checkpoint kept under hf/
+        from ..models.hf_clip import HFClip
+
+        clip = HFClip(directory / HF_FOLDER, condition_grid=config["config"]["condition_grid"])
+        return clip, TextTokenizer.load(directory)
     model = CLIP(from_dict(ClipConfig, config["config"], f"{directory}/config.json"))
     load_weights(directory, model)
     return model.eval().requires_grad_(False), TextTokenizer.load(directory)
@@ -109,9 +118,8 @@ def retrieval_r1(image_emb: torch.Tensor, text_emb: torch.Tensor, groups: list[s
 def clip_retrieval(clip: CLIP, text_tokenizer: TextTokenizer, stage: StageBase) -> dict[str, float]:
     images, texts, groups = [], [], []
     for _, (pixels, captions, group) in stage.val_batches():
-        ids, lengths = text_tokenizer.batch(captions, clip.config.text.context_length)
         images.append(clip.encode_image(pixels))
-        texts.append(clip.encode_text(ids, lengths))
+        texts.append(clip.embed_captions(captions, text_tokenizer))
         groups += group
     return retrieval_r1(torch.cat(images), torch.cat(texts), groups)
 
@@ -153,6 +161,32 @@ class ClipStage(StageBase):
         self.text_tokenizer.save(directory)
 
 
+class VisionImport(StageBase):
+    """`vlgpt train clip --vision PATH`: a local HF CLIP or SigLIP becomes the run's frozen CLIP, as the
+    paper uses a pretrained one. Nothing is trained but the BPE tokenizer the VL-GPT stages use."""
+
+    name = "clip"
+
+    def __init__(self, path: str | Path, model_config: ModelConfig, data: str, seed: int, eval_size: int,
+                 val_data: str | None = None):
+        from ..models.hf_clip import HFClip
+
+        self.model = HFClip(path, model_config.clip.condition_grid)
+        super().__init__(dataclasses.replace(model_config, clip=self.model.config), data, seed, eval_size, val_data)
+        self.text_tokenizer = TextTokenizer.train(self.source.corpus(), model_config.clip.text.vocab_size)
+
+    def run(self, out: Path) -> dict:
+        metrics = clip_retrieval(self.model, self.text_tokenizer, self)
+        with atomic_dir(out / "model") as staging:
+            self.model.save(staging / HF_FOLDER)
+            self.text_tokenizer.save(staging)
+            (staging / "config.json").write_text(json.dumps(
+                {"kind": "clip", "backbone": "hf", "family": self.model.family, "source": str(self.model.source),
+                 "config": to_dict(self.model.config)}, indent=2) + "\n")
+            (staging / "metrics.json").write_text(json.dumps({"step": 0, **metrics}, indent=2))
+        return metrics
+
+
 # --- stage: tokenizer --------------------------------------------------------------------------
 
 class FrozenClipStage(StageBase):
@@ -160,17 +194,16 @@ class FrozenClipStage(StageBase):
 
     def __init__(self, model_config: ModelConfig, data: str, seed: int, eval_size: int, clip_dir: Path,
                  val_data=None):
-        super().__init__(model_config, data, seed, eval_size, val_data)
         self.clip, self.text_tokenizer = load_clip(clip_dir)
         if self.clip.config != model_config.clip:
             # The run's CLIP decides the image size and embedding width, not the preset.
-            self.model_config = ModelConfig(self.clip.config, model_config.tokenizer, model_config.decoder)
+            model_config = dataclasses.replace(model_config, clip=self.clip.config)
+        super().__init__(model_config, data, seed, eval_size, val_data)
 
     @torch.no_grad()
     def targets(self, pixels: torch.Tensor, captions: list[str]) -> dict:
         features = self.clip.image_features(pixels)
-        ids, lengths = self.text_tokenizer.batch(captions, self.clip.config.text.context_length)
-        e_t = self.clip.encode_text(ids, lengths) * math.sqrt(self.clip.config.embed_dim)
+        e_t = self.clip.embed_captions(captions, self.text_tokenizer) * math.sqrt(self.clip.config.embed_dim)
         return {"pixels": pixels, "features": features, "e_v": self.clip.image_embeddings(pixels, features),
                 "e_t": e_t}
 
