@@ -13,6 +13,7 @@ is `vlgpt/hf_lm.py`'s job.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 
 import torch
@@ -36,6 +37,9 @@ class HFBackbone(nn.Module):
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model  # the *ForCausalLM; its decoder is `model.base_model`, its LM head the output embeddings
+        # transformers 5.x names the KV cache argument (and output) `cache`; 4.x `past_key_values`.
+        parameters = inspect.signature(model.base_model.forward).parameters
+        self.cache_name = "cache" if "cache" in parameters else "past_key_values"
 
     @property
     def width(self) -> int:
@@ -60,11 +64,11 @@ class HFBackbone(nn.Module):
         total = start + x.shape[1]
         if total > self.max_seq_len:
             raise ValueError(f"sequence of {total} positions exceeds max_seq_len {self.max_seq_len}")
-        out = self.model.base_model(inputs_embeds=x, attention_mask=attention_mask,
-                                    past_key_values=cache.past if cache is not None else None,
-                                    use_cache=cache is not None)
+        past = {self.cache_name: cache.past} if cache is not None else {}
+        out = self.model.base_model(inputs_embeds=x, attention_mask=attention_mask, use_cache=cache is not None,
+                                    **past)
         if cache is not None:
-            cache.past, cache.length = out.past_key_values, total
+            cache.past, cache.length = out[self.cache_name], total
         return out.last_hidden_state  # [B, T, width], after the LM's final norm
 
 

@@ -24,7 +24,10 @@ def add_lora(model: nn.Module, rank: int, alpha: float, dropout: float = 0.0) ->
         raise ValueError(f"LoRA rank must be at least 1, got {rank}")
     model.requires_grad_(False)
     targets = model.lora_targets if isinstance(model.lora_targets, str) else list(model.lora_targets)
-    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, bias="none")
+    # GPT-2's linear layers are transformers' Conv1D, whose weight is stored transposed.
+    transposed = any(type(m).__name__ == "Conv1D" for m in model.lora_root.modules())
+    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, bias="none",
+                        fan_in_fan_out=transposed)
     inject_adapter_in_model(config, model.lora_root)
     for name, param in model.named_parameters():
         if "lora_" in name:
