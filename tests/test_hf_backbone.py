@@ -6,7 +6,10 @@ through the CLI, then `pretrain --lm PATH`, `instruct`, `caption` and `imagine` 
 """
 
 import json
+import re
+import shlex
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -230,3 +233,30 @@ def test_lora_on_an_hf_backbone_targets_its_decoder_and_merges(family, lm_folder
         after = model(batch)["hidden"]
     assert not has_lora(model)
     torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-5)
+
+
+def test_the_documented_commands_work_as_written(tmp_path, monkeypatch):
+    """docs/custom-models.md "Try it": its Python block runs as is, and every `vlgpt` line through the CLI."""
+    doc = (Path(__file__).parents[1] / "docs" / "custom-models.md").read_text()
+    blocks = re.findall(r"```(bash|python)\n(.*?)```", doc.split("### Try it", 1)[1], flags=re.S)
+    assert [kind for kind, _ in blocks] == ["bash", "python", "bash"]
+    monkeypatch.chdir(tmp_path)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the commands leave --threads at all cores; on 2 shared cores one is faster
+    try:
+        run_documented(blocks)
+    finally:
+        torch.set_num_threads(threads)
+    assert json.loads((tmp_path / "runs/byo/instruct/model/config.json").read_text())["backbone"] == "hf"
+    assert (tmp_path / "drawn.png").is_file()
+
+
+def run_documented(blocks):
+    for kind, code in blocks:
+        if kind == "python":
+            exec(compile(code, "docs/custom-models.md", "exec"), {})
+            continue
+        for line in code.splitlines():
+            argv = shlex.split(line)
+            assert argv[0] == "vlgpt", line
+            assert main(argv[1:]) == 0, line
