@@ -14,17 +14,22 @@ from pathlib import Path
 import pytest
 import torch
 
+transformers = pytest.importorskip("transformers")
+from transformers import (
+    AutoModelForCausalLM,
+    GPT2Config,
+    LlamaConfig,
+    PreTrainedTokenizerFast,
+    Qwen2Config,
+)
+
 from vlgpt.cli import main
-
-pytest.importorskip("transformers")
-from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig, PreTrainedTokenizerFast, Qwen2Config  # noqa: E402
-
-from vlgpt.config import LanguageModelConfig  # noqa: E402
-from vlgpt.data import sequences as S  # noqa: E402
-from vlgpt.hf_lm import load_local_lm  # noqa: E402
-from vlgpt.models.hf_backbone import HFVLGPT  # noqa: E402
-from vlgpt.models.lora import add_lora, has_lora, merge_lora  # noqa: E402
-from vlgpt.models.vlgpt import VLGPTConfig  # noqa: E402
+from vlgpt.config import LanguageModelConfig
+from vlgpt.data import sequences as S
+from vlgpt.hf_lm import load_local_lm
+from vlgpt.models.hf_backbone import HFVLGPT
+from vlgpt.models.lora import add_lora, has_lora, merge_lora
+from vlgpt.models.vlgpt import VLGPTConfig
 
 FAST = ["--preset", "tiny", "--steps", "3", "--save-every", "0", "--eval-size", "2", "--threads", "1",
         "--log-every", "1"]
@@ -52,7 +57,7 @@ def shapes_tokenizer() -> PreTrainedTokenizerFast:
 
 
 def tiny_config(family: str, vocab: int):
-    ids = dict(bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    ids = {"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0}
     if family == "llama":
         return LlamaConfig(vocab_size=vocab, hidden_size=48, intermediate_size=96, num_hidden_layers=2,
                            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, **ids)
@@ -99,6 +104,9 @@ def test_pretrain_instruct_caption_imagine_with_a_llama_backbone(lm_folders, cod
     lm = tmp_path / "my-llama"
     shutil.copytree(lm_folders["llama"], lm)
     assert main(["train", "pretrain", "--out", str(run), "--lm", str(lm), "--lora-rank", "4", *FAST]) == 0
+    capsys.readouterr()
+    assert main(["train", "instruct", "--out", str(run), "--lm", str(lm), *FAST]) == 2  # it continues from pretrain's
+    assert "drop --lm" in capsys.readouterr().err
     assert main(["train", "instruct", "--out", str(run), "--lora-rank", "4", *FAST]) == 0
     shutil.rmtree(lm)  # the run keeps everything it needs: loading never goes back to --lm
 
@@ -110,6 +118,8 @@ def test_pretrain_instruct_caption_imagine_with_a_llama_backbone(lm_folders, cod
     assert not [p for p in model_dir.rglob("*") if p.suffix in (".bin", ".pt", ".pth", ".pkl")]
 
     import vlgpt
+    from vlgpt.train.lm_stages import load_vlgpt
+    from vlgpt.world.dataset import ShapesWorld
 
     pipe = vlgpt.load(run)
     assert isinstance(pipe.model, HFVLGPT)
@@ -117,13 +127,14 @@ def test_pretrain_instruct_caption_imagine_with_a_llama_backbone(lm_folders, cod
     assert pipe.tokenizer.img_id == pipe.tokenizer.tokenizer.convert_tokens_to_ids("[IMG]")
     assert pipe.model.regression_head.in_features == 48  # sized to the LM's hidden width
     # The instruct weights differ from pretrain's: the stage trained and saved its own.
-    pretrained, _, _ = vlgpt.train.lm_stages.load_vlgpt(run / "pretrain" / "model")
+    pretrained, _, _ = load_vlgpt(run / "pretrain" / "model")
     name = "regression_head.weight"
     assert not torch.equal(pretrained.state_dict()[name], pipe.model.state_dict()[name])
 
     capsys.readouterr()
     image = tmp_path / "scene.png"
-    vlgpt.world.dataset.ShapesWorld("val", 32, 32).image(vlgpt.world.dataset.ShapesWorld("val", 32, 32)[0]).save(image)
+    world = ShapesWorld("val", 32, 32)
+    world.image(world[0]).save(image)
     assert main(["caption", str(image), "--ckpt", str(run), "--max-tokens", "8"]) == 0
     caption = capsys.readouterr().out.strip()
     assert caption == pipe.caption(str(image), max_new_tokens=8)  # the CLI answers what the library answers
@@ -132,6 +143,12 @@ def test_pretrain_instruct_caption_imagine_with_a_llama_backbone(lm_folders, cod
     from PIL import Image
 
     assert Image.open(out).size == (32, 32)
+
+    lm_config = model_dir / "lm" / "config.json"  # a saved run is held to the same rule as --lm
+    lm_config.write_text(json.dumps({**json.loads(lm_config.read_text()), "auto_map": {"AutoModel": "evil.Model"}}))
+    capsys.readouterr()
+    assert main(["caption", str(image), "--ckpt", str(run)]) == 2
+    assert str(lm_config) in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("family", ["qwen2", "gpt2"])
@@ -149,6 +166,8 @@ def test_pretrain_then_load_with_other_families(family, lm_folders, codec_run, t
     name, weight = next((n, p) for n, p in original.named_parameters() if p.ndim == 2 and "emb" not in n
                         and "wte" not in n and "wpe" not in n)
     assert not torch.allclose(trained.get_parameter(name), weight)
+    # A tied LM head is saved once and tied again on loading.
+    assert trained.get_output_embeddings().weight is trained.get_input_embeddings().weight
     assert pipe.imagine("a blue star", max_new_tokens=2).size == (32, 32)
 
 
@@ -238,7 +257,7 @@ def test_lora_on_an_hf_backbone_targets_its_decoder_and_merges(family, lm_folder
 def test_the_documented_commands_work_as_written(tmp_path, monkeypatch):
     """docs/custom-models.md "Try it": its Python block runs as is, and every `vlgpt` line through the CLI."""
     doc = (Path(__file__).parents[1] / "docs" / "custom-models.md").read_text()
-    blocks = re.findall(r"```(bash|python)\n(.*?)```", doc.split("### Try it", 1)[1], flags=re.S)
+    blocks = re.findall(r"```(bash|python)\n(.*?)```", doc.split("### Try it", 1)[1], flags=re.DOTALL)
     assert [kind for kind, _ in blocks] == ["bash", "python", "bash"]
     monkeypatch.chdir(tmp_path)
     threads = torch.get_num_threads()
@@ -254,7 +273,7 @@ def test_the_documented_commands_work_as_written(tmp_path, monkeypatch):
 def run_documented(blocks):
     for kind, code in blocks:
         if kind == "python":
-            exec(compile(code, "docs/custom-models.md", "exec"), {})
+            exec(compile(code, "docs/custom-models.md", "exec"), {})  # noqa: S102 - our own doc's example
             continue
         for line in code.splitlines():
             argv = shlex.split(line)

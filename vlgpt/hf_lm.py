@@ -76,7 +76,7 @@ class HFTextTokenizer:
         return len(self.tokenizer)
 
     @classmethod
-    def load(cls, path: str | Path) -> "HFTextTokenizer":
+    def load(cls, path: str | Path) -> HFTextTokenizer:
         from transformers import AutoTokenizer
 
         try:
