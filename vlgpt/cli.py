@@ -45,6 +45,23 @@ def cmd_judge(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_check(args: argparse.Namespace) -> int:
+    """Check a dataset (imagefolder, LLaVA JSON or WebDataset shards) and report every problem with its place."""
+    import json
+
+    from .data.check import check_dataset
+
+    report = check_dataset(args.path, max_pixels=args.max_pixels)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        for problem in report.problems:
+            print(problem)
+        verdict = "ok" if report.ok else f"{len(report.problems)} problem(s)"
+        print(f"{report.path} ({report.format}): {report.examples} examples, {report.images} images: {verdict}")
+    return 0 if report.ok else 1
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """Train one stage into RUN/<stage>/; under torchrun, as one data-parallel job (see docs/distributed.md)."""
     from .report import table
@@ -263,6 +280,14 @@ def build_parser() -> argparse.ArgumentParser:
     judge_cmd.add_argument("image", help="image file")
     judge_cmd.add_argument("--max-pixels", type=int, default=16_000_000, help="refuse larger images before decoding")
     judge_cmd.set_defaults(func=cmd_judge)
+
+    data = sub.add_parser("data", help="dataset tools", description="Dataset tools.")
+    data_sub = data.add_subparsers(dest="action", required=True)
+    check = data_sub.add_parser("check", help=cmd_data_check.__doc__, description=cmd_data_check.__doc__)
+    check.add_argument("path", help="dataset folder, llava.json, or WebDataset shards (folder, glob, {a..b} pattern)")
+    check.add_argument("--max-pixels", type=int, default=16_000_000, help="report images larger than this")
+    check.add_argument("--json", action="store_true", help="print the report as JSON")
+    check.set_defaults(func=cmd_data_check)
 
     from .config import PRESETS, STAGES
 

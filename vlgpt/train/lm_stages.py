@@ -18,6 +18,8 @@ from safetensors.torch import save_file
 from ..checkpoint import CheckpointError, load_weights, read_config, save_model
 from ..config import LanguageModelConfig, ModelConfig, from_dict, to_dict
 from ..data import sequences as S
+from ..data.conversations import ConversationSource
+from ..data.sources import WORLD, make_source
 from ..hf_lm import LM_DIR, HFTextTokenizer, load_local_lm, rebuild_lm, save_lm
 from ..image_codec import ImageCodecPipeline
 from ..models.hf_backbone import HFVLGPT
@@ -70,9 +72,9 @@ class LMStage:
     def __init__(self, model_config: ModelConfig, data: str, seed: int, eval_size: int, run: Path,
                  val_data: str | None = None, init_from: Path | None = None,
                  lora: tuple[int, float, float] = (0, 32.0, 0.0), lm_path: str | Path | None = None):
-        if data != "world":
-            raise CheckpointError("the pretrain and instruct stages read the Shapes world for now (--data world)")
         self.run, self.seed, self.eval_size = Path(run), seed, eval_size
+        self.data, self.val_data = data, val_data
+        self.custom = data != WORLD  # a dataset folder or shards instead of the Shapes world
         self.codec = ImageCodecPipeline.load(run)
         self.tokenizer = self.codec.text_tokenizer
         size = self.codec.image_size
@@ -97,14 +99,15 @@ class LMStage:
             add_lora(self.model, *lora)
         self.max_len = self.model.max_seq_len
 
-    def encode_scenes(self, scenes: list[Scene]) -> list[torch.Tensor]:
-        if not scenes:
+    def encode_images(self, images: list[Scene | np.ndarray]) -> list[torch.Tensor]:
+        """N embeddings per image; an image is a Shapes scene (rendered here) or an RGB array."""
+        if not images:
             return []
-        return list(self.codec.encode([np.asarray(render(s)) for s in scenes]))
+        return list(self.codec.encode([np.asarray(render(x)) if isinstance(x, Scene) else x for x in images]))
 
-    def batch(self, start: int, size: int) -> dict:
-        samples = [self.sample(i) for i in range(start, start + size)]  # (segments with scenes, scenes)
-        embeddings = self.encode_scenes([scene for _, scenes in samples for scene in scenes])
+    def batch(self, start: int, size: int, part: str = "train") -> dict:
+        samples = [self.sample(i, part) for i in range(start, start + size)]  # (segments, their images)
+        embeddings = self.encode_images([image for _, images in samples for image in images])
         sequences = []
         for segments, scenes in samples:
             resolved = []
@@ -129,7 +132,21 @@ class LMStage:
         from ..eval.quick import quick_eval
 
         self.model.eval()
+        if self.custom:  # no judge for arbitrary images: the held-out loss
+            return self.validation_loss()
         return quick_eval(self, n=self.eval_size)
+
+    @torch.no_grad()
+    def validation_loss(self, batch_size: int = 8) -> dict:
+        n = min(self.eval_size, len(self.val_source)) if hasattr(self.val_source, "__len__") else self.eval_size
+        totals, count = {"loss": 0.0, "ce": 0.0, "mse": 0.0}, 0
+        for start in range(0, n, batch_size):
+            size = min(batch_size, n - start)
+            out = self.model(self.batch(start, size, part="val"))
+            for key in totals:
+                totals[key] += float(out[key]) * size
+            count += size
+        return {f"val_{key}": value / max(count, 1) for key, value in totals.items()}
 
     def export(self, directory: Path) -> None:
         """config.json + model.safetensors (adapters merged in) + tokenizer; `adapter.safetensors`
@@ -152,11 +169,32 @@ class LMStage:
 
 
 class PretrainStage(LMStage):
+    """Image-caption pairs both ways and interleaved documents (the Shapes world), or the image-caption
+    pairs of a dataset folder or shards (`--data`; both directions, no layouts or documents)."""
+
     name = "pretrain"
 
-    def sample(self, index: int) -> tuple[list[S.Segment], list[Scene]]:
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.custom:
+            holdout = self.eval_size if self.val_data is None else 0
+            size = self.codec.image_size
+            self.source = make_source(self.data, size, self.seed, "train", holdout)
+            self.val_source = make_source(self.val_data or self.data, size, self.seed, "val", holdout)
+
+    def sample(self, index: int, part: str = "train") -> tuple[list[S.Segment], list]:
         rng = np.random.default_rng([self.seed, index, 11])
-        scene = self.world.scene(index)
+        if self.custom:
+            pixels, caption, _ = (self.source if part == "train" else self.val_source).get(index)
+            if rng.random() < 0.5:  # image then caption
+                return [S.Segment("image", 0, False), S.text(caption, True), S.eos()], [pixels]
+            return [S.text(t2i_prompt(caption), True), S.Segment("image", 0, True), S.eos()], [pixels]
+        if part == "val":
+            return self._world_sample(self.val_world, index, rng)
+        return self._world_sample(self.world, index, rng)
+
+    def _world_sample(self, world: ShapesWorld, index: int, rng) -> tuple[list[S.Segment], list[Scene]]:
+        scene = world.scene(index)
         caption = language.captions(scene, rng)[0]
         kind = rng.random()
         if kind < 0.4:  # image then caption
@@ -164,7 +202,7 @@ class PretrainStage(LMStage):
         if kind < 0.85:  # caption then layout then image: "An image of <caption>. Layout: ... [IMG] ... [/IMG]"
             return [S.text(t2i_prompt(caption), True), S.text(" " + language.layout(scene), True),
                     S.Segment("image", 0, True), S.eos()], [scene]
-        doc = self.world.document(index)  # interleaved: a scene changed step by step
+        doc = world.document(index)  # interleaved: a scene changed step by step
         segments, scenes = [], []
         for part in doc:
             if part["type"] == "text":
@@ -187,10 +225,19 @@ class InstructStage(LMStage):
         if kwargs["init_from"] is not None and not Path(kwargs["init_from"]).is_dir():
             kwargs["init_from"] = None  # instruction tuning from scratch (no pretrain stage in this run)
         super().__init__(*args, **kwargs)
+        if self.custom:
+            holdout = self.eval_size if self.val_data is None else 0
+            size = self.codec.image_size
+            self.source = ConversationSource(self.data, size, self.seed, holdout, "train")
+            self.val_source = ConversationSource(self.val_data or self.data, size, self.seed, holdout, "val")
 
-    def sample(self, index: int) -> tuple[list[S.Segment], list[Scene]]:
+    def sample(self, index: int, part: str = "train") -> tuple[list[S.Segment], list]:
+        if self.custom:  # labels from the conversation's own spans: assistant turns only
+            messages, images = (self.source if part == "train" else self.val_source).get(index)
+            return S.chat_segments(messages, list(range(len(images)))), images
         rng = np.random.default_rng([self.seed, index, 13])
-        row = self.world[index]
+        world = self.world if part == "train" else self.val_world
+        row = world[index]
         scene = Scene.from_dict(row["scene"])
         kind = INSTRUCT_KINDS[int(rng.integers(len(INSTRUCT_KINDS)))]
         user = lambda *parts: {"role": "user", "content": list(parts)}  # noqa: E731
@@ -212,7 +259,7 @@ class InstructStage(LMStage):
             messages = [user(img, txt(row["edit"]["instruction"])), bot(img)]
             scenes.append(Scene.from_dict(row["edit"]["target"]))
         else:
-            episode = self.world.episode(index, int(rng.integers(0, 5)))
+            episode = world.episode(index, int(rng.integers(0, 5)))
             messages, scenes = [], []
             for demo in episode["demos"]:
                 messages += [user(img, txt(episode["prompt"])), bot(txt(demo["answer"]))]
