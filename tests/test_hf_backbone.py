@@ -19,6 +19,7 @@ from transformers import (
     AutoModelForCausalLM,
     GPT2Config,
     LlamaConfig,
+    MistralConfig,
     PreTrainedTokenizerFast,
     Qwen2Config,
 )
@@ -65,6 +66,10 @@ def tiny_config(family: str, vocab: int):
         return Qwen2Config(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                            num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=256,
                            tie_word_embeddings=True, **ids)
+    if family == "mistral":  # a sliding window shorter than the sequences: the cache must honour it too
+        return MistralConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                             num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=256,
+                             sliding_window=16, **ids)
     return GPT2Config(vocab_size=vocab, n_embd=32, n_layer=1, n_head=2, n_positions=256, **ids)
 
 
@@ -74,7 +79,7 @@ def lm_folders(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("hf-lms")
     tokenizer = shapes_tokenizer()
     folders = {}
-    for family in ("llama", "qwen2", "gpt2"):
+    for family in ("llama", "qwen2", "mistral", "gpt2"):
         torch.manual_seed(0)
         model = AutoModelForCausalLM.from_config(tiny_config(family, len(tokenizer)))
         folders[family] = root / family
@@ -193,6 +198,19 @@ def test_remote_code_and_pickled_weights_are_refused(lm_folders, codec_run, tmp_
     assert not (run / "pretrain" / "model").exists()
 
 
+def test_tokenizer_adapter_adds_image_tokens_and_falls_back_to_eos(lm_folders):
+    from vlgpt.hf_lm import HFTextTokenizer
+
+    tokenizer = HFTextTokenizer.load(lm_folders["qwen2"])
+    assert tokenizer.tokenizer.convert_ids_to_tokens([tokenizer.img_id, tokenizer.img_end_id]) == ["[IMG]", "[/IMG]"]
+    assert tokenizer.vocab_size == 302 and tokenizer.bos_id == 1
+    assert tokenizer.encode("a circle [IMG]")[-1] == tokenizer.img_id  # one special token, never split
+    assert tokenizer.decode(tokenizer.encode("a circle [IMG] [/IMG]")) == "a circle"
+    no_bos = PreTrainedTokenizerFast(tokenizer_object=tokenizer.tokenizer.backend_tokenizer, eos_token="</s>")
+    adapted = HFTextTokenizer(no_bos)  # Qwen2-style: no BOS, no PAD
+    assert adapted.bos_id == adapted.pad_id == adapted.eos_id == 2
+
+
 def hf_vlgpt(folder, dim: int = 8) -> HFVLGPT:
     hf_model, tokenizer = load_local_lm(folder)
     torch.manual_seed(0)
@@ -200,7 +218,7 @@ def hf_vlgpt(folder, dim: int = 8) -> HFVLGPT:
     return HFVLGPT(VLGPTConfig(vocab, 4, dim, LanguageModelConfig()), hf_model).eval(), tokenizer
 
 
-@pytest.mark.parametrize("family", ["llama", "gpt2"])
+@pytest.mark.parametrize("family", ["llama", "mistral", "gpt2"])
 def test_kv_cached_greedy_decoding_equals_full_forward(family, lm_folders):
     model, tokenizer = hf_vlgpt(lm_folders[family])
     g = torch.Generator().manual_seed(0)
