@@ -27,10 +27,10 @@ def check_local_lm(path: str | Path, need_weights: bool = True) -> Path:
     """Refuse what vlgpt never loads: remote code (`auto_map`) and weights that are not safetensors."""
     path = Path(path)
     if not path.is_dir():
-        raise CheckpointError(f"--lm {path}: no such folder (a local Hugging Face model folder with config.json)")
+        raise CheckpointError(f"{path}: no such folder (a local Hugging Face model folder with config.json)")
     config_file = path / "config.json"
     if not config_file.is_file():
-        raise CheckpointError(f"{config_file} is missing; --lm needs a Hugging Face model folder")
+        raise CheckpointError(f"{config_file} is missing; {path} is not a Hugging Face model folder")
     for name in ("config.json", "tokenizer_config.json"):
         file = path / name
         if not file.is_file():
@@ -81,7 +81,7 @@ class HFTextTokenizer:
 
         try:
             tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
-        except (OSError, ValueError) as error:
+        except (OSError, ValueError, KeyError, ImportError) as error:
             raise CheckpointError(f"{path}: no usable tokenizer ({str(error).splitlines()[0][:300]})") from None
         return cls(tokenizer)
 
