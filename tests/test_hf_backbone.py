@@ -158,7 +158,7 @@ def test_pretrain_instruct_caption_imagine_with_a_llama_backbone(lm_folders, cod
 
 @pytest.mark.parametrize("family", ["qwen2", "gpt2"])
 def test_pretrain_then_load_with_other_families(family, lm_folders, codec_run, tmp_path):
-    """Qwen2 (tied embeddings, no BOS needed) and GPT-2 (Conv1D layers, learned positions), fully trained."""
+    """Qwen2 and GPT-2 (tied LM heads; GPT-2 with Conv1D layers and learned positions), fully trained."""
     run = new_run(codec_run, tmp_path)
     assert main(["train", "pretrain", "--out", str(run), "--lm", str(lm_folders[family]), *FAST]) == 0
     import vlgpt
@@ -167,7 +167,7 @@ def test_pretrain_then_load_with_other_families(family, lm_folders, codec_run, t
     assert pipe.model.transformer.model.config.model_type == family
     trained = pipe.model.transformer.model
     original = AutoModelForCausalLM.from_pretrained(lm_folders[family])
-    # Full training moved the LM's own weights, and what was saved is what loads.
+    # Full training moved the LM's own weights.
     name, weight = next((n, p) for n, p in original.named_parameters() if p.ndim == 2 and "emb" not in n
                         and "wte" not in n and "wpe" not in n)
     assert not torch.allclose(trained.get_parameter(name), weight)
