@@ -145,6 +145,8 @@ def test_pretrain_instruct_caption_imagine_with_a_llama_backbone(lm_folders, cod
     assert caption == pipe.caption(str(image), max_new_tokens=8)  # the CLI answers what the library answers
     out = tmp_path / "drawn.png"
     assert main(["imagine", "a red circle", "--ckpt", str(run), "-o", str(out), "--max-tokens", "4"]) == 0
+    assert main(["ask", str(image), "How many shapes are there?", "--ckpt", str(run), "--max-tokens", "4"]) == 0
+    assert main(["edit", str(image), "Make the circle green.", "--ckpt", str(run), "-o", str(out)]) == 0
     from PIL import Image
 
     assert Image.open(out).size == (32, 32)
