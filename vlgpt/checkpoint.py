@@ -66,9 +66,28 @@ def atomic_dir(target: Path):
         raise
 
 
+def tied_names(state: dict[str, torch.Tensor]) -> set[str]:
+    """Names whose tensor is an earlier name's (tied weights, e.g. an HF LM head tied to its embedding).
+    safetensors refuses shared tensors, so the first name alone is written and loading re-ties the rest."""
+    seen, tied = set(), set()
+    for name, tensor in state.items():
+        if tensor.numel() == 0:
+            continue
+        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape), tensor.dtype)
+        (tied.add(name) if key in seen else seen.add(key))
+    return tied
+
+
+def weights_to_save(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The model's state for a safetensors file: contiguous CPU tensors, tied duplicates left out."""
+    state = model.state_dict()
+    tied = tied_names(state)
+    return {k: v.detach().contiguous().cpu() for k, v in state.items() if k not in tied}
+
+
 def save_model(directory: Path, model: nn.Module, config: dict) -> None:
     """Write config.json and model.safetensors into an existing folder."""
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    state = weights_to_save(model)
     save_file(state, str(directory / WEIGHTS_FILE), metadata={"format": "pt"})
     (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
 
@@ -104,7 +123,8 @@ def load_weights(directory: Path, model: nn.Module) -> nn.Module:
     except (SafetensorError, OSError, ValueError) as error:
         raise CheckpointError(f"{file} is damaged or not a safetensors file ({error})") from None
     own = model.state_dict()
-    missing = sorted(set(own) - set(state))
+    tied = tied_names(own)
+    missing = sorted(set(own) - set(state) - tied)
     unexpected = sorted(set(state) - set(own))
     wrong = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
              for k in own if k in state and state[k].shape != own[k].shape]
@@ -114,7 +134,7 @@ def load_weights(directory: Path, model: nn.Module) -> nn.Module:
             f"unexpected {', '.join(unexpected[:3])}" if unexpected else "",
             f"wrong shapes {'; '.join(wrong[:3])}" if wrong else ""]))
         raise CheckpointError(f"{file} does not fit this model ({details}); was it saved with another config?")
-    model.load_state_dict(state)
+    model.load_state_dict(state, strict=not tied)  # tied names follow the weight they share
     return model
 
 

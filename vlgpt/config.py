@@ -161,6 +161,8 @@ class TrainConfig:
     lora_rank: int = f(0, "pretrain/instruct: LoRA rank on every linear layer of the transformer (0: full training)")
     lora_alpha: float = f(32.0, "LoRA alpha (the update is scaled by alpha / rank)")
     lora_dropout: float = f(0.0, "dropout on the LoRA branch")
+    lm: str = f("", "pretrain (or instruct without pretrain): a local Hugging Face causal LM folder (Llama, Qwen2, "
+                    "Mistral, GPT-2; safetensors, no remote code) as the transformer; its tokenizer replaces ours")
     strategy: str = f("ddp", "data parallelism under torchrun: ddp (replicated weights) | fsdp (FSDP2: weights, "
                              "gradients and optimizer state sharded across processes)")
     device: str = f("cpu", "cpu | cuda (under torchrun, each process takes cuda:LOCAL_RANK and talks over NCCL)")

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 import torch
 
 from .data import sequences as S
-from .models.transformer import KVCache
 
 
 class GenerationError(ValueError):
@@ -112,7 +111,7 @@ class Generator:
         self.model, self.tokenizer, self.codec = model.eval(), tokenizer, codec
         self.dim = codec.token_dim
 
-    def _step(self, cache: KVCache, token: int | None = None, embedding: torch.Tensor | None = None) -> torch.Tensor:
+    def _step(self, cache, token: int | None = None, embedding: torch.Tensor | None = None) -> torch.Tensor:
         """Feed one position (a token or an image embedding); returns its hidden state [width]."""
         ids = torch.tensor([[token if token is not None else self.tokenizer.pad_id]])
         embeds = (embedding if embedding is not None else torch.zeros(self.dim)).view(1, 1, -1)
@@ -131,12 +130,12 @@ class Generator:
         every position and ends decoding early (finish_reason "cancelled").
         """
         prompt = S.build(segments, self.tokenizer, self.dim)
-        max_len = self.model.config.lm.max_seq_len
+        max_len = self.model.max_seq_len
         n = self.codec.num_tokens
         if len(prompt["ids"]) + (n + 2 if force_image else 1) > max_len:
             raise GenerationError(f"the prompt takes {len(prompt['ids'])} positions; with the answer it would exceed "
                                   f"the context of {max_len}. Shorten it or use fewer images.")
-        cache = KVCache(self.model.config.lm, 1, max_len)
+        cache = self.model.new_cache(1, max_len)  # KVCache, or an HF backbone's HFCache
         batch = {k: prompt[k][None] for k in ("ids", "image_embeds", "is_image")}
         hidden = self.model(batch, cache)["hidden"][0, -1]
         generator = torch.Generator().manual_seed(config.seed)

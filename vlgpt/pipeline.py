@@ -25,9 +25,9 @@ from .train.lm_stages import load_vlgpt
 
 
 class Pipeline:
-    def __init__(self, model, config: dict, codec: ImageCodecPipeline, path: Path):
+    def __init__(self, model, config: dict, codec: ImageCodecPipeline, path: Path, tokenizer=None):
         self.model, self.config, self.codec, self.path = model, config, codec, path
-        self.tokenizer = codec.text_tokenizer
+        self.tokenizer = tokenizer or codec.text_tokenizer  # an HF backbone brings its own
         self.generator = Generator(model, self.tokenizer, codec)
 
     # --- the five verbs ------------------------------------------------------------------------
@@ -98,7 +98,7 @@ class Pipeline:
 def load(path: str | Path) -> Pipeline:
     """A run folder (or its instruct/pretrain model folder) -> Pipeline."""
     path = Path(path)
-    model, config = load_vlgpt(path)
+    model, config, tokenizer = load_vlgpt(path)
     run = path
     while not (run / "clip").is_dir() and run != run.parent:
         run = run.parent
@@ -106,4 +106,4 @@ def load(path: str | Path) -> Pipeline:
         from .checkpoint import CheckpointError
 
         raise CheckpointError(f"{path} is not inside a run folder with clip, tokenizer and decoder stages")
-    return Pipeline(model, config, ImageCodecPipeline.load(run), path)
+    return Pipeline(model, config, ImageCodecPipeline.load(run), path, tokenizer)

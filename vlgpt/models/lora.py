@@ -6,15 +6,15 @@
 
 The paper's freezing: with LoRA, the transformer's own weights stay frozen and the adapters, the
 image input projection and the regression head train (the token embedding and LM head stay frozen,
-as in a pretrained LLM).
+as in a pretrained LLM). On a Hugging Face backbone (models/hf_backbone.py) the adapters go on every
+linear layer of its decoder (peft's "all-linear"), and its token embedding and LM head train too:
+[IMG] and [/IMG] are new rows there, which would otherwise stay at their initial values.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
-
-TARGETS = ("qkv", "out", "gate", "up", "down")  # every linear layer of a decoder block
 
 
 def add_lora(model: nn.Module, rank: int, alpha: float, dropout: float = 0.0) -> nn.Module:
@@ -23,13 +23,20 @@ def add_lora(model: nn.Module, rank: int, alpha: float, dropout: float = 0.0) ->
     if rank < 1:
         raise ValueError(f"LoRA rank must be at least 1, got {rank}")
     model.requires_grad_(False)
-    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(TARGETS), bias="none")
-    inject_adapter_in_model(config, model.transformer)
+    targets = model.lora_targets if isinstance(model.lora_targets, str) else list(model.lora_targets)
+    # GPT-2's linear layers are transformers' Conv1D, whose weight is stored transposed.
+    transposed = any(type(m).__name__ == "Conv1D" for m in model.lora_root.modules())
+    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, bias="none",
+                        fan_in_fan_out=transposed)
+    inject_adapter_in_model(config, model.lora_root)
     for name, param in model.named_parameters():
         if "lora_" in name:
             param.requires_grad_(True)
     for head in (model.image_in, model.regression_head):
         head.requires_grad_(True)
+    if model.lora_trains_embeddings:  # an HF backbone: its new [IMG] / [/IMG] rows must learn
+        for module in model.embedding_modules:
+            module.requires_grad_(True)
     return model
 
 

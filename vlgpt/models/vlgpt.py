@@ -27,6 +27,9 @@ class VLGPTConfig:
 
 
 class VLGPT(nn.Module):
+    lora_targets: tuple[str, ...] | str = ("qkv", "out", "gate", "up", "down")  # every linear layer of a block
+    lora_trains_embeddings = False  # with LoRA, the token embedding and LM head stay frozen (VL-GPT §3.2)
+
     def __init__(self, config: VLGPTConfig):
         super().__init__()
         self.config = config
@@ -41,6 +44,22 @@ class VLGPT(nn.Module):
             nn.init.normal_(layer.weight, std=layer.weight.shape[1] ** -0.5)
         nn.init.zeros_(self.image_in.bias)
         nn.init.zeros_(self.regression_head.bias)
+
+    @property
+    def max_seq_len(self) -> int:
+        return self.config.lm.max_seq_len
+
+    @property
+    def lora_root(self) -> nn.Module:
+        """Where LoRA adapters go (VL-GPT §3.2: every linear layer of the transformer)."""
+        return self.transformer
+
+    @property
+    def embedding_modules(self) -> tuple[nn.Module, ...]:
+        return self.token_embed, self.lm_head
+
+    def new_cache(self, batch: int, max_len: int) -> KVCache:
+        return KVCache(self.config.lm, batch, max_len)
 
     def embed(self, ids: torch.Tensor, image_embeds: torch.Tensor, is_image: torch.Tensor) -> torch.Tensor:
         """Splice: ids [B, T] and image_embeds [B, T, d] -> inputs [B, T, width] by the is_image mask."""
@@ -61,7 +80,7 @@ class VLGPT(nn.Module):
         if "text_targets" in batch:
             targets = batch["text_targets"]
             if (targets != -100).any():
-                logits = self.lm_head(hidden)  # [B, T, V]
+                logits = self.next_token_logits(hidden)  # [B, T, V]
                 ce = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
             else:
                 ce = hidden.new_zeros(())

@@ -69,7 +69,7 @@ def train_stage(stage: str, run: str | Path, *, preset_name: str = "small", data
     with process_group(train_config) as dist:
         if stage in ("pretrain", "instruct"):
             lora = (train_config.lora_rank, train_config.lora_alpha, train_config.lora_dropout)
-            task = STAGE_CLASSES[stage](**common, run=run, lora=lora)
+            task = STAGE_CLASSES[stage](**common, run=run, lora=lora, lm_path=train_config.lm or None)
         elif stage == "clip":
             task = STAGE_CLASSES[stage](**common)
         elif stage == "tokenizer":

@@ -38,7 +38,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..checkpoint import (CheckpointError, WEIGHTS_FILE, atomic_dir, load_state, load_weights, save_state)
+from ..checkpoint import (CheckpointError, WEIGHTS_FILE, atomic_dir, load_state, load_weights, save_state,
+                          weights_to_save)
 from ..config import TrainConfig
 from .distributed import (SHARDED_DIR, DataParallel, Distributed, load_sharded, peer_failure, save_sharded,
                           shared_staging)
@@ -234,8 +235,7 @@ class Trainer:
     def _save_weights(self, staging: Path) -> None:
         from safetensors.torch import save_file
 
-        state = {k: v.detach().contiguous().cpu() for k, v in self.model.state_dict().items()}
-        save_file(state, str(staging / WEIGHTS_FILE))
+        save_file(weights_to_save(self.model), str(staging / WEIGHTS_FILE))
 
     def _before_manifest(self, staging: Path) -> None:
         """Fault injection for the crash tests: VLGPT_FAULT_PAUSE_SAVE_STEP=N pauses the save of step N

@@ -20,7 +20,9 @@ from ..config import LanguageModelConfig, ModelConfig, from_dict, to_dict
 from ..data import sequences as S
 from ..data.conversations import ConversationSource
 from ..data.sources import WORLD, make_source
+from ..hf_lm import LM_DIR, HFTextTokenizer, load_local_lm, rebuild_lm, save_lm
 from ..image_codec import ImageCodecPipeline
+from ..models.hf_backbone import HFVLGPT
 from ..models.lora import add_lora, has_lora, lora_state_dict, merge_lora
 from ..models.vlgpt import VLGPT, VLGPTConfig
 from ..world import language
@@ -37,15 +39,28 @@ def t2i_prompt(caption: str) -> str:
     return f"An image of {caption[0].lower() + caption[1:]}." if caption else "An image."
 
 
-def load_vlgpt(run_or_dir: Path) -> tuple[VLGPT, dict]:
+def find_vlgpt(run_or_dir: Path) -> Path:
+    """The VL-GPT model folder of a run (instruct's, else pretrain's), or the folder itself."""
     path = Path(run_or_dir)
     for candidate in (path, path / "model", path / "instruct" / "model", path / "pretrain" / "model"):
         if (candidate / "config.json").is_file() and read_config(candidate).get("kind") == "vlgpt":
-            config = read_config(candidate, "vlgpt")
-            model = VLGPT(VLGPTConfig(config["vocab_size"], config["num_image_tokens"], config["image_token_dim"],
-                                      from_dict(LanguageModelConfig, config["lm"])))
-            return load_weights(candidate, model).eval(), config
+            return candidate
     raise CheckpointError(f"no trained VL-GPT under {path}; run `vlgpt train pretrain --out {path}` first")
+
+
+def load_vlgpt(run_or_dir: Path) -> tuple[VLGPT, dict, HFTextTokenizer | None]:
+    """The model, its config.json, and the LM's own tokenizer when it has one (an HF backbone saved
+    under model/lm/); None means the run's BPE (`ImageCodecPipeline.text_tokenizer`)."""
+    directory = find_vlgpt(run_or_dir)
+    config = read_config(directory, "vlgpt")
+    vlgpt_config = VLGPTConfig(config["vocab_size"], config["num_image_tokens"], config["image_token_dim"],
+                               from_dict(LanguageModelConfig, config["lm"]))
+    if config.get("backbone", "vlgpt") == "hf":
+        hf_model, tokenizer = rebuild_lm(directory / LM_DIR)
+        model = HFVLGPT(vlgpt_config, hf_model)
+    else:
+        model, tokenizer = VLGPT(vlgpt_config), None
+    return load_weights(directory, model).eval(), config, tokenizer
 
 
 class LMStage:
@@ -56,7 +71,7 @@ class LMStage:
 
     def __init__(self, model_config: ModelConfig, data: str, seed: int, eval_size: int, run: Path,
                  val_data: str | None = None, init_from: Path | None = None,
-                 lora: tuple[int, float, float] = (0, 32.0, 0.0)):
+                 lora: tuple[int, float, float] = (0, 32.0, 0.0), lm_path: str | Path | None = None):
         self.run, self.seed, self.eval_size = Path(run), seed, eval_size
         self.data, self.val_data = data, val_data
         self.custom = data != WORLD  # a dataset folder or shards instead of the Shapes world
@@ -67,14 +82,22 @@ class LMStage:
         self.model_config = model_config
         torch.manual_seed(seed)
         if init_from is not None:
-            self.model, _ = load_vlgpt(init_from)
+            if lm_path:
+                raise CheckpointError(f"--lm starts from a new language model, but {self.name} continues from "
+                                      f"{init_from} (its backbone comes along); drop --lm")
+            self.model, _, lm_tokenizer = load_vlgpt(init_from)
+            self.tokenizer = lm_tokenizer or self.tokenizer
             self.model.train()
+        elif lm_path:  # a local Hugging Face causal LM as the transformer; its tokenizer replaces our BPE
+            hf_model, self.tokenizer = load_local_lm(lm_path)
+            self.model = HFVLGPT(VLGPTConfig(hf_model.get_input_embeddings().num_embeddings, self.codec.num_tokens,
+                                             self.codec.token_dim, model_config.lm), hf_model)
         else:
             self.model = VLGPT(VLGPTConfig(self.tokenizer.vocab_size, self.codec.num_tokens, self.codec.token_dim,
                                            model_config.lm))
         if lora[0] > 0:  # VL-GPT §3.2: adapters on every linear layer; the transformer itself frozen
             add_lora(self.model, *lora)
-        self.max_len = self.model.config.lm.max_seq_len
+        self.max_len = self.model.max_seq_len
 
     def encode_images(self, images: list[Scene | np.ndarray]) -> list[torch.Tensor]:
         """N embeddings per image; an image is a Shapes scene (rendered here) or an RGB array."""
@@ -127,16 +150,22 @@ class LMStage:
 
     def export(self, directory: Path) -> None:
         """config.json + model.safetensors (adapters merged in) + tokenizer; `adapter.safetensors`
-        holds the LoRA weights alone when the stage trained adapters."""
+        holds the LoRA weights alone when the stage trained adapters. An HF backbone's config.json and
+        tokenizer files go to lm/ (its weights are in model.safetensors)."""
         model = self.model
         if has_lora(model):
             save_file({k: v.contiguous() for k, v in lora_state_dict(model).items()}, str(directory / ADAPTER_FILE))
             model = merge_lora(copy.deepcopy(model))
         config = model.config
-        save_model(directory, model, {"kind": "vlgpt", "stage": self.name, "vocab_size": config.vocab_size,
-                                           "num_image_tokens": config.num_image_tokens,
-                                           "image_token_dim": config.image_token_dim, "lm": to_dict(config.lm)})
-        self.tokenizer.save(directory)
+        meta = {"kind": "vlgpt", "stage": self.name, "vocab_size": config.vocab_size,
+                "num_image_tokens": config.num_image_tokens, "image_token_dim": config.image_token_dim,
+                "lm": to_dict(config.lm)}
+        if isinstance(model, HFVLGPT):  # the HF LM's config and tokenizer in lm/, so loading needs no --lm folder
+            meta.update(backbone="hf", lm={"regression_weight": config.lm.regression_weight})
+            save_lm(directory / LM_DIR, model.transformer.model, self.tokenizer)
+        else:
+            self.tokenizer.save(directory)
+        save_model(directory, model, meta)
 
 
 class PretrainStage(LMStage):
