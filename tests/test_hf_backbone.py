@@ -277,7 +277,7 @@ def test_lora_on_an_hf_backbone_targets_its_decoder_and_merges(family, lm_folder
 def test_the_documented_commands_work_as_written(tmp_path, monkeypatch):
     """docs/custom-models.md "Try it": its Python block runs as is, and every `vlgpt` line through the CLI."""
     doc = (Path(__file__).parents[1] / "docs" / "custom-models.md").read_text()
-    blocks = re.findall(r"```(bash|python)\n(.*?)```", doc.split("### Try it", 1)[1], flags=re.DOTALL)
+    blocks = re.findall(r"```(bash|python)\n(.*?)```", doc.split("### Try it", 1)[1].split("\n## ", 1)[0], flags=re.DOTALL)
     assert [kind for kind, _ in blocks] == ["bash", "python", "bash"]
     monkeypatch.chdir(tmp_path)
     threads = torch.get_num_threads()

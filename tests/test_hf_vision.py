@@ -3,7 +3,6 @@ built tiny and random here, saved to a folder, and run through every later stage
 
 import json
 import subprocess
-import sys
 
 import pytest
 import torch
@@ -14,12 +13,19 @@ from vlgpt.world.dataset import ShapesWorld
 transformers = pytest.importorskip("transformers")
 
 
-def vlgpt(*args, check=True):
-    result = subprocess.run([sys.executable, "-m", "vlgpt", *map(str, args)], capture_output=True, text=True,
-                            timeout=600)
-    if check:
-        assert result.returncode == 0, result.stderr[-2000:]
-    return result
+@pytest.fixture
+def vlgpt(capsys):
+    """The CLI in this process (each stage in a subprocess would pay torch's and transformers' start-up)."""
+    from vlgpt.cli import main
+
+    def call(*args, check=True):
+        code = main([str(a) for a in args])
+        out, err = capsys.readouterr()
+        if check:
+            assert code == 0, err[-2000:]
+        return subprocess.CompletedProcess(args, code, out, err)
+
+    return call
 
 
 def save_tokenizer(folder, max_length: int):
@@ -94,7 +100,7 @@ def test_clip_interface_matches_the_checkpoint(checkpoints):
 
 
 @pytest.mark.parametrize("family", ["clip", "siglip"])
-def test_every_stage_runs_on_a_frozen_hf_vision_checkpoint(family, checkpoints, tmp_path):
+def test_every_stage_runs_on_a_frozen_hf_vision_checkpoint(family, checkpoints, tmp_path, vlgpt):
     run = tmp_path / "run"
     common = ["--preset", "tiny", "--out", run, "--save-every", "0", "--eval-size", "16"]
     result = vlgpt("train", "clip", "--vision", checkpoints[family], *common)
@@ -113,7 +119,7 @@ def test_every_stage_runs_on_a_frozen_hf_vision_checkpoint(family, checkpoints, 
         assert vlgpt("caption", image, "--ckpt", run, "--max-tokens", "4").returncode == 0
 
 
-def test_remote_code_pickles_and_vision_only_folders_are_refused(checkpoints, tmp_path):
+def test_remote_code_pickles_and_vision_only_folders_are_refused(checkpoints, tmp_path, vlgpt):
     import shutil
 
     cases = {}
