@@ -79,17 +79,19 @@ def synthetic_batch(model_config: VLGPTConfig, batch_size: int, length: int, ima
 
 
 def training_flops(model: VLGPT, batch: dict) -> float:
-    """Matmul FLOPs of one forward + backward pass (3x forward), PaLM's convention (Chowdhery et al.
-    2022, App. B): 2 FLOPs per weight per token, plus attention's QK^T and AV counted in full.
-    Counted over every position the model computes (padding included) and the heads as they run:
-    the LM head on every position, the regression head on the image targets only."""
-    lm = model.config.lm
-    B, T = batch["ids"].shape
-    per_token = 2 * (lm.depth * (4 * lm.width**2 + 3 * lm.width * lm.mlp_hidden)
-                     + lm.width * model.config.vocab_size + model.config.image_token_dim * lm.width)
-    attention = 2 * 2 * lm.depth * T * T * lm.width * B
-    regression = 2 * lm.width * model.config.image_token_dim * int(batch["image_target_mask"].sum())
-    return 3.0 * (per_token * B * T + attention + regression)
+    """Model FLOPs of one training step: the matmuls of forward + backward (3x forward) that the
+    batch's real tokens need, in PaLM's convention (Chowdhery et al. 2022, App. B): 2 FLOPs per
+    weight per token, attention's QK^T and AV counted in full over each sequence's real length.
+    Padding is not useful work and is not counted, so the figure does not depend on how an
+    implementation treats it; both models are scored against the same number."""
+    lm, config = model.config.lm, model.config
+    lengths = batch["attention_mask"].sum(1).double()
+    per_token = 2 * lm.depth * (4 * lm.width**2 + 3 * lm.width * lm.mlp_hidden)
+    forward = (per_token * lengths.sum()
+               + 2 * 2 * lm.depth * lm.width * (lengths**2).sum()  # attention
+               + 2 * lm.width * config.vocab_size * (batch["text_targets"] != -100).sum()  # LM head
+               + 2 * 2 * lm.width * config.image_token_dim * batch["is_image"].sum())  # projection in, head out
+    return 3.0 * float(forward)
 
 
 def machine() -> dict:

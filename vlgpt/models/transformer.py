@@ -24,7 +24,7 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(width))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+        return F.rms_norm(x, self.weight.shape, self.weight, self.eps)  # x * rsqrt(mean(x^2) + eps) * weight
 
 
 def rope_tables(head_dim: int, max_len: int, base: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -34,7 +34,8 @@ def rope_tables(head_dim: int, max_len: int, base: float) -> tuple[torch.Tensor,
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x [B, h, T, hd]; rotate pairs (x1, x2) of the two halves by position-dependent angles."""
+    """x [..., hd], cos and sin broadcastable to [..., hd/2]; rotate pairs (x1, x2) of the two halves
+    by position-dependent angles."""
     x1, x2 = x.chunk(2, dim=-1)
     return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
 
@@ -51,6 +52,32 @@ class KVCache:
         self.max_len = max_len
 
 
+class RealTokens:
+    """Where the real tokens of a right-padded batch are, to run per-token layers on them alone.
+
+    Pretraining batches are ~40% padding (short captions padded to a long interleaved document);
+    the projections and the MLP skip it, and only attention sees the padded [B, T] layout.
+    """
+
+    def __init__(self, attention_mask: torch.Tensor):
+        self.shape = attention_mask.shape
+        self.index = attention_mask.flatten().nonzero().squeeze(1)  # [M]
+
+    def gather(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, T, C] -> [M, C]."""
+        return x.flatten(0, 1).index_select(0, self.index)
+
+    def scatter(self, x: torch.Tensor) -> torch.Tensor:
+        """[M, C] -> [B, T, C], zeros at the padding."""
+        return x.new_zeros(self.shape.numel(), x.shape[-1]).index_copy(0, self.index, x).view(*self.shape, -1)
+
+
+def right_padded(attention_mask: torch.Tensor) -> bool:
+    """Every row is real positions first, then padding (what `collate` builds)."""
+    mask = attention_mask.bool()
+    return bool((mask[:, 1:] <= mask[:, :-1]).all())
+
+
 class SelfAttention(nn.Module):
     def __init__(self, config: TransformerConfig):
         super().__init__()
@@ -58,17 +85,36 @@ class SelfAttention(nn.Module):
         self.qkv = nn.Linear(config.width, 3 * config.width, bias=False)
         self.out = nn.Linear(config.width, config.width, bias=False)
 
-    def forward(self, x, cos, sin, mask, cache: KVCache | None, layer: int):
-        B, T, C = x.shape
-        q, k, v = self.qkv(x).view(B, T, 3, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)  # [B, h, T, hd]
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+    def forward(self, x, cos, sin, mask, causal: bool, cache: KVCache | None, layer: int,
+                real: RealTokens | None = None):
+        """x [B, T, C], or [M, C] with `real` (a right-padded batch's real tokens); cos, sin [T or M, hd/2].
+        Attention uses `mask`, or SDPA's own causal masking when `causal` (no mask tensor: the fast kernel)."""
+        C = x.shape[-1]
+        hd = C // self.heads
+        qkv = self.qkv(x)  # [..., 3C]
+        # RoPE in token layout, q and k together, in q's dtype (bf16 under autocast, as HF Llama).
+        cos, sin = cos[:, None].to(qkv.dtype), sin[:, None].to(qkv.dtype)
+        qk = apply_rope(qkv[..., : 2 * C].unflatten(-1, (2 * self.heads, hd)), cos, sin).flatten(-2)
+        v = qkv[..., 2 * C:]
+        if real is not None:
+            qk, v = real.scatter(qk), real.scatter(v)  # [B, T, 2C], [B, T, C]
+        B, T = v.shape[:2]
+        q, k = qk.view(B, T, 2, self.heads, hd).permute(2, 0, 3, 1, 4)  # [B, h, T, hd] each
+        v = v.unflatten(-1, (self.heads, hd)).transpose(1, 2)
         if cache is not None:
             start = cache.length
             cache.keys[layer, :, :, start:start + T] = k
             cache.values[layer, :, :, start:start + T] = v
             k, v = cache.keys[layer, :, :, : start + T], cache.values[layer, :, :, : start + T]
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        return self.out(y.transpose(1, 2).reshape(B, T, C))
+        if q.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+            # Under CPU bf16 autocast, attention runs in fp32: the bf16 flash-attention backward is
+            # several times slower than fp32's at these head sizes (benchmarks/train_speed.py).
+            with torch.autocast("cpu", enabled=False):
+                y = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask, is_causal=causal)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
+        y = y.transpose(1, 2).reshape(B, T, C)
+        return self.out(real.gather(y) if real is not None else y)
 
 
 class SwiGLU(nn.Module):
@@ -88,8 +134,8 @@ class DecoderBlock(nn.Module):
         self.attn_norm, self.attn = RMSNorm(config.width, config.norm_eps), SelfAttention(config)
         self.mlp_norm, self.mlp = RMSNorm(config.width, config.norm_eps), SwiGLU(config)
 
-    def forward(self, x, cos, sin, mask, cache, layer):
-        x = x + self.attn(self.attn_norm(x), cos, sin, mask, cache, layer)
+    def forward(self, x, cos, sin, mask, causal, cache, layer, real=None):
+        x = x + self.attn(self.attn_norm(x), cos, sin, mask, causal, cache, layer, real)
         return x + self.mlp(self.mlp_norm(x))
 
 
@@ -123,16 +169,30 @@ class Transformer(nn.Module):
         if total > self.config.max_seq_len:
             raise ValueError(f"sequence of {total} positions exceeds max_seq_len {self.config.max_seq_len}")
         positions = torch.arange(start, total, device=x.device)
-        cos, sin = self.rope_cos[positions], self.rope_sin[positions]
-        causal = torch.ones(T, total, dtype=torch.bool, device=x.device).tril(diagonal=start)  # [T, total]
-        mask = causal[None, None]
-        if attention_mask is not None:
-            mask = mask & attention_mask[:, None, None, :total].bool()
+        real = None
+        if attention_mask is not None and bool(attention_mask.all()):
+            attention_mask = None
+        if attention_mask is not None and cache is None and right_padded(attention_mask):
+            # Training batches: causality alone keeps every real query off the padding after it.
+            real, attention_mask = RealTokens(attention_mask), None
+            x = real.gather(x)  # [M, width]
+            positions = real.index % T  # each real token's position in its row
+        cos, sin = self.rope_cos[positions], self.rope_sin[positions]  # [T or M, hd/2]
+        mask, causal = None, False
+        if attention_mask is not None:  # left padding or holes: an explicit mask
+            causal_mask = torch.ones(T, total, dtype=torch.bool, device=x.device).tril(diagonal=start)  # [T, total]
+            mask = causal_mask[None, None] & attention_mask[:, None, None, :total].bool()
             # A fully masked row (a padding query) would give NaN; let it attend to itself.
             own = torch.arange(T, device=x.device)[:, None] + start == torch.arange(total, device=x.device)[None, :]
             mask = mask | own[None, None]
+        elif start == 0:
+            causal = T > 1
+        elif T > 1:  # a chunk continuing the cache: SDPA's causal flag would align it to the cache's start
+            mask = torch.ones(T, total, dtype=torch.bool, device=x.device).tril(diagonal=start)[None, None]
+        # else: one new position attends to every cached one, no mask at all
         for layer, block in enumerate(self.blocks):
-            x = block(x, cos, sin, mask, cache, layer)
+            x = block(x, cos, sin, mask, causal, cache, layer, real)
         if cache is not None:
             cache.length = total
-        return self.norm(x)
+        x = self.norm(x)
+        return real.scatter(x) if real is not None else x

@@ -60,9 +60,10 @@ class VLGPT(nn.Module):
         out = {"hidden": hidden}
         if "text_targets" in batch:
             targets = batch["text_targets"]
-            if (targets != -100).any():
-                logits = self.lm_head(hidden)  # [B, T, V]
-                ce = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
+            scored = targets != -100
+            if scored.any():
+                logits = self.lm_head(hidden[scored])  # [M, V]: only the positions with a text target
+                ce = F.cross_entropy(logits.float(), targets[scored])
             else:
                 ce = hidden.new_zeros(())
             mask = batch["image_target_mask"]
