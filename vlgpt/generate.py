@@ -114,10 +114,7 @@ class Generator:
 
     def _step(self, cache: KVCache, token: int | None = None, embedding: torch.Tensor | None = None) -> torch.Tensor:
         """Feed one position (a token or an image embedding); returns its hidden state [width]."""
-        ids = torch.tensor([[token if token is not None else self.tokenizer.pad_id]])
-        embeds = (embedding if embedding is not None else torch.zeros(self.dim)).view(1, 1, -1)
-        is_image = torch.tensor([[embedding is not None]])
-        return self.model({"ids": ids, "image_embeds": embeds, "is_image": is_image}, cache)["hidden"][0, -1]
+        return self.model.step(cache, token, embedding)
 
     @torch.no_grad()
     def generate(self, segments: list[S.Segment], config: SamplingConfig = SamplingConfig(),

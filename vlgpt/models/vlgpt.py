@@ -75,6 +75,16 @@ class VLGPT(nn.Module):
             out.update(loss=ce + self.config.lm.regression_weight * mse, ce=ce.detach(), mse=mse.detach())
         return out
 
+    def step(self, cache: KVCache, token: int | None = None, embedding: torch.Tensor | None = None) -> torch.Tensor:
+        """One decoding position, a text token or an image embedding [d], through the cache -> its
+        hidden state [width]. The same computation as `forward` on one position, without the
+        splice: only the input that is used is embedded."""
+        if embedding is not None:
+            x = self.image_in(embedding.view(1, 1, -1).to(self.image_in.weight.dtype))
+        else:
+            x = self.token_embed(torch.tensor([[token]], device=self.token_embed.weight.device))
+        return self.transformer(x, cache=cache)[0, -1]
+
     def next_token_logits(self, hidden_last: torch.Tensor) -> torch.Tensor:
         return self.lm_head(hidden_last)
 
