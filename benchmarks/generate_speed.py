@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from harness import interleaved, load, machine, make_untrained_run  # noqa: E402
+from harness import caption_prompt, interleaved, load, machine, make_untrained_run  # noqa: E402
 from hf_peer import HFPeer, copy_weights  # noqa: E402
 
 from vlgpt.data import sequences as S  # noqa: E402
@@ -37,11 +37,6 @@ from vlgpt.models.vlgpt import VLGPT, VLGPTConfig  # noqa: E402
 from vlgpt.train.lm_stages import t2i_prompt  # noqa: E402
 from vlgpt.world.dataset import ShapesWorld  # noqa: E402
 from vlgpt.world.render import render  # noqa: E402
-
-
-def caption_prompt(embeddings: torch.Tensor) -> list[S.Segment]:
-    message = {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Describe the image."}]}
-    return S.chat_segments([message], [embeddings], add_generation_prompt=True)
 
 
 def main() -> None:

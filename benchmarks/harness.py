@@ -18,6 +18,7 @@ import torch
 
 from vlgpt.checkpoint import save_model
 from vlgpt.config import ModelConfig, preset, to_dict
+from vlgpt.data import sequences as S
 from vlgpt.data.sources import make_source
 from vlgpt.models.clip import CLIP
 from vlgpt.models.image_detokenizer import ImageCodec
@@ -50,6 +51,12 @@ def make_untrained_run(directory: Path, preset_name: str = "small", seed: int = 
         "kind": "decoder", "config": to_dict(config.decoder), "embed_dim": config.clip.embed_dim,
         "image_size": config.clip.vision.image_size, "grid": config.clip.condition_grid})
     return config
+
+
+def caption_prompt(embeddings: torch.Tensor) -> list[S.Segment]:
+    """User: [IMG] e_1..e_N [/IMG] Describe the image. Assistant:"""
+    message = {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Describe the image."}]}
+    return S.chat_segments([message], [embeddings], add_generation_prompt=True)
 
 
 def synthetic_batch(model_config: VLGPTConfig, batch_size: int, length: int, images: int, seed: int = 0) -> dict:
