@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from harness import caption_prompt, interleaved, load, machine, make_untrained_run  # noqa: E402
+from harness import caption_prompt, interleaved, load, machine, make_untrained_run, profile_split  # noqa: E402
 from hf_peer import HFPeer, copy_weights  # noqa: E402
 
 from vlgpt.data import sequences as S  # noqa: E402
@@ -98,6 +98,10 @@ def main() -> None:
     result["decode_speedup_vs_peer"] = round(result["ours"]["decode_tokens_per_s"] / result["peer"]["decode_tokens_per_s"], 3)
     result["caption_speedup_vs_peer"] = round(full["peer"]["time_vs_first"], 3)
     result["ttft_speedup_vs_peer"] = round(first["peer"]["time_vs_first"], 3)
+
+    # Where a caption's time goes (self CPU time by kind; "other" is mostly per-op overhead at batch 1).
+    result["profile_ms_per_caption"] = {"ours": profile_split(lambda: ours_generate(0, n)),
+                                        "peer": profile_split(lambda: peer_generate([0], n))}
 
     batch = list(range(args.batch))
     throughput = interleaved({"ours": lambda: [ours_generate(i, n) for i in batch],

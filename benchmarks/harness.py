@@ -150,3 +150,34 @@ def matmul_tflops(dtype: torch.dtype, size: int = 1024, seconds: float = 1.0) ->
         a @ b
         count += 1
     return 2 * size**3 * count / (time.perf_counter() - start) / 1e12
+
+
+def matmul_tflops_at(dtype: torch.dtype, m: int, k: int, n: int, seconds: float = 0.5) -> float:
+    """Matmul throughput at one GEMM shape [m, k] x [k, n]: what the model's own layers can reach."""
+    a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
+    a @ b
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds or count < 3:
+        a @ b
+        count += 1
+    return 2 * m * k * n * count / (time.perf_counter() - start) / 1e12
+
+
+CATEGORIES = (("attention", ("scaled_dot_product", "flash_attention")), ("optimizer", ("adamw",)),
+              ("matmul", ("aten::mm", "aten::addmm", "aten::bmm")))
+
+
+def profile_split(fn: Callable[[], None], calls: int = 2) -> dict:
+    """Milliseconds per call of `fn` by kind of work (self CPU time, torch.profiler): matmuls,
+    attention kernels, the optimizer, and everything else (element-wise ops, copies, casts,
+    indexing, and the per-op dispatch cost of small tensors)."""
+    fn()
+    with torch.profiler.profile() as prof:
+        for _ in range(calls):
+            fn()
+    split = {name: 0.0 for name, _ in CATEGORIES} | {"other": 0.0}
+    for event in prof.key_averages():
+        name = event.key.lower()
+        kind = next((k for k, needles in CATEGORIES if any(s in name for s in needles)), "other")
+        split[kind] += event.self_cpu_time_total / 1000 / calls
+    return {k: round(v, 1) for k, v in split.items()}

@@ -28,7 +28,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from harness import interleaved, load, machine, make_untrained_run, matmul_tflops, training_flops  # noqa: E402
+from harness import (interleaved, load, machine, make_untrained_run, matmul_tflops, matmul_tflops_at,  # noqa: E402
+                     profile_split, training_flops)
 from hf_peer import HFPeer, check_same_math  # noqa: E402
 
 from vlgpt.config import preset  # noqa: E402
@@ -132,6 +133,18 @@ def main() -> None:
         for precision in args.precisions.split(","):  # MFU over the higher of the two peak measurements
             for name in ("ours", "peer"):
                 result[precision][name]["mfu"] = round(result[precision][name]["tflops"] / peaks[precision], 4)
+        # Why MFU is what it is: the model's own GEMM shapes, and where a step's time goes.
+        lm = model.config.lm
+        rows = int(tokens)
+        result["gemm_tflops_at_model_shapes"] = {
+            precision: {f"{rows}x{k}x{n}": round(matmul_tflops_at(torch.bfloat16 if precision == "bf16" else torch.float32,
+                                                                  rows, k, n), 4)
+                        for k, n in ((lm.width, 3 * lm.width), (lm.width, lm.mlp_hidden), (lm.mlp_hidden, lm.width))}
+            for precision in args.precisions.split(",")}
+        picked = "bf16" if auto is not None else "fp32"
+        result["profile_ms_per_step"] = {
+            name: profile_split(make_step(m, make_optimizer(m, recipe), batches[:1], recipe.grad_clip, auto))
+            for name, m in (("ours", model), ("peer", peer))} | {"precision": picked}
         result["data_ms_per_batch"] = round(1000 * data_s, 1)
         result["image_side"] = image_side(stage, batch_size * 2, args.rounds, auto)
 
