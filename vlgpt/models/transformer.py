@@ -28,16 +28,16 @@ class RMSNorm(nn.Module):
 
 
 def rope_tables(head_dim: int, max_len: int, base: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and signed sin [max_len, hd], laid out for `apply_rope`'s half rotation."""
     inv_freq = 1.0 / base ** (torch.arange(0, head_dim, 2).float() / head_dim)
     angles = torch.outer(torch.arange(max_len).float(), inv_freq)  # [T, hd/2]
-    return angles.cos(), angles.sin()
+    return torch.cat([angles.cos(), angles.cos()], -1), torch.cat([-angles.sin(), angles.sin()], -1)
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x [..., hd], cos and sin broadcastable to [..., hd/2]; rotate pairs (x1, x2) of the two halves
-    by position-dependent angles."""
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+    """x [..., hd]; rotate pairs (x1, x2) of the two halves by position-dependent angles:
+    [x1 cos - x2 sin, x2 cos + x1 sin] = x * [cos, cos] + [x2, x1] * [-sin, sin], in three ops."""
+    return x * cos + x.roll(x.shape[-1] // 2, dims=-1) * sin
 
 
 class KVCache:
@@ -87,15 +87,13 @@ class SelfAttention(nn.Module):
 
     def forward(self, x, cos, sin, mask, causal: bool, cache: KVCache | None, layer: int,
                 real: RealTokens | None = None):
-        """x [B, T, C], or [M, C] with `real` (a right-padded batch's real tokens); cos, sin [T or M, hd/2].
+        """x [B, T, C], or [M, C] with `real` (a right-padded batch's real tokens); cos, sin [T or M, 1, hd].
         Attention uses `mask`, or SDPA's own causal masking when `causal` (no mask tensor: the fast kernel)."""
         C = x.shape[-1]
         hd = C // self.heads
         qkv = self.qkv(x)  # [..., 3C]
-        # RoPE in token layout, q and k together, in q's dtype (bf16 under autocast, as HF Llama).
-        cos, sin = cos[:, None].to(qkv.dtype), sin[:, None].to(qkv.dtype)
-        qk = apply_rope(qkv[..., : 2 * C].unflatten(-1, (2 * self.heads, hd)), cos, sin).flatten(-2)
-        v = qkv[..., 2 * C:]
+        qk, v = qkv.split([2 * C, C], dim=-1)
+        qk = apply_rope(qk.unflatten(-1, (2 * self.heads, hd)), cos, sin).flatten(-2)  # q and k rotated together
         if real is not None:
             qk, v = real.scatter(qk), real.scatter(v)  # [B, T, 2C], [B, T, C]
         B, T = v.shape[:2]
@@ -177,7 +175,9 @@ class Transformer(nn.Module):
             real, attention_mask = RealTokens(attention_mask), None
             x = real.gather(x)  # [M, width]
             positions = real.index % T  # each real token's position in its row
-        cos, sin = self.rope_cos[positions], self.rope_sin[positions]  # [T or M, hd/2]
+        # RoPE in token layout, in the dtype q will have (bf16 under autocast, as HF Llama does).
+        dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
+        cos, sin = self.rope_cos[positions, None].to(dtype), self.rope_sin[positions, None].to(dtype)  # [T or M, 1, hd]
         mask, causal = None, False
         if attention_mask is not None:  # left padding or holes: an explicit mask
             causal_mask = torch.ones(T, total, dtype=torch.bool, device=x.device).tril(diagonal=start)  # [T, total]
