@@ -6,13 +6,15 @@ What is compared: one optimizer step (forward, CE + MSE losses, backward, gradie
 fused AdamW: the HF Trainer's default `adamw_torch_fused`) of VL-GPT's language model against
 `benchmarks/hf_peer.py` (LlamaForCausalLM + projector + regression head at the same width, depth,
 heads, MLP, vocabulary, untied), on identical real pretrain batches (the pretrain stage's own
-sampler, images through the run's frozen tokenizer, built once before timing) with the same
-weights, precision (fp32, and bf16 autocast) and threads. Steps alternate ours, peer, ours, peer; figures are medians.
+sampler, images through the run's frozen tokenizer, built once before timing), with the same
+weights (the losses are checked equal), precision (fp32, and bf16 autocast) and threads. Steps
+alternate ours, peer, ours, peer; figures are medians.
 
-Also measured: the frozen image side (CLIP ViT + image tokenizer, batched, vs HF CLIPVisionModel
-at the same ViT sizes on identical pixels), the pretrain stage end to end through the engine
-(data, rendering and tokenization included), and MFU over this machine's matmul peak measured in
-this run. One JSON line.
+Also measured: MFU (model FLOPs of the real tokens, `harness.training_flops`, over this machine's
+matmul peak measured in this run, and GEMM throughput at the model's own shapes); where a step's
+time goes (profile by kind of work); the frozen image side (CLIP ViT + image tokenizer, batched,
+vs HF CLIPVisionModel at the same ViT sizes on identical pixels); the pretrain stage end to end
+through the engine (data, rendering and tokenization included). One JSON line.
 """
 
 from __future__ import annotations
