@@ -94,6 +94,12 @@ class SelfAttention(nn.Module):
         qkv = self.qkv(x)  # [..., 3C]
         qk, v = qkv.split([2 * C, C], dim=-1)
         qk = apply_rope(qk.unflatten(-1, (2 * self.heads, hd)), cos, sin).flatten(-2)  # q and k rotated together
+        # Under CPU bf16 autocast, attention runs in fp32: the bf16 flash-attention backward is
+        # several times slower than fp32's at these head sizes (benchmarks/train_speed.py). The
+        # cast happens here, on contiguous rows of real tokens, ~5x cheaper than on permuted heads.
+        fp32_attention = x.device.type == "cpu" and torch.is_autocast_enabled("cpu")
+        if fp32_attention:
+            qk, v = qk.float(), v.float()
         if real is not None:
             qk, v = real.scatter(qk), real.scatter(v)  # [B, T, 2C], [B, T, C]
         B, T = v.shape[:2]
@@ -104,11 +110,9 @@ class SelfAttention(nn.Module):
             cache.keys[layer, :, :, start:start + T] = k
             cache.values[layer, :, :, start:start + T] = v
             k, v = cache.keys[layer, :, :, : start + T], cache.values[layer, :, :, : start + T]
-        if q.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
-            # Under CPU bf16 autocast, attention runs in fp32: the bf16 flash-attention backward is
-            # several times slower than fp32's at these head sizes (benchmarks/train_speed.py).
+        if fp32_attention:
             with torch.autocast("cpu", enabled=False):
-                y = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask, is_causal=causal)
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
         y = y.transpose(1, 2).reshape(B, T, C)
