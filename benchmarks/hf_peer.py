@@ -31,8 +31,9 @@ class HFPeer(nn.Module):
                             max_position_embeddings=lm.max_seq_len, rms_norm_eps=lm.norm_eps,
                             rope_parameters={"rope_type": "default", "rope_theta": lm.rope_base},
                             tie_word_embeddings=False, attention_bias=False, mlp_bias=False,
-                            pad_token_id=ids.get("pad"), bos_token_id=ids.get("bos"), eos_token_id=ids.get("eos"))
-        self.llm = LlamaForCausalLM._from_config(llama, attn_implementation="sdpa")
+                            pad_token_id=ids.get("pad"), bos_token_id=ids.get("bos"), eos_token_id=ids.get("eos"),
+                            attn_implementation="sdpa")
+        self.llm = LlamaForCausalLM(llama)
         self.projector = nn.Linear(config.image_token_dim, lm.width)
         self.regression_head = nn.Linear(lm.width, config.image_token_dim)
         self.regression_weight = lm.regression_weight
