@@ -164,6 +164,8 @@ class Transformer(nn.Module):
 
         `attention_mask` [B, T_total] marks real (1) vs padding (0) positions, left-padded or packed
         prompts included; causality is always applied. With `cache`, x continues the cached sequence.
+        A right-padded batch without a cache (training) runs its per-token layers on the real tokens
+        only, and its padding positions come back as zeros.
         """
         B, T, _ = x.shape
         start = cache.length if cache is not None else 0
