@@ -172,7 +172,7 @@ class Transformer(nn.Module):
         total = start + T
         if total > self.config.max_seq_len:
             raise ValueError(f"sequence of {total} positions exceeds max_seq_len {self.config.max_seq_len}")
-        positions = torch.arange(start, total, device=x.device)
+        positions = slice(start, total)
         real = None
         if attention_mask is not None and bool(attention_mask.all()):
             attention_mask = None
