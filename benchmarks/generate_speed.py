@@ -11,8 +11,9 @@ through `LlamaForCausalLM.generate(inputs_embeds=...)` with the splice included.
 
 Figures: time to first token (a 1-token answer), decoding tokens/s after the first, a caption's
 total time; text-to-image latency per image ([IMG], N regression steps, [/IMG], detokenizer and
-pixel decoder); captions/s for a batch of prompts (ours one after another: `Generator` decodes one
-sequence; the peer batched). One JSON line.
+pixel decoder); captions/s for a batch of prompts (ours with `Generator.caption_batch` and one
+after another with `generate`, the peer with batched `generate`; the batched answers are checked
+equal too). One JSON line.
 """
 
 from __future__ import annotations
@@ -104,11 +105,16 @@ def main() -> None:
                                         "peer": profile_split(lambda: peer_generate([0], n))}
 
     batch = list(range(args.batch))
-    throughput = interleaved({"ours": lambda: [ours_generate(i, n) for i in batch],
-                              "peer": lambda: peer_generate(batch, n)}, max(2, args.rounds // 2))
-    result["batch"] = {"prompts": args.batch, "ours_captions_per_s": round(args.batch / throughput["ours"]["median_s"], 1),
-                       "peer_captions_per_s": round(args.batch / throughput["peer"]["median_s"], 1),
-                       "ours_speedup": round(throughput["peer"]["time_vs_first"], 3)}
+    config = SamplingConfig(max_new_tokens=n)
+    ours_batch = [o.text for o in generator.caption_batch([prompts[i] for i in batch], config)]
+    if ours_batch != [tok.decode(row.tolist()) for row in peer_generate(batch, n)]:
+        raise AssertionError("batched captions differ from the peer's")
+    throughput = interleaved({"ours_batched": lambda: generator.caption_batch([prompts[i] for i in batch], config),
+                              "ours_one_by_one": lambda: [ours_generate(i, n) for i in batch],
+                              "peer_batched": lambda: peer_generate(batch, n)}, max(2, args.rounds // 2))
+    result["batch"] = {"prompts": args.batch,
+                       **{f"{name}_captions_per_s": round(args.batch / t["median_s"], 1) for name, t in throughput.items()},
+                       "ours_speedup": round(throughput["peer_batched"]["time_vs_first"], 3)}
 
     caption = "A red circle to the left of a blue square."
     t2i = [S.text(t2i_prompt(caption))]

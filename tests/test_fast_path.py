@@ -86,3 +86,29 @@ def test_bf16_autocast_loss_is_close_to_fp32():
         bf16 = model(batch)["loss"]
     assert bf16.dtype == torch.float32
     assert abs(float(bf16) - float(fp32)) < 0.02 * float(fp32)
+
+
+def test_caption_batch_equals_one_by_one():
+    """Left-padded batched decoding writes what `generate` writes for each prompt alone (greedy)."""
+    from types import SimpleNamespace
+
+    from vlgpt.data import sequences as S
+    from vlgpt.generate import Generator, SamplingConfig
+    from vlgpt.text_tokenizer import TextTokenizer
+
+    tokenizer = TextTokenizer.train(["a red circle left of a blue square", "two green triangles"] * 20, 80)
+    torch.manual_seed(0)
+    lm = LanguageModelConfig(width=32, depth=2, heads=2, mlp_hidden=64, max_seq_len=64)
+    model = VLGPT(VLGPTConfig(tokenizer.vocab_size, num_image_tokens=4, image_token_dim=8, lm=lm)).eval()
+    with torch.no_grad():
+        for special in (tokenizer.eos_id, tokenizer.img_id, tokenizer.pad_id, tokenizer.bos_id):
+            model.lm_head.weight[special] = 0  # full-length answers: every position can disagree
+    generator = Generator(model, tokenizer, SimpleNamespace(token_dim=8, num_tokens=4))
+    prompts = [[S.image(torch.randn(4, 8)), S.text("a red circle")], [S.text("two")],
+               [S.text("a blue square left of two green triangles")]]
+    config = SamplingConfig(max_new_tokens=12)
+    batched = generator.caption_batch(prompts, config)
+    for prompt, answer in zip(prompts, batched):
+        alone = generator.generate(prompt, config)
+        assert answer.text == alone.text and answer.completion_tokens == alone.completion_tokens
+    assert all(answer.completion_tokens == 12 for answer in batched)
