@@ -167,7 +167,7 @@ class Transformer(nn.Module):
         A right-padded batch without a cache (training) runs its per-token layers on the real tokens
         only, and its padding positions come back as zeros.
         """
-        B, T, _ = x.shape
+        T = x.shape[1]
         start = cache.length if cache is not None else 0
         total = start + T
         if total > self.config.max_seq_len:
