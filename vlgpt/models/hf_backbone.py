@@ -108,10 +108,8 @@ class HFVLGPT(VLGPT):
     def new_cache(self, batch: int, max_len: int) -> HFCache:
         return HFCache()
 
-    def embed(self, ids: torch.Tensor, image_embeds: torch.Tensor, is_image: torch.Tensor) -> torch.Tensor:
-        text = self.transformer.embed_tokens(ids)
-        image = self.image_in(image_embeds.to(text.dtype))
-        return torch.where(is_image[..., None], image, text)
+    def embed_text(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.transformer.embed_tokens(ids)
 
     def next_token_logits(self, hidden_last: torch.Tensor) -> torch.Tensor:
         return self.transformer.lm_head(hidden_last)

@@ -24,19 +24,20 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(width))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+        return F.rms_norm(x, self.weight.shape, self.weight, self.eps)  # x * rsqrt(mean(x^2) + eps) * weight
 
 
 def rope_tables(head_dim: int, max_len: int, base: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and signed sin [max_len, hd], laid out for `apply_rope`'s half rotation."""
     inv_freq = 1.0 / base ** (torch.arange(0, head_dim, 2).float() / head_dim)
     angles = torch.outer(torch.arange(max_len).float(), inv_freq)  # [T, hd/2]
-    return angles.cos(), angles.sin()
+    return torch.cat([angles.cos(), angles.cos()], -1), torch.cat([-angles.sin(), angles.sin()], -1)
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x [B, h, T, hd]; rotate pairs (x1, x2) of the two halves by position-dependent angles."""
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+    """x [..., hd]; rotate pairs (x1, x2) of the two halves by position-dependent angles:
+    [x1 cos - x2 sin, x2 cos + x1 sin] = x * [cos, cos] + [x2, x1] * [-sin, sin], in three ops."""
+    return x * cos + x.roll(x.shape[-1] // 2, dims=-1) * sin
 
 
 class KVCache:
@@ -51,6 +52,32 @@ class KVCache:
         self.max_len = max_len
 
 
+class RealTokens:
+    """Where the real tokens of a right-padded batch are, to run per-token layers on them alone.
+
+    Pretraining batches are ~40% padding (short captions padded to a long interleaved document);
+    the projections and the MLP skip it, and only attention sees the padded [B, T] layout.
+    """
+
+    def __init__(self, attention_mask: torch.Tensor):
+        self.shape = attention_mask.shape
+        self.index = attention_mask.flatten().nonzero().squeeze(1)  # [M]
+
+    def gather(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, T, C] -> [M, C]."""
+        return x.flatten(0, 1).index_select(0, self.index)
+
+    def scatter(self, x: torch.Tensor) -> torch.Tensor:
+        """[M, C] -> [B, T, C], zeros at the padding."""
+        return x.new_zeros(self.shape.numel(), x.shape[-1]).index_copy(0, self.index, x).view(*self.shape, -1)
+
+
+def right_padded(attention_mask: torch.Tensor) -> bool:
+    """Every row is real positions first, then padding (what `collate` builds)."""
+    mask = attention_mask.bool()
+    return bool((mask[:, 1:] <= mask[:, :-1]).all())
+
+
 class SelfAttention(nn.Module):
     def __init__(self, config: TransformerConfig):
         super().__init__()
@@ -58,17 +85,38 @@ class SelfAttention(nn.Module):
         self.qkv = nn.Linear(config.width, 3 * config.width, bias=False)
         self.out = nn.Linear(config.width, config.width, bias=False)
 
-    def forward(self, x, cos, sin, mask, cache: KVCache | None, layer: int):
-        B, T, C = x.shape
-        q, k, v = self.qkv(x).view(B, T, 3, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)  # [B, h, T, hd]
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+    def forward(self, x, cos, sin, mask, causal: bool, cache: KVCache | None, layer: int,
+                real: RealTokens | None = None):
+        """x [B, T, C], or [M, C] with `real` (a right-padded batch's real tokens); cos, sin [T or M, 1, hd].
+        Attention uses `mask`, or SDPA's own causal masking when `causal` (no mask tensor: the fast kernel)."""
+        C = x.shape[-1]
+        hd = C // self.heads
+        qkv = self.qkv(x)  # [..., 3C]
+        qk, v = qkv.split([2 * C, C], dim=-1)
+        qk = apply_rope(qk.unflatten(-1, (2 * self.heads, hd)), cos, sin).flatten(-2)  # q and k rotated together
+        # Under CPU bf16 autocast, attention runs in fp32: the bf16 flash-attention backward is
+        # several times slower than fp32's at these head sizes (benchmarks/train_speed.py). The
+        # cast happens here, on contiguous rows of real tokens, ~5x cheaper than on permuted heads.
+        fp32_attention = x.device.type == "cpu" and torch.is_autocast_enabled("cpu")
+        if fp32_attention:
+            qk, v = qk.float(), v.float()
+        if real is not None:
+            qk, v = real.scatter(qk), real.scatter(v)  # [B, T, 2C], [B, T, C]
+        B, T = v.shape[:2]
+        q, k = qk.view(B, T, 2, self.heads, hd).permute(2, 0, 3, 1, 4)  # [B, h, T, hd] each
+        v = v.unflatten(-1, (self.heads, hd)).transpose(1, 2)
         if cache is not None:
             start = cache.length
             cache.keys[layer, :, :, start:start + T] = k
             cache.values[layer, :, :, start:start + T] = v
             k, v = cache.keys[layer, :, :, : start + T], cache.values[layer, :, :, : start + T]
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        return self.out(y.transpose(1, 2).reshape(B, T, C))
+        if fp32_attention:
+            with torch.autocast("cpu", enabled=False):
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
+        y = y.transpose(1, 2).reshape(B, T, C)
+        return self.out(real.gather(y) if real is not None else y)
 
 
 class SwiGLU(nn.Module):
@@ -88,8 +136,8 @@ class DecoderBlock(nn.Module):
         self.attn_norm, self.attn = RMSNorm(config.width, config.norm_eps), SelfAttention(config)
         self.mlp_norm, self.mlp = RMSNorm(config.width, config.norm_eps), SwiGLU(config)
 
-    def forward(self, x, cos, sin, mask, cache, layer):
-        x = x + self.attn(self.attn_norm(x), cos, sin, mask, cache, layer)
+    def forward(self, x, cos, sin, mask, causal, cache, layer, real=None):
+        x = x + self.attn(self.attn_norm(x), cos, sin, mask, causal, cache, layer, real)
         return x + self.mlp(self.mlp_norm(x))
 
 
@@ -116,23 +164,41 @@ class Transformer(nn.Module):
 
         `attention_mask` [B, T_total] marks real (1) vs padding (0) positions, left-padded or packed
         prompts included; causality is always applied. With `cache`, x continues the cached sequence.
+        A right-padded batch without a cache (training) runs its per-token layers on the real tokens
+        only, and its padding positions come back as zeros.
         """
-        B, T, _ = x.shape
+        T = x.shape[1]
         start = cache.length if cache is not None else 0
         total = start + T
         if total > self.config.max_seq_len:
             raise ValueError(f"sequence of {total} positions exceeds max_seq_len {self.config.max_seq_len}")
-        positions = torch.arange(start, total, device=x.device)
-        cos, sin = self.rope_cos[positions], self.rope_sin[positions]
-        causal = torch.ones(T, total, dtype=torch.bool, device=x.device).tril(diagonal=start)  # [T, total]
-        mask = causal[None, None]
-        if attention_mask is not None:
-            mask = mask & attention_mask[:, None, None, :total].bool()
+        positions = slice(start, total)
+        real = None
+        if attention_mask is not None and bool(attention_mask.all()):
+            attention_mask = None
+        if attention_mask is not None and cache is None and right_padded(attention_mask):
+            # Training batches: causality alone keeps every real query off the padding after it.
+            real, attention_mask = RealTokens(attention_mask), None
+            x = real.gather(x)  # [M, width]
+            positions = real.index % T  # each real token's position in its row
+        # RoPE in token layout, in the dtype q will have (bf16 under autocast, as HF Llama does).
+        dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
+        cos, sin = self.rope_cos[positions, None].to(dtype), self.rope_sin[positions, None].to(dtype)  # [T or M, 1, hd]
+        mask, causal = None, False
+        if attention_mask is not None:  # left padding or holes: an explicit mask
+            causal_mask = torch.ones(T, total, dtype=torch.bool, device=x.device).tril(diagonal=start)  # [T, total]
+            mask = causal_mask[None, None] & attention_mask[:, None, None, :total].bool()
             # A fully masked row (a padding query) would give NaN; let it attend to itself.
             own = torch.arange(T, device=x.device)[:, None] + start == torch.arange(total, device=x.device)[None, :]
             mask = mask | own[None, None]
+        elif start == 0:
+            causal = T > 1
+        elif T > 1:  # a chunk continuing the cache: SDPA's causal flag would align it to the cache's start
+            mask = torch.ones(T, total, dtype=torch.bool, device=x.device).tril(diagonal=start)[None, None]
+        # else: one new position attends to every cached one, no mask at all
         for layer, block in enumerate(self.blocks):
-            x = block(x, cos, sin, mask, cache, layer)
+            x = block(x, cos, sin, mask, causal, cache, layer, real)
         if cache is not None:
             cache.length = total
-        return self.norm(x)
+        x = self.norm(x)
+        return real.scatter(x) if real is not None else x

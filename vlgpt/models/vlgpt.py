@@ -63,7 +63,7 @@ class VLGPT(nn.Module):
 
     def embed(self, ids: torch.Tensor, image_embeds: torch.Tensor, is_image: torch.Tensor) -> torch.Tensor:
         """Splice: ids [B, T] and image_embeds [B, T, d] -> inputs [B, T, width] by the is_image mask."""
-        text = self.token_embed(ids)
+        text = self.embed_text(ids)
         image = self.image_in(image_embeds.to(text.dtype))
         return torch.where(is_image[..., None], image, text)
 
@@ -79,9 +79,10 @@ class VLGPT(nn.Module):
         out = {"hidden": hidden}
         if "text_targets" in batch:
             targets = batch["text_targets"]
-            if (targets != -100).any():
-                logits = self.next_token_logits(hidden)  # [B, T, V]
-                ce = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
+            scored = targets != -100
+            if scored.any():
+                logits = self.next_token_logits(hidden[scored])  # [M, V]: only the positions with a text target
+                ce = F.cross_entropy(logits.float(), targets[scored])
             else:
                 ce = hidden.new_zeros(())
             mask = batch["image_target_mask"]
@@ -92,6 +93,19 @@ class VLGPT(nn.Module):
                 mse = hidden.new_zeros(())
             out.update(loss=ce + self.config.lm.regression_weight * mse, ce=ce.detach(), mse=mse.detach())
         return out
+
+    def step(self, cache: KVCache, token: int | None = None, embedding: torch.Tensor | None = None) -> torch.Tensor:
+        """One decoding position, a text token or an image embedding [d], through the cache -> its
+        hidden state [width]. The same computation as `forward` on one position, without the
+        splice: only the input that is used is embedded."""
+        if embedding is not None:
+            x = self.image_in(embedding.view(1, 1, -1).to(self.image_in.weight.dtype))
+        else:
+            x = self.embed_text(torch.tensor([[token]], device=self.image_in.weight.device))
+        return self.transformer(x, cache=cache)[0, -1]
+
+    def embed_text(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.token_embed(ids)
 
     def next_token_logits(self, hidden_last: torch.Tensor) -> torch.Tensor:
         return self.lm_head(hidden_last)
