@@ -176,6 +176,13 @@ def test_pretrain_then_load_with_other_families(family, lm_folders, codec_run, t
     # A tied LM head is saved once and tied again on loading.
     assert trained.get_output_embeddings().weight is trained.get_input_embeddings().weight
     assert pipe.imagine("a blue star", max_new_tokens=2).size == (32, 32)
+    # Instruction tuning continues on the same backbone, and the CLI generates from it.
+    assert main(["train", "instruct", "--out", str(run), "--lora-rank", "4", *FAST]) == 0
+    from vlgpt.world.dataset import ShapesWorld
+
+    world = ShapesWorld("val", 32, 32)
+    world.image(world[0]).save(tmp_path / "scene.png")
+    assert main(["caption", str(tmp_path / "scene.png"), "--ckpt", str(run), "--max-tokens", "3"]) == 0
 
 
 def test_remote_code_and_pickled_weights_are_refused(lm_folders, codec_run, tmp_path, capsys):

@@ -116,7 +116,9 @@ def test_every_stage_runs_on_a_frozen_hf_vision_checkpoint(family, checkpoints, 
     vlgpt("reconstruct", image, "--ckpt", run, "-o", tmp_path / "recon.png")
     if family == "clip":  # the transformer stages read the codec only; once is enough
         vlgpt("train", "pretrain", "--steps", "4", *common)
+        vlgpt("train", "instruct", "--steps", "4", "--lora-rank", "4", *common)
         assert vlgpt("caption", image, "--ckpt", run, "--max-tokens", "4").returncode == 0
+        assert vlgpt("imagine", "a red circle", "--ckpt", run, "-o", tmp_path / "drawn.png").returncode == 0
 
 
 def test_remote_code_pickles_and_vision_only_folders_are_refused(checkpoints, tmp_path, vlgpt):
