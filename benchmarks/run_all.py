@@ -2,8 +2,9 @@
 
     python benchmarks/run_all.py [--codec] [--serve]
 
-The default suite (about 4 minutes on 2 cores): matmul peak, judge, training speed and MFU against
-the Hugging Face peer, generation speed against HF `generate`, peak memory, scaling. The codec
+The default suite (4 to 8 minutes on 2 cores, more when they are shared): matmul peak, judge,
+training speed and MFU against the Hugging Face peer, generation speed against HF `generate`, peak
+memory, scaling. The codec
 benchmark trains three stages (about 13 minutes on 2 cores); pass --codec to include it. The
 serving load benchmark (about 2 minutes, a tiny run included) runs with --serve. The table's
 figures are described, with their commands, in docs/BENCHMARKS.md.
