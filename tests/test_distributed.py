@@ -71,11 +71,12 @@ def weights(stage_dir: Path) -> dict[str, torch.Tensor]:
 
 def wait_for(marker: Path, process: subprocess.Popen, seconds: float = 180) -> str:
     deadline = time.time() + seconds
-    while not marker.exists() and time.time() < deadline and process.poll() is None:
+    while time.time() < deadline and process.poll() is None:
+        text = marker.read_text().strip() if marker.exists() else ""
+        if text.isdigit():  # the marker may exist a moment before its pid is written
+            return text
         time.sleep(0.1)
-    assert marker.exists(), f"the run never paused: {process.communicate()[1][-3000:] if process.poll() else ''}"
-    time.sleep(0.1)  # the pid is written by now
-    return marker.read_text()
+    raise AssertionError(f"the run never paused: {process.communicate()[1][-3000:] if process.poll() else ''}")
 
 
 def test_ddp_on_two_processes_equals_one_process(tmp_path, shards, reference):

@@ -417,7 +417,8 @@ class Trainer:
         pid to RUN/<stage>/PAUSED after step N and wait (up to 120 s) for a signal."""
         if self.dist.is_main and os.environ.get("VLGPT_FAULT_PAUSE_STEP") == str(self.step):
             marker = self.out / "PAUSED"
-            marker.write_text(str(os.getpid()))
+            (self.out / "PAUSED.tmp").write_text(str(os.getpid()))
+            os.replace(self.out / "PAUSED.tmp", marker)  # a reader never sees it without the pid
             deadline = time.monotonic() + 120
             while not self.stop_requested and time.monotonic() < deadline:
                 time.sleep(0.05)
