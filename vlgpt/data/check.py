@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import tarfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .formats import LLAVA_FILE, DatasetError, _metadata_files, detect_format, shard_urls
@@ -43,10 +43,7 @@ class Report:
     format: str
     examples: int = 0
     images: int = 0
-    problems: list[Problem] = None
-
-    def __post_init__(self):
-        self.problems = self.problems or []
+    problems: list[Problem] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:

@@ -99,6 +99,14 @@ class LMStage:
             add_lora(self.model, *lora)
         self.max_len = self.model.max_seq_len
 
+    def dataset_sources(self, make) -> tuple:
+        """`make(path, image_size, seed, part, holdout)` for training and validation: `--val-data`, or
+        the last `eval_size` examples of `--data` held out."""
+        holdout = self.eval_size if self.val_data is None else 0
+        size = self.codec.image_size
+        return (make(self.data, size, self.seed, part="train", holdout=holdout),
+                make(self.val_data or self.data, size, self.seed, part="val", holdout=holdout))
+
     def encode_images(self, images: list[Scene | np.ndarray]) -> list[torch.Tensor]:
         """N embeddings per image; an image is a Shapes scene (rendered here) or an RGB array."""
         if not images:
@@ -177,10 +185,7 @@ class PretrainStage(LMStage):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         if self.custom:
-            holdout = self.eval_size if self.val_data is None else 0
-            size = self.codec.image_size
-            self.source = make_source(self.data, size, self.seed, "train", holdout)
-            self.val_source = make_source(self.val_data or self.data, size, self.seed, "val", holdout)
+            self.source, self.val_source = self.dataset_sources(make_source)
 
     def sample(self, index: int, part: str = "train") -> tuple[list[S.Segment], list]:
         rng = np.random.default_rng([self.seed, index, 11])
@@ -226,10 +231,7 @@ class InstructStage(LMStage):
             kwargs["init_from"] = None  # instruction tuning from scratch (no pretrain stage in this run)
         super().__init__(*args, **kwargs)
         if self.custom:
-            holdout = self.eval_size if self.val_data is None else 0
-            size = self.codec.image_size
-            self.source = ConversationSource(self.data, size, self.seed, holdout, "train")
-            self.val_source = ConversationSource(self.val_data or self.data, size, self.seed, holdout, "val")
+            self.source, self.val_source = self.dataset_sources(ConversationSource)
 
     def sample(self, index: int, part: str = "train") -> tuple[list[S.Segment], list]:
         if self.custom:  # labels from the conversation's own spans: assistant turns only
