@@ -143,13 +143,7 @@ def interleaved(runs: dict[str, Callable[[], None]], rounds: int, repeats: int =
 
 def matmul_tflops(dtype: torch.dtype, size: int = 1024, seconds: float = 1.0) -> float:
     """This machine's matmul throughput now (all threads torch uses), as benchmarks/matmul_peak.py."""
-    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
-    a @ b
-    count, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds or count < 2:
-        a @ b
-        count += 1
-    return 2 * size**3 * count / (time.perf_counter() - start) / 1e12
+    return matmul_tflops_at(dtype, size, size, size, seconds)
 
 
 def matmul_tflops_at(dtype: torch.dtype, m: int, k: int, n: int, seconds: float = 0.5) -> float:
