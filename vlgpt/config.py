@@ -108,6 +108,12 @@ class PixelDecoderConfig:
     mixer_depth: int = f(2, "transformer blocks over the condition tokens before upsampling (0: none)")
     foreground_weight: float = f(4.0, "extra L1 weight on pixels that differ from the image's border colour, "
                                       "so that uncertain objects are drawn rather than left as background")
+    train_codec: bool = f(True, "train the image tokenizer, detokenizer and our own ViT (a --vision CLIP stays "
+                                "frozen) through the pixel loss too, end to end; false: the paper's frozen codec")
+    align_weight: float = f(1.0, "with train_codec: weight of the paper's MSE(z_v, e_v) + MSE(z_t, e_t), kept as a term "
+                                 "against the frozen CLIP")
+    token_noise: float = f(0.1, "with train_codec: Gaussian noise on the N image tokens, relative to their RMS, so "
+                                "the decoder tolerates the language model's regression errors")
 
 
 @dataclass(frozen=True)
@@ -122,6 +128,8 @@ class LanguageModelConfig:
     rope_base: float = f(10000.0, "RoPE base")
     norm_eps: float = f(1e-5, "RMSNorm epsilon")
     regression_weight: float = f(1.0, "lambda in CE + lambda * MSE(next image embedding)")
+    image_head: str = f("mse", "next image embedding: mse (VL-GPT's linear regression) | flow (a flow-matching MLP "
+                               "head that samples one mode instead of the mean; models/image_heads.py)")
 
 
 @dataclass(frozen=True)
@@ -161,6 +169,8 @@ class TrainConfig:
     lora_rank: int = f(0, "pretrain/instruct: LoRA rank on every linear layer of the transformer (0: full training)")
     lora_alpha: float = f(32.0, "LoRA alpha (the update is scaled by alpha / rank)")
     lora_dropout: float = f(0.0, "dropout on the LoRA branch")
+    replay: float = f(0.25, "instruct: share of samples that replay the pretraining data's image-caption pairs when "
+                            "it differs from the instruction data, so tuning on chat keeps drawing (0: off)")
     lm: str = f("", "pretrain (or instruct without pretrain): a local Hugging Face causal LM folder (Llama, Qwen2, "
                     "Mistral, GPT-2; safetensors, no remote code) as the transformer; its tokenizer replaces ours")
     strategy: str = f("ddp", "data parallelism under torchrun: ddp (replicated weights) | fsdp (FSDP2: weights, "

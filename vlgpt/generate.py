@@ -216,7 +216,7 @@ class Generator:
                 hidden = self._step(cache, token=token)
                 predicted = []
                 for _ in range(n):  # N regression steps, each prediction fed back as the next input
-                    embedding = self.model.next_image_embedding(hidden)
+                    embedding = self.model.next_image_embedding(hidden, generator)
                     predicted.append(embedding)
                     hidden = self._step(cache, embedding=embedding)
                 hidden = self._step(cache, token=self.tokenizer.img_end_id)

@@ -15,7 +15,7 @@ from PIL import Image
 
 from .data.images import load_image
 from .data.sources import to_array
-from .train.stages import load_clip, load_codec, load_decoder, pixels_from, to_pil
+from .train.stages import load_clip, load_codec, load_decoder, pixels_from, to_pil, trained_image_side
 
 
 class ImageCodecPipeline:
@@ -26,8 +26,9 @@ class ImageCodecPipeline:
     @classmethod
     def load(cls, run: str | Path) -> "ImageCodecPipeline":
         run = Path(run)
-        clip, text_tokenizer = load_clip(run)
-        return cls(clip, text_tokenizer, load_codec(run), load_decoder(run))
+        clip_dir, codec_dir = trained_image_side(run)
+        clip, text_tokenizer = load_clip(clip_dir)
+        return cls(clip, text_tokenizer, load_codec(codec_dir), load_decoder(run))
 
     @property
     def num_tokens(self) -> int:

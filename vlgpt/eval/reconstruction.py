@@ -35,7 +35,7 @@ def evaluate_reconstruction(run: str | Path, n: int = 500, split: str = "val", b
         if len(pairs) < 32:
             pairs += [im for pair in zip(sources, outputs) for im in pair][: 2 * (16 - len(pairs) // 2)]
     metrics = {f"judge_{a}": summarize([float(r[a]) for r in results]) for a in ASPECTS}
-    metrics.update(_retrieval(codec, world, n))
+    metrics.update(_retrieval(codec, world, n, Path(run)))
     if grid_path is not None:
         render_grid(pairs, columns=8, scale=2).save(grid_path)
         metrics["grid"] = str(grid_path)
@@ -43,14 +43,15 @@ def evaluate_reconstruction(run: str | Path, n: int = 500, split: str = "val", b
 
 
 @torch.no_grad()
-def _retrieval(codec: ImageCodecPipeline, world: ShapesWorld, n: int) -> dict:
+def _retrieval(codec: ImageCodecPipeline, world: ShapesWorld, n: int, run: Path) -> dict:
     from ..data.sources import WorldSource
-    from ..train.stages import retrieval_r1
+    from ..train.stages import load_clip, retrieval_r1
 
     source = WorldSource(world.split, world.width, world.seed)
     items = [source.get(i) for i in range(n)]
     pixels = codec.pixels([a for a, _, _ in items])
     ids, lengths = codec.text_tokenizer.batch([c for _, c, _ in items], codec.clip.config.text.context_length)
-    image = torch.cat([codec.clip.encode_image(pixels[i:i + 100]) for i in range(0, n, 100)])
-    text = torch.cat([codec.clip.encode_text(ids[i:i + 100], lengths[i:i + 100]) for i in range(0, n, 100)])
+    clip, _ = load_clip(run)  # the contrastive CLIP itself, not the codec's end-to-end tuned encoder
+    image = torch.cat([clip.encode_image(pixels[i:i + 100]) for i in range(0, n, 100)])
+    text = torch.cat([clip.encode_text(ids[i:i + 100], lengths[i:i + 100]) for i in range(0, n, 100)])
     return {k: float(v) for k, v in retrieval_r1(image, text, [g for _, _, g in items]).items()}

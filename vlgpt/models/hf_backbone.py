@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .image_heads import build_image_head
 from .vlgpt import VLGPT, VLGPTConfig
 
 
@@ -88,10 +89,9 @@ class HFVLGPT(VLGPT):
         self.transformer = HFBackbone(model)
         width = self.transformer.width
         self.image_in = nn.Linear(config.image_token_dim, width)  # input projection for image embeddings
-        self.regression_head = nn.Linear(width, config.image_token_dim)
-        for layer in (self.image_in, self.regression_head):
-            nn.init.normal_(layer.weight, std=layer.weight.shape[1] ** -0.5)
-            nn.init.zeros_(layer.bias)
+        self.regression_head = build_image_head(config.lm.image_head, width, config.image_token_dim)
+        nn.init.normal_(self.image_in.weight, std=self.image_in.weight.shape[1] ** -0.5)
+        nn.init.zeros_(self.image_in.bias)
 
     @property
     def max_seq_len(self) -> int:

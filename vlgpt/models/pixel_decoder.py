@@ -97,7 +97,10 @@ class ConvPixelDecoder(nn.Module):
         if self.training and self.config.condition_noise > 0:
             e_v = e_v + self.config.condition_noise * torch.randn_like(e_v)
             e_t = e_t + self.config.condition_noise * torch.randn_like(e_t)
-        pred = self.forward(e_v, e_t)
+        return self.pixel_loss(self.forward(e_v, e_t), images)
+
+    def pixel_loss(self, pred: torch.Tensor, images: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """Foreground-weighted L1 + edge L1 between decoded (unclamped) and true pixels."""
         weight = 1.0 + self.config.foreground_weight * foreground(images)
         l1 = (weight * (pred - images).abs()).mean() / weight.mean()
         edges = (F.l1_loss(pred.diff(dim=-1), images.diff(dim=-1)) + F.l1_loss(pred.diff(dim=-2), images.diff(dim=-2)))

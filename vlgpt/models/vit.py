@@ -13,6 +13,23 @@ PIXEL_MEAN = (0.85, 0.83, 0.78)
 PIXEL_STD = (0.25, 0.25, 0.28)
 
 
+def conv_stem(width: int, patch_size: int) -> nn.Sequential:
+    """Stride-2 3x3 convolutions from pixels down to the patch grid, then a 1x1 projection.
+
+    "Early convolutions help transformers see better" (Xiao et al. 2021): overlapping small kernels
+    see an edge wherever it falls, where one patchify convolution must learn every position of a
+    contour inside its 8x8 window separately. Channels double per halving up to `width`.
+    """
+    steps = patch_size.bit_length() - 1
+    if patch_size != 2**steps:
+        raise ValueError(f"conv_stem needs a power-of-two patch_size, got {patch_size}; set conv_stem false")
+    channels = [3] + [max(width // 2 ** (steps - 1 - i), 16) for i in range(steps)]
+    layers: list[nn.Module] = []
+    for c_in, c_out in zip(channels, channels[1:]):
+        layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1), nn.GroupNorm(1, c_out), nn.GELU()]
+    return nn.Sequential(*layers, nn.Conv2d(channels[-1], width, 1))
+
+
 class VisionTransformer(nn.Module):
     def __init__(self, config: VisionConfig):
         super().__init__()
@@ -20,7 +37,8 @@ class VisionTransformer(nn.Module):
             raise ValueError(f"image_size {config.image_size} is not a multiple of patch_size {config.patch_size}")
         self.config = config
         w = config.width
-        self.patch_embed = nn.Conv2d(3, w, kernel_size=config.patch_size, stride=config.patch_size)
+        self.patch_embed = conv_stem(w, config.patch_size) if config.conv_stem else \
+            nn.Conv2d(3, w, kernel_size=config.patch_size, stride=config.patch_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, w))
         self.pos_embed = nn.Parameter(torch.zeros(1, config.num_patches + 1, w))
         self.blocks = nn.ModuleList(Block(w, config.heads, config.mlp_ratio) for _ in range(config.depth))

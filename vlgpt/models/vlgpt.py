@@ -2,7 +2,8 @@
 
 Text enters through a token embedding, images through an input projection of their N embeddings,
 wrapped in [IMG] ... [/IMG]. Two heads read the same hidden states: the LM head predicts the next
-text token (cross-entropy), the regression head the next image embedding (MSE). One
+text token (cross-entropy), the image head the next image embedding (MSE, or a flow-matching
+sample: `models/image_heads.py`). One
 auto-regressive objective, L = CE + lambda * MSE, with per-position masks saying which targets count.
 """
 
@@ -15,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import LanguageModelConfig
+from .image_heads import build_image_head
 from .transformer import KVCache, Transformer
 
 
@@ -38,12 +40,11 @@ class VLGPT(nn.Module):
         self.image_in = nn.Linear(config.image_token_dim, width)  # input projection for image embeddings
         self.transformer = Transformer(config.lm)
         self.lm_head = nn.Linear(width, config.vocab_size, bias=False)
-        self.regression_head = nn.Linear(width, config.image_token_dim)
+        self.regression_head = build_image_head(config.lm.image_head, width, config.image_token_dim)
         nn.init.normal_(self.token_embed.weight, std=width**-0.5)
-        for layer in (self.image_in, self.lm_head, self.regression_head):
+        for layer in (self.image_in, self.lm_head):
             nn.init.normal_(layer.weight, std=layer.weight.shape[1] ** -0.5)
         nn.init.zeros_(self.image_in.bias)
-        nn.init.zeros_(self.regression_head.bias)
 
     @property
     def max_seq_len(self) -> int:
@@ -87,8 +88,7 @@ class VLGPT(nn.Module):
                 ce = hidden.new_zeros(())
             mask = batch["image_target_mask"]
             if mask.any():
-                pred = self.regression_head(hidden[mask]).float()  # [M, d]
-                mse = F.mse_loss(pred, batch["image_targets"][mask].float())
+                mse = self.regression_head.loss(hidden[mask], batch["image_targets"][mask])  # the head's own loss
             else:
                 mse = hidden.new_zeros(())
             out.update(loss=ce + self.config.lm.regression_weight * mse, ce=ce.detach(), mse=mse.detach())
@@ -110,5 +110,6 @@ class VLGPT(nn.Module):
     def next_token_logits(self, hidden_last: torch.Tensor) -> torch.Tensor:
         return self.lm_head(hidden_last)
 
-    def next_image_embedding(self, hidden_last: torch.Tensor) -> torch.Tensor:
-        return self.regression_head(hidden_last)
+    def next_image_embedding(self, hidden_last: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The next image embedding [d]: the regression (mse head) or a sample (flow head)."""
+        return self.regression_head.sample(hidden_last[None], generator)[0].to(hidden_last.dtype)

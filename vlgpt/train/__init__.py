@@ -69,7 +69,8 @@ def train_stage(stage: str, run: str | Path, *, preset_name: str = "small", data
     with process_group(train_config) as dist:
         if stage in ("pretrain", "instruct"):
             lora = (train_config.lora_rank, train_config.lora_alpha, train_config.lora_dropout)
-            task = STAGE_CLASSES[stage](**common, run=run, lora=lora, lm_path=train_config.lm or None)
+            extra = {"replay": train_config.replay} if stage == "instruct" else {}
+            task = STAGE_CLASSES[stage](**common, run=run, lora=lora, lm_path=train_config.lm or None, **extra)
         elif stage == "clip":
             task = STAGE_CLASSES[stage](**common)
         elif stage == "tokenizer":

@@ -9,6 +9,7 @@ predicted from); instruction tuning trains assistant turns only (VL-GPT §3.2).
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import numpy as np
@@ -95,6 +96,11 @@ class LMStage:
         else:
             self.model = VLGPT(VLGPTConfig(self.tokenizer.vocab_size, self.codec.num_tokens, self.codec.token_dim,
                                            model_config.lm))
+        if init_from is None and hasattr(self.model.regression_head, "fit_scale"):
+            # A generative head works in unit-RMS units: measure the codec's embedding scale once.
+            probe = make_source(data if self.custom else WORLD, size, seed, part="train")
+            images = [probe.get(i)[0] for i in range(64)]
+            self.model.regression_head.fit_scale(torch.cat(self.encode_images(images)))
         if lora[0] > 0:  # VL-GPT §3.2: adapters on every linear layer; the transformer itself frozen
             add_lora(self.model, *lora)
         self.max_len = self.model.max_seq_len
@@ -190,15 +196,30 @@ class PretrainStage(LMStage):
     def sample(self, index: int, part: str = "train") -> tuple[list[S.Segment], list]:
         rng = np.random.default_rng([self.seed, index, 11])
         if self.custom:
-            pixels, caption, _ = (self.source if part == "train" else self.val_source).get(index)
-            if rng.random() < 0.5:  # image then caption
-                return [S.Segment("image", 0, False), S.text(caption, True), S.eos()], [pixels]
-            return [S.text(t2i_prompt(caption), True), S.Segment("image", 0, True), S.eos()], [pixels]
+            return pair_sample(self.source if part == "train" else self.val_source, index, rng)
         if part == "val":
-            return self._world_sample(self.val_world, index, rng)
-        return self._world_sample(self.world, index, rng)
+            return world_pretrain_sample(self.val_world, index, rng)
+        return world_pretrain_sample(self.world, index, rng)
 
-    def _world_sample(self, world: ShapesWorld, index: int, rng) -> tuple[list[S.Segment], list[Scene]]:
+    def export(self, directory: Path) -> None:
+        super().export(directory)
+        # What instruct replays (`--replay`) to keep what pretraining taught: this stage's data, and the
+        # part of it held out for validation.
+        data = self.data if self.data == WORLD or not Path(self.data).exists() else str(Path(self.data).resolve())
+        config = read_config(directory)
+        config["pretrain_data"] = {"data": data, "holdout": self.eval_size if self.val_data is None else 0}
+        (directory / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+
+
+def pair_sample(source, index: int, rng) -> tuple[list[S.Segment], list]:
+    """An image-caption pair of a dataset, in either direction at random (VL-GPT §3.2's pre-training)."""
+    pixels, caption, _ = source.get(index)
+    if rng.random() < 0.5:  # image then caption
+        return [S.Segment("image", 0, False), S.text(caption, True), S.eos()], [pixels]
+    return [S.text(t2i_prompt(caption), True), S.Segment("image", 0, True), S.eos()], [pixels]
+
+
+def world_pretrain_sample(world: ShapesWorld, index: int, rng) -> tuple[list[S.Segment], list[Scene]]:
         scene = world.scene(index)
         caption = language.captions(scene, rng)[0]
         kind = rng.random()
@@ -224,7 +245,7 @@ INSTRUCT_KINDS = ("describe", "vqa", "draw", "edit", "episode")
 class InstructStage(LMStage):
     name = "instruct"
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, replay: float = 0.0, **kwargs):
         run = kwargs.get("run")
         kwargs.setdefault("init_from", Path(run) / "pretrain" / "model" if run else None)
         if kwargs["init_from"] is not None and not Path(kwargs["init_from"]).is_dir():
@@ -232,8 +253,33 @@ class InstructStage(LMStage):
         super().__init__(*args, **kwargs)
         if self.custom:
             self.source, self.val_source = self.dataset_sources(ConversationSource)
+        self.replay = self.replay_source(kwargs["init_from"]) if replay > 0 else None
+        self.replay_fraction = replay
+
+    def replay_source(self, pretrained: Path | None):
+        """The pretraining data, when it differs from this stage's: instruction tuning on chat data
+        that never draws erased drawing (every prompt drew the same image after full fine-tuning on a
+        conversations-only dataset); replaying a share of pretraining pairs keeps it."""
+        if pretrained is None:
+            return None
+        recorded = read_config(pretrained).get("pretrain_data")
+        if recorded is None or recorded["data"] == self.data:
+            return None
+        if recorded["data"] == WORLD:
+            return WORLD
+        if not Path(recorded["data"]).exists() and "{" not in recorded["data"]:
+            raise CheckpointError(f"instruct replays pretraining pairs from {recorded['data']}, which is gone; "
+                                  "restore it or pass --replay 0")
+        return make_source(recorded["data"], self.codec.image_size, self.seed, part="train",
+                           holdout=recorded["holdout"])
 
     def sample(self, index: int, part: str = "train") -> tuple[list[S.Segment], list]:
+        if self.replay is not None and part == "train":
+            rng = np.random.default_rng([self.seed, index, 17])
+            if rng.random() < self.replay_fraction:
+                if self.replay == WORLD:
+                    return world_pretrain_sample(self.world, index, rng)
+                return pair_sample(self.replay, index, rng)
         if self.custom:  # labels from the conversation's own spans: assistant turns only
             messages, images = (self.source if part == "train" else self.val_source).get(index)
             return S.chat_segments(messages, list(range(len(images)))), images

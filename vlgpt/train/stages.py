@@ -11,6 +11,7 @@ A run folder holds one sub-folder per stage; each stage's deliverable is `RUN/<s
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -23,12 +24,14 @@ from ..checkpoint import CheckpointError, atomic_dir, load_weights, read_config,
 from ..config import ClipConfig, ImageTokenizerConfig, ModelConfig, PixelDecoderConfig, from_dict, to_dict
 from ..data.sources import make_source
 from ..models.clip import CLIP
+from ..models.codec_chain import CodecChain
 from ..models.image_detokenizer import ImageCodec
 from ..models.pixel_decoder import build_pixel_decoder
 from ..text_tokenizer import TextTokenizer
 from ..world.judge import compare_scenes, judge
 
 HF_FOLDER = "hf"  # a --vision checkpoint, inside RUN/clip/model/
+CLIP_FOLDER, CODEC_FOLDER = "clip", "tokenizer"  # end-to-end tuned copies, inside RUN/decoder/model/
 
 
 def pixels_from(arrays: list[np.ndarray]) -> torch.Tensor:
@@ -49,6 +52,16 @@ def load_clip(run_or_dir: Path) -> tuple[CLIP, TextTokenizer]:
     model = CLIP(from_dict(ClipConfig, config["config"], f"{directory}/config.json"))
     load_weights(directory, model)
     return model.eval().requires_grad_(False), TextTokenizer.load(directory)
+
+
+def trained_image_side(run_or_dir: Path) -> tuple[Path, Path]:
+    """Where the image encoder (a CLIP folder) and the codec come from: the decoder stage's end-to-end
+    fine-tuned copies (`decoder.train_codec`) when it wrote them, else the clip and tokenizer stages'."""
+    path = Path(run_or_dir)
+    tuned = path / "decoder" / "model"
+    clip_dir = tuned / CLIP_FOLDER if (tuned / CLIP_FOLDER / "config.json").is_file() else path
+    codec_dir = tuned / CODEC_FOLDER if (tuned / CODEC_FOLDER / "config.json").is_file() else path
+    return clip_dir, codec_dir
 
 
 def load_codec(run_or_dir: Path) -> ImageCodec:
@@ -249,11 +262,13 @@ class TokenizerStage(FrozenClipStage):
         return {"mse_v": mse_v / n, "mse_t": mse_t / n, "cosine_t": cos_t / n, "z_t_caption_r1": r1}
 
     def export(self, directory: Path) -> None:
-        clip = self.clip.config
-        save_model(directory, self.model, {"kind": "tokenizer", "config": to_dict(self.model_config.tokenizer),
-                                           "feature_width": clip.vision.width,
-                                           "num_condition_tokens": clip.num_condition_tokens,
-                                           "embed_dim": clip.embed_dim, "num_patches": clip.vision.num_patches})
+        save_codec(directory, self.model, self.clip.config)
+
+
+def save_codec(directory: Path, codec: ImageCodec, clip: ClipConfig) -> None:
+    save_model(directory, codec, {"kind": "tokenizer", "config": to_dict(codec.config),
+                                  "feature_width": clip.vision.width, "num_condition_tokens": clip.num_condition_tokens,
+                                  "embed_dim": clip.embed_dim, "num_patches": clip.vision.num_patches})
 
 
 # --- stage: decoder ----------------------------------------------------------------------------
@@ -267,7 +282,20 @@ class DecoderStage(FrozenClipStage):
         torch.manual_seed(self.seed)
         self.model = build_pixel_decoder(self.model_config.decoder, self.clip.config.embed_dim, vision.image_size,
                                          self.clip.config.condition_grid)
-        fraction = self.model_config.decoder.detokenized_fraction
+        config = self.model_config.decoder
+        self.chain = None
+        if config.train_codec:  # tokenizer, detokenizer (and our ViT) learn from the pixel loss too
+            if codec_dir is None:
+                raise CheckpointError("decoder.train_codec fine-tunes the run's tokenizer: run `vlgpt train "
+                                      "tokenizer` first, or pass --set decoder.train_codec=false")
+            vision = None
+            if isinstance(self.clip, CLIP):  # our own ViT trains on; a pretrained --vision CLIP stays frozen
+                vision = copy.deepcopy(self.clip.vision).requires_grad_(True).train()
+            codec = load_codec(codec_dir).requires_grad_(True).train()
+            self.model = self.chain = CodecChain(config, codec, self.model, vision)
+            self.codec = None
+            return
+        fraction = config.detokenized_fraction
         # The run's frozen tokenizer-detokenizer, when the recipe mixes its outputs into training.
         self.codec = load_codec(codec_dir) if fraction > 0 and codec_dir is not None else None
         if fraction > 0 and self.codec is None:
@@ -287,6 +315,9 @@ class DecoderStage(FrozenClipStage):
         return batch
 
     def loss(self, batch: dict):
+        if self.chain is not None:
+            features = None if self.chain.vision is not None else batch["features"]
+            return self.chain(batch["pixels"], features, batch["e_v"], batch["e_t"])
         return self.model.loss(batch["e_v"], batch["e_t"], batch["pixels"])
 
     @torch.no_grad()
@@ -295,9 +326,12 @@ class DecoderStage(FrozenClipStage):
         l1, agreement = 0.0, []
         for start, (pixels, captions, _) in self.val_batches():
             batch = self.targets(pixels, captions)
-            if self.codec is not None:  # score what inference will do: decode the detokenizer's output
-                batch["e_v"], batch["e_t"] = self.codec.detokenizer(self.codec.tokenizer(batch["features"]))
-            images = self.model.decode(batch["e_v"], batch["e_t"])
+            if self.chain is not None:
+                images = self.chain.reconstruct(pixels, batch["features"])
+            else:
+                if self.codec is not None:  # score what inference will do: decode the detokenizer's output
+                    batch["e_v"], batch["e_t"] = self.codec.detokenizer(self.codec.tokenizer(batch["features"]))
+                images = self.model.decode(batch["e_v"], batch["e_t"])
             l1 += torch.nn.functional.l1_loss(images, pixels).item() * len(pixels)
             if self.val_source.has_scenes:
                 agreement += [compare_scenes(judge(to_pil(img)), self.val_source.scene(start + i))
@@ -308,9 +342,20 @@ class DecoderStage(FrozenClipStage):
 
     def export(self, directory: Path) -> None:
         vision = self.clip.config.vision
-        save_model(directory, self.model, {"kind": "decoder", "config": to_dict(self.model_config.decoder),
-                                           "embed_dim": self.clip.config.embed_dim, "image_size": vision.image_size,
-                                           "grid": self.clip.config.condition_grid})
+        decoder = self.chain.decoder if self.chain is not None else self.model
+        save_model(directory, decoder, {"kind": "decoder", "config": to_dict(self.model_config.decoder),
+                                        "embed_dim": self.clip.config.embed_dim, "image_size": vision.image_size,
+                                        "grid": self.clip.config.condition_grid})
+        if self.chain is None:
+            return
+        (directory / CODEC_FOLDER).mkdir()
+        save_codec(directory / CODEC_FOLDER, self.chain.codec, self.clip.config)
+        if self.chain.vision is not None:  # the run's CLIP with the tuned image tower: the codec's encoder
+            tuned = copy.deepcopy(self.clip)
+            tuned.vision.load_state_dict(self.chain.vision.state_dict())
+            (directory / CLIP_FOLDER).mkdir()
+            save_model(directory / CLIP_FOLDER, tuned, {"kind": "clip", "config": to_dict(self.clip.config)})
+            self.text_tokenizer.save(directory / CLIP_FOLDER)
 
 
 def to_pil(image: torch.Tensor):

@@ -1,0 +1,54 @@
+"""The image side trained end to end on pixels: image -> ViT -> tokenizer -> N tokens -> detokenizer ->
+(z_v, z_t) -> pixel decoder.
+
+VL-GPT §3.1 trains its tokenizer-detokenizer only to predict a frozen CLIP's embeddings and relies on a
+pretrained Stable Diffusion to turn them into pixels. We have neither a CLIP that keeps shape nor a
+pretrained decoder: measured on the small preset, a pixel decoder reading CLIP's *own* e_v drew the
+right shape 9.5% of the time, so shape is lost in the contrastive ViT, before the tokenizer. Letting
+the pixel loss reach the tokens (and our own ViT) makes the N embeddings carry what it takes to redraw
+the image — the remedy of VILA-U, SEED and PS-VAE — while the paper's MSE(z_v, e_v) + MSE(z_t, e_t)
+stays as a term, so z keeps standing in for the CLIP embeddings. A pretrained `--vision` CLIP stays
+frozen: its features are an input, as in the paper.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import PixelDecoderConfig
+from .image_detokenizer import ImageCodec
+
+
+class CodecChain(nn.Module):
+    """The `decoder` stage's model when `decoder.train_codec` is on."""
+
+    def __init__(self, config: PixelDecoderConfig, codec: ImageCodec, decoder: nn.Module,
+                 vision: nn.Module | None = None):
+        super().__init__()
+        self.config = config
+        self.vision, self.codec, self.decoder = vision, codec, decoder
+
+    def tokens(self, pixels: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:
+        """[B, 3, H, W] -> [B, N, token_dim]; `features` are the frozen ViT's when ours is not trained."""
+        if self.vision is not None:
+            features = self.vision(pixels)
+        return self.codec.tokenizer(features)
+
+    def forward(self, pixels: torch.Tensor, features: torch.Tensor | None, e_v: torch.Tensor,
+                e_t: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        tokens = self.tokens(pixels, features)  # [B, N, d]
+        if self.training and self.config.token_noise > 0:
+            rms = tokens.detach().pow(2).mean(dim=-1, keepdim=True).sqrt()
+            tokens = tokens + self.config.token_noise * rms * torch.randn_like(tokens)
+        z_v, z_t = self.codec.detokenizer(tokens)
+        pixel, parts = self.decoder.pixel_loss(self.decoder(z_v, z_t), pixels)
+        mse_v, mse_t = F.mse_loss(z_v, e_v), F.mse_loss(z_t, e_t)
+        loss = pixel + self.config.align_weight * (mse_v + mse_t)
+        return loss, {**parts, "mse_v": mse_v.detach(), "mse_t": mse_t.detach()}
+
+    @torch.no_grad()
+    def reconstruct(self, pixels: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:
+        z_v, z_t = self.codec.detokenizer(self.tokens(pixels, features))
+        return self.decoder.decode(z_v, z_t)

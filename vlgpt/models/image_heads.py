@@ -1,0 +1,119 @@
+"""Image heads: from the transformer's hidden state to the next image embedding.
+
+Each head implements `loss(hidden [M, W], target [M, d]) -> scalar` and `sample(hidden [M, W]) -> [M, d]`;
+`IMAGE_HEADS` is the registry that `lm.image_head` names.
+
+* `mse` — VL-GPT §3.2's linear regression head, trained with MSE. Deterministic: where the text leaves
+  the image open it predicts the *average* of everything that fits, which decodes to a blur (the paper
+  borrows sharpness from a pretrained Stable Diffusion that we do not have).
+* `flow` — a per-embedding generative head (MAR's diffusion loss, Li et al. 2024, in its
+  flow-matching form): a small residual MLP, conditioned on the hidden state, learns the velocity
+  field that carries Gaussian noise to the next embedding; sampling integrates it with Euler steps.
+  It draws one mode of what the text allows instead of the mean between modes.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class MSEHead(nn.Linear):
+    """The paper's regression head: a linear layer (weights named `regression_head.weight/bias`)."""
+
+    def __init__(self, width: int, dim: int):
+        super().__init__(width, dim)
+        nn.init.normal_(self.weight, std=width**-0.5)
+        nn.init.zeros_(self.bias)
+
+    def loss(self, hidden: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.mse_loss(self(hidden).float(), target.float())
+
+    def sample(self, hidden: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        return self(hidden)
+
+
+class _AdaLNBlock(nn.Module):
+    """LayerNorm -> shift/scale from the condition -> MLP, residual, gated (MAR's ResBlock)."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(width, elementwise_affine=False)
+        self.mlp = nn.Sequential(nn.Linear(width, width), nn.SiLU(), nn.Linear(width, width))
+        self.modulation = nn.Linear(width, 3 * width)
+        nn.init.zeros_(self.modulation.weight)
+        nn.init.zeros_(self.modulation.bias)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        shift, scale, gate = self.modulation(F.silu(cond)).chunk(3, dim=-1)
+        return x + gate * self.mlp(self.norm(x) * (1 + scale) + shift)
+
+
+class FlowHead(nn.Module):
+    """Flow matching on each image embedding, conditioned on the hidden state that predicts it.
+
+    Training: x_t = (1 - t) x_0 + t x_1 with x_0 ~ N(0, I) and x_1 the target (rescaled to unit RMS
+    by a fixed `target_scale`), t ~ U(0, 1); the MLP predicts the velocity x_1 - x_0. Each target is
+    drawn `draws` times per step: the head is small, so extra noise draws cost little next to the
+    transformer's forward (MAR uses 4).
+    """
+
+    def __init__(self, width: int, dim: int, hidden: int = 256, depth: int = 3, draws: int = 4, steps: int = 24,
+                 temperature: float = 1.0):
+        super().__init__()
+        self.dim, self.draws, self.steps, self.temperature = dim, draws, steps, temperature
+        self.cond = nn.Linear(width, hidden)
+        self.time = nn.Linear(64, hidden)
+        self.x_in = nn.Linear(dim, hidden)
+        self.blocks = nn.ModuleList(_AdaLNBlock(hidden) for _ in range(depth))
+        self.out_norm = nn.LayerNorm(hidden, elementwise_affine=False)
+        self.out = nn.Linear(hidden, dim)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+        # Targets are divided by this before the flow and multiplied back after sampling; set once from
+        # data by `fit_scale` (a buffer, saved with the weights).
+        self.register_buffer("target_scale", torch.ones(()))
+
+    @torch.no_grad()
+    def fit_scale(self, targets: torch.Tensor) -> None:
+        self.target_scale.fill_(float(targets.float().pow(2).mean().sqrt().clamp(min=1e-6)))
+
+    def velocity(self, x: torch.Tensor, t: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+        half = 32
+        freqs = torch.exp(-math.log(1000.0) * torch.arange(half, device=x.device) / half)
+        angles = 1000.0 * t[:, None] * freqs[None]  # [M, 32]
+        cond = self.cond(hidden) + self.time(torch.cat([angles.sin(), angles.cos()], dim=-1))
+        h = self.x_in(x)
+        for block in self.blocks:
+            h = block(h, cond)
+        return self.out(self.out_norm(h))
+
+    def loss(self, hidden: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        hidden = hidden.float().repeat(self.draws, 1)  # [K*M, W]
+        x1 = (target.float() / self.target_scale).repeat(self.draws, 1)
+        x0 = torch.randn_like(x1)
+        t = torch.rand(len(x1), device=x1.device)
+        xt = (1 - t[:, None]) * x0 + t[:, None] * x1
+        return F.mse_loss(self.velocity(xt, t, hidden), x1 - x0)
+
+    @torch.no_grad()
+    def sample(self, hidden: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        hidden = hidden.float().reshape(-1, hidden.shape[-1])
+        x = self.temperature * torch.randn(len(hidden), self.dim, generator=generator, device=hidden.device)
+        dt = 1.0 / self.steps
+        for i in range(self.steps):  # Euler from noise (t = 0) to data (t = 1)
+            t = torch.full((len(x),), i * dt, device=x.device)
+            x = x + dt * self.velocity(x, t, hidden)
+        return x * self.target_scale
+
+
+IMAGE_HEADS = {"mse": MSEHead, "flow": FlowHead}
+
+
+def build_image_head(kind: str, width: int, dim: int) -> nn.Module:
+    if kind not in IMAGE_HEADS:
+        raise ValueError(f"unknown image head {kind!r}; choose one of {', '.join(IMAGE_HEADS)}")
+    return IMAGE_HEADS[kind](width, dim)
