@@ -213,8 +213,8 @@ PRESETS: dict[str, Preset] = {
     # The demo and the benchmarks: a few minutes per stage on 2 CPU cores.
     "small": Preset(
         ModelConfig(),
-        {"clip": _train(steps=900, batch_size=128, lr=2e-3, warmup_steps=30, save_every=100),
-         "tokenizer": _train(steps=400, batch_size=64, lr=2e-3, warmup_steps=30, save_every=100),
+        {"clip": _train(steps=500, batch_size=128, lr=2e-3, warmup_steps=30, save_every=100),
+         "tokenizer": _train(steps=300, batch_size=64, lr=2e-3, warmup_steps=30, save_every=100),
          "decoder": _train(steps=800, batch_size=32, lr=1e-3, warmup_steps=30, save_every=100),
          "pretrain": _train(steps=1000, batch_size=16, lr=1e-3, warmup_steps=30, save_every=200, eval_size=30),
          "instruct": _train(steps=1000, batch_size=16, lr=1e-3, warmup_steps=30, save_every=200, eval_size=30)},
