@@ -9,7 +9,6 @@ predicted from); instruction tuning trains assistant turns only (VL-GPT §3.2).
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +19,7 @@ from ..checkpoint import CheckpointError, load_weights, read_config, save_model
 from ..config import LanguageModelConfig, ModelConfig, from_dict, to_dict
 from ..data import sequences as S
 from ..data.conversations import ConversationSource
+from ..data.formats import DatasetError
 from ..data.sources import WORLD, make_source
 from ..hf_lm import LM_DIR, HFTextTokenizer, load_local_lm, rebuild_lm, save_lm
 from ..image_codec import ImageCodecPipeline
@@ -179,7 +179,11 @@ class LMStage:
             save_lm(directory / LM_DIR, model.transformer.model, self.tokenizer)
         else:
             self.tokenizer.save(directory)
-        save_model(directory, model, meta)
+        save_model(directory, model, {**meta, **self.export_meta()})
+
+    def export_meta(self) -> dict:
+        """Stage-specific entries of the exported config.json."""
+        return {}
 
 
 class PretrainStage(LMStage):
@@ -201,14 +205,11 @@ class PretrainStage(LMStage):
             return world_pretrain_sample(self.val_world, index, rng)
         return world_pretrain_sample(self.world, index, rng)
 
-    def export(self, directory: Path) -> None:
-        super().export(directory)
+    def export_meta(self) -> dict:
         # What instruct replays (`--replay`) to keep what pretraining taught: this stage's data, and the
         # part of it held out for validation.
         data = self.data if self.data == WORLD or not Path(self.data).exists() else str(Path(self.data).resolve())
-        config = read_config(directory)
-        config["pretrain_data"] = {"data": data, "holdout": self.eval_size if self.val_data is None else 0}
-        (directory / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        return {"pretrain_data": {"data": data, "holdout": self.eval_size if self.val_data is None else 0}}
 
 
 def pair_sample(source, index: int, rng) -> tuple[list[S.Segment], list]:
@@ -267,11 +268,11 @@ class InstructStage(LMStage):
             return None
         if recorded["data"] == WORLD:
             return WORLD
-        if not Path(recorded["data"]).exists() and "{" not in recorded["data"]:
-            raise CheckpointError(f"instruct replays pretraining pairs from {recorded['data']}, which is gone; "
-                                  "restore it or pass --replay 0")
-        return make_source(recorded["data"], self.codec.image_size, self.seed, part="train",
-                           holdout=recorded["holdout"])
+        try:
+            return make_source(recorded["data"], self.codec.image_size, self.seed, part="train",
+                               holdout=recorded["holdout"])
+        except DatasetError as error:
+            raise DatasetError(f"instruct replays the pretraining pairs, but: {error}; or pass --replay 0") from None
 
     def sample(self, index: int, part: str = "train") -> tuple[list[S.Segment], list]:
         if self.replay is not None and part == "train":
