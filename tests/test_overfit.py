@@ -28,7 +28,7 @@ MODEL = ["clip.vision.width=64", "clip.vision.depth=2", "clip.text.width=64", "c
          "clip.embed_dim=64", "tokenizer.num_tokens=8", "tokenizer.token_dim=64", "tokenizer.width=64",
          "tokenizer.depth=1", "tokenizer.detokenizer_depth=1", "decoder.channels=64", "decoder.mixer_depth=1"]
 RECIPES = {"clip": dict(steps=60, lr=2e-3), "tokenizer": dict(steps=250, lr=3e-3),
-           "decoder": dict(steps=800, lr=3e-3)}
+           "decoder": dict(steps=1000, lr=3e-3)}
 
 
 @pytest.fixture(scope="module")

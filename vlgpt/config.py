@@ -108,11 +108,14 @@ class PixelDecoderConfig:
     mixer_depth: int = f(2, "transformer blocks over the condition tokens before upsampling (0: none)")
     foreground_weight: float = f(4.0, "extra L1 weight on pixels that differ from the image's border colour, "
                                       "so that uncertain objects are drawn rather than left as background")
-    shuffle_head: bool = f(True, "draw the last doubling as 2x2 sub-pixels of the half-resolution map (pixel "
-                                 "shuffle) instead of convolving at full resolution: half the decoder's CPU time")
+    pixel_shuffle: int = f(2, "draw the last log2(k) doublings as k x k sub-pixels of a coarser map (pixel "
+                              "shuffle) instead of convolving at full resolution; 1: none")
+    foreground_symmetric: bool = f(True, "weight a pixel by foreground_weight where the target *or* the prediction "
+                                         "draws an object: one-sided weighting made dilating every shape into a blob "
+                                         "the cheap mistake")
     train_codec: bool = f(True, "train the image tokenizer, detokenizer and our own ViT (a --vision CLIP stays "
                                 "frozen) through the pixel loss too, end to end; false: the paper's frozen codec")
-    align_weight: float = f(1.0, "with train_codec: weight of the paper's MSE(z_v, e_v) + MSE(z_t, e_t), kept as a term "
+    align_weight: float = f(0.1, "with train_codec: weight of the paper's MSE(z_v, e_v) + MSE(z_t, e_t), kept as a term "
                                  "against the frozen CLIP")
     token_noise: float = f(0.1, "with train_codec: Gaussian noise on the N image tokens, relative to their RMS, so "
                                 "the decoder tolerates the language model's regression errors")
