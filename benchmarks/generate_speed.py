@@ -35,7 +35,7 @@ from vlgpt.data import sequences as S  # noqa: E402
 from vlgpt.generate import Generator, SamplingConfig  # noqa: E402
 from vlgpt.image_codec import ImageCodecPipeline  # noqa: E402
 from vlgpt.models.vlgpt import VLGPT, VLGPTConfig  # noqa: E402
-from vlgpt.train.lm_stages import t2i_prompt  # noqa: E402
+from vlgpt.prompts import t2i_prompt  # noqa: E402
 from vlgpt.world.dataset import ShapesWorld  # noqa: E402
 from vlgpt.world.render import render  # noqa: E402
 

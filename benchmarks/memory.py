@@ -43,10 +43,10 @@ def child(mode: str, preset_name: str, run: str, steps: int, threads: int) -> di
     from vlgpt.generate import Generator, SamplingConfig
     from vlgpt.image_codec import ImageCodecPipeline
     from vlgpt.models.vlgpt import VLGPT, VLGPTConfig
-    from vlgpt.world.dataset import ShapesWorld
-    from vlgpt.world.render import render
     from vlgpt.train.engine import make_optimizer, resolve_precision
     from vlgpt.train.lm_stages import PretrainStage
+    from vlgpt.world.dataset import ShapesWorld
+    from vlgpt.world.render import render
 
     if mode == "train_peer":
         import hf_peer  # noqa: F401  (transformers counts in the baseline)

@@ -21,9 +21,10 @@ import torch
 import torch.nn.functional as F
 
 from vlgpt.config import ImageTokenizerConfig
+from vlgpt.data.images import pixels_from
+from vlgpt.loading import load_clip
 from vlgpt.models.image_detokenizer import ImageCodec
 from vlgpt.models.pixel_decoder import foreground
-from vlgpt.train.stages import load_clip, pixels_from
 from vlgpt.world.dataset import ShapesWorld
 from vlgpt.world.render import render
 

@@ -31,14 +31,22 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from harness import (interleaved, load, machine, make_untrained_run, matmul_tflops, matmul_tflops_at,  # noqa: E402
-                     profile_split, training_flops)
+from harness import (  # noqa: E402
+    interleaved,
+    load,
+    machine,
+    make_untrained_run,
+    matmul_tflops,
+    matmul_tflops_at,
+    profile_split,
+    training_flops,
+)
 from hf_peer import HFPeer, check_same_math  # noqa: E402
 
 from vlgpt.config import preset  # noqa: E402
+from vlgpt.data.images import pixels_from  # noqa: E402
 from vlgpt.train.engine import Trainer, make_optimizer, resolve_precision  # noqa: E402
 from vlgpt.train.lm_stages import PretrainStage  # noqa: E402
-from vlgpt.train.stages import pixels_from  # noqa: E402
 from vlgpt.world.render import render  # noqa: E402
 
 

@@ -21,11 +21,12 @@ from vlgpt.checkpoint import CheckpointError
 from vlgpt.cli import main
 from vlgpt.config import TrainConfig, preset
 from vlgpt.data.streaming import StreamingSource
+from vlgpt.loading import load_clip
 from vlgpt.text_tokenizer import TextTokenizer
 from vlgpt.train import train_stage
 from vlgpt.train.distributed import Distributed, check_sharded_metadata
 from vlgpt.train.engine import Trainer
-from vlgpt.train.stages import ClipStage, load_clip
+from vlgpt.train.stages import ClipStage
 
 STEPS = 5
 RECIPE = dict(steps=STEPS, batch_size=8, precision="fp32", log_every=1, save_every=0, eval_size=8)

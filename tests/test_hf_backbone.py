@@ -123,7 +123,7 @@ def test_pretrain_instruct_caption_imagine_with_a_llama_backbone(lm_folders, cod
     assert not [p for p in model_dir.rglob("*") if p.suffix in (".bin", ".pt", ".pth", ".pkl")]
 
     import vlgpt
-    from vlgpt.train.lm_stages import load_vlgpt
+    from vlgpt.loading import load_vlgpt
     from vlgpt.world.dataset import ShapesWorld
 
     pipe = vlgpt.load(run)

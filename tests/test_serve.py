@@ -18,7 +18,16 @@ import httpx
 import numpy as np
 import openai
 import pytest
-from serve_helpers import GatedPipeline, ServerThread, bomb_png, data_uri, decode_png, png_bytes, scene, wait_for
+from serve_helpers import (
+    GatedPipeline,
+    ServerThread,
+    bomb_png,
+    data_uri,
+    decode_png,
+    png_bytes,
+    scene,
+    wait_for,
+)
 
 import vlgpt
 from vlgpt.generate import Output, TextStream

@@ -10,8 +10,17 @@ from vlgpt.world import language as L
 from vlgpt.world.dataset import ShapesWorld
 from vlgpt.world.judge import JudgeError, compare_scenes, judge
 from vlgpt.world.render import render
-from vlgpt.world.scene import (COLORS, SHAPES, Scene, SceneError, SceneSampler, ShapeObject, compose, relation,
-                               relation_holds)
+from vlgpt.world.scene import (
+    COLORS,
+    SHAPES,
+    Scene,
+    SceneError,
+    SceneSampler,
+    ShapeObject,
+    compose,
+    relation,
+    relation_holds,
+)
 from vlgpt.world.splits import HELD_OUT_PAIRS, SPLITS, mentions_held_out, split_seed
 
 

@@ -30,8 +30,8 @@ def stage_world(run: Path, quick: bool) -> None:
     from .eval.world_eval import judge_accuracy
     from .world.export import write_world
     from .world.judge import judge
-    from .world.scene import Scene
     from .world.render import render
+    from .world.scene import Scene
 
     n_train, n_eval = (200, 60) if quick else (2000, 300)
     write_world(run / "data" / "train", n_train, split="train", overwrite=True)

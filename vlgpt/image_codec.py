@@ -13,9 +13,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .data.images import load_image
-from .data.sources import to_array
-from .train.stages import load_clip, load_codec, load_decoder, pixels_from, to_pil, trained_image_side
+from .data.images import load_image, pixels_from, to_array, to_pil
+from .loading import load_clip, load_codec, load_decoder, trained_image_side
 
 
 class ImageCodecPipeline:

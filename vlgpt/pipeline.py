@@ -21,7 +21,8 @@ from .data import sequences as S
 from .data.images import load_image, load_image_from_data_uri
 from .generate import GenerationError, Generator, OnPart, Output, SamplingConfig
 from .image_codec import ImageCodecPipeline
-from .train.lm_stages import load_vlgpt
+from .loading import load_vlgpt
+from .prompts import DESCRIBE, draw_prompt
 
 
 class Pipeline:
@@ -32,7 +33,7 @@ class Pipeline:
 
     # --- the five verbs ------------------------------------------------------------------------
     def caption(self, image, **sampling) -> str:
-        return self._answer([{"type": "image", "image": image}, {"type": "text", "text": "Describe the image."}],
+        return self._answer([{"type": "image", "image": image}, {"type": "text", "text": DESCRIBE}],
                             sampling)
 
     def ask(self, image, question: str, **sampling) -> str:
@@ -43,7 +44,7 @@ class Pipeline:
     def imagine(self, prompt: str, **sampling):
         if not prompt or not prompt.strip():
             raise GenerationError("the prompt is empty")
-        messages = [{"role": "user", "content": [{"type": "text", "text": f"Draw: {prompt.strip()}"}]}]
+        messages = [{"role": "user", "content": [{"type": "text", "text": draw_prompt(prompt.strip())}]}]
         return self._image(messages, sampling, plan_first=True)
 
     def edit(self, image, instruction: str, **sampling):

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ..prompts import DESCRIBE
 from .check import SPEAKERS, conversation_problems
 from .formats import DatasetError, Example, read_examples
-from .sources import to_array
+from .images import to_array
 
 IMAGE = "<image>"
-DESCRIBE = "Describe the image."
 
 
 def llava_messages(conversations: list[dict]) -> list[dict]:

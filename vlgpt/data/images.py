@@ -40,6 +40,7 @@ from collections.abc import Iterable, Sequence
 from typing import IO, Final
 
 import numpy as np
+import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 __all__ = [
@@ -178,6 +179,27 @@ def image_to_data_uri(img: Image.Image) -> str:
 
 
 # --------------------------------------------------------------------------- loading
+
+
+def to_array(image: Image.Image, size: int) -> np.ndarray:
+    """RGB uint8 [size, size, 3]: centre-cropped to a square, resized with a good filter."""
+    if image.size != (size, size):
+        w, h = image.size
+        side = min(w, h)
+        image = image.crop(((w - side) // 2, (h - side) // 2, (w - side) // 2 + side, (h - side) // 2 + side))
+        image = image.resize((size, size), Image.BICUBIC)
+    return np.asarray(image.convert("RGB"), dtype=np.uint8)
+
+
+def pixels_from(arrays: list[np.ndarray]) -> torch.Tensor:
+    """uint8 [H, W, 3] arrays -> float [B, 3, H, W] in 0..1."""
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def to_pil(image: torch.Tensor) -> Image.Image:
+    """float [3, H, W] in 0..1 -> an RGB image."""
+    array = (image.clamp(0, 1).permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
+    return Image.fromarray(array, mode="RGB")
 
 
 def _load(

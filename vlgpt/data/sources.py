@@ -12,25 +12,16 @@ from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from ..world import language
 from ..world.dataset import ShapesWorld
 from ..world.render import render
 from ..world.scene import Scene
 from .formats import DatasetError, detect_format, read_examples
+from .images import to_array
+from .streaming import StreamingSource
 
 WORLD = "world"
-
-
-def to_array(image: Image.Image, size: int) -> np.ndarray:
-    """RGB uint8 [size, size, 3]: centre-cropped to a square, resized with a good filter."""
-    if image.size != (size, size):
-        w, h = image.size
-        side = min(w, h)
-        image = image.crop(((w - side) // 2, (h - side) // 2, (w - side) // 2 + side, (h - side) // 2 + side))
-        image = image.resize((size, size), Image.BICUBIC)
-    return np.asarray(image.convert("RGB"), dtype=np.uint8)
 
 
 def scene_key(scene: Scene) -> str:
@@ -129,7 +120,5 @@ def make_source(data: str, image_size: int, seed: int = 0, part: str = "train", 
     if data == WORLD:
         return WorldSource("train" if part == "train" else "val", image_size, seed)
     if detect_format(data) == "wds":
-        from .streaming import StreamingSource  # streaming.py builds on this module
-
         return StreamingSource(data, image_size, seed, holdout=holdout, part=part)
     return DatasetSource(data, image_size, seed, holdout=holdout, part=part)

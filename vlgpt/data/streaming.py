@@ -25,8 +25,7 @@ from webdataset.tariterators import base_plus_ext
 
 from ..world.scene import Scene
 from .formats import DatasetError, shard_urls
-from .images import load_image
-from .sources import to_array
+from .images import load_image, to_array
 
 IMAGE_EXTENSIONS = ("png", "jpg", "jpeg", "webp")
 Members = dict[str, tuple[int, int]]  # extension -> (offset of the data in the tar, size in bytes)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from tqdm.auto import tqdm
 
 from ..pipeline import Pipeline
+from ..prompts import draw_prompt
 from ..world.dataset import ShapesWorld
 from ..world.judge import judge
 from ..world.render import render
@@ -79,7 +80,7 @@ def report_examples(model: Pipeline, n: int = 6) -> dict:
                "a large purple diamond and a small orange cross", "three pink stars", "a gray circle above a cyan square"]
     edits = [(im, r["edit"]["instruction"]) for im, r in zip(images, rows) if r["edit"]][:4]
     interleaved = model.chat([{"role": "user", "content": [
-        {"type": "text", "text": "Draw: a red circle and a blue star"}]}], max_new_tokens=24)
+        {"type": "text", "text": draw_prompt("a red circle and a blue star")}]}], max_new_tokens=24)
     return {
         "captions": [(im, model.caption(im, max_new_tokens=48), r["caption"]) for im, r in zip(images, rows)],
         "vqa": [(im, q["question"], model.ask(im, q["question"], max_new_tokens=6), q["answer"])

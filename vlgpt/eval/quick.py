@@ -6,6 +6,7 @@ import numpy as np
 
 from ..data import sequences as S
 from ..generate import Generator, SamplingConfig
+from ..prompts import DESCRIBE, draw_prompt, t2i_prompt
 from ..world.judge import judge
 from ..world.language import caption_attribute_scores
 from ..world.render import render
@@ -24,7 +25,7 @@ def quick_eval(stage, n: int = 20) -> dict:
     for row, scene, emb in zip(rows, scenes, embeddings):
         if chat:
             segments = S.chat_segments([{"role": "user", "content": [{"type": "image"},
-                                                                     {"type": "text", "text": "Describe the image."}]}],
+                                                                     {"type": "text", "text": DESCRIBE}]}],
                                        [emb], False, True)
         else:
             segments = [S.image(emb)]
@@ -37,13 +38,11 @@ def quick_eval(stage, n: int = 20) -> dict:
                                        [emb], False, True)
             answer = generator.generate(segments, SamplingConfig(max_new_tokens=8)).text
             vqa.append(float(normalize_vqa_answer(answer) == normalize_vqa_answer(qa["answer"])))
-    from ..train.lm_stages import t2i_prompt
-
     for prompt in make_prompts(n_per_category=max(1, n // 6), width=stage.codec.image_size,
                                height=stage.codec.image_size)[:n]:
         text = prompt.description
         if chat:
-            segments = S.chat_segments([{"role": "user", "content": [{"type": "text", "text": f"Draw: {text}"}]}],
+            segments = S.chat_segments([{"role": "user", "content": [{"type": "text", "text": draw_prompt(text)}]}],
                                        [], False, True)
         else:
             segments = [S.text(t2i_prompt(text))]

@@ -12,9 +12,11 @@ from pathlib import Path
 import torch
 
 from ..image_codec import ImageCodecPipeline
+from ..loading import load_clip
 from ..world.dataset import ShapesWorld
 from ..world.judge import compare_scenes, judge
 from ..world.render import render, render_grid
+from .retrieval import retrieval_r1
 from .text_metrics import summarize
 
 ASPECTS = ("count", "colors", "shapes", "sizes", "kinds", "relations", "exact")
@@ -45,7 +47,6 @@ def evaluate_reconstruction(run: str | Path, n: int = 500, split: str = "val", b
 @torch.no_grad()
 def _retrieval(codec: ImageCodecPipeline, world: ShapesWorld, n: int, run: Path) -> dict:
     from ..data.sources import WorldSource
-    from ..train.stages import load_clip, retrieval_r1
 
     source = WorldSource(world.split, world.width, world.seed)
     items = [source.get(i) for i in range(n)]

@@ -13,7 +13,6 @@ from torch import nn
 
 from ..config import LanguageModelConfig
 
-
 TransformerConfig = LanguageModelConfig  # the fields the transformer reads: width, depth, heads, ...
 
 

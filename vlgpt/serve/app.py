@@ -33,7 +33,14 @@ from starlette.datastructures import UploadFile
 
 from ..generate import Output
 from .errors import APIError, error_response, error_type, install_error_handlers
-from .inputs import chat_messages, check_max_tokens, check_model, check_prompt_length, load_images, load_upload
+from .inputs import (
+    chat_messages,
+    check_max_tokens,
+    check_model,
+    check_prompt_length,
+    load_images,
+    load_upload,
+)
 from .middleware import BearerAuth, BodyLimit
 from .outputs import ContentWriter, chat_chunk, chat_completion, completion_id, images_response, usage
 from .schemas import ChatCompletionRequest, ImageGenerationRequest

@@ -5,9 +5,20 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from ..config import ConfigError, ModelConfig, TrainConfig, apply_overrides, from_dict, load_yaml, preset, to_dict
+from ..config import (
+    ConfigError,
+    ModelConfig,
+    TrainConfig,
+    apply_overrides,
+    from_dict,
+    load_yaml,
+    preset,
+    to_dict,
+)
+from . import lm_stages, stages  # noqa: F401 - importing them registers the five stages
 from .distributed import process_group
 from .engine import Trainer, TrainingError
+from .registry import get_stage, list_stages
 
 
 def resolve_configs(stage: str, preset_name: str, yaml_file: str | None = None, model_overrides: tuple = (),
@@ -48,12 +59,7 @@ def train_stage(stage: str, run: str | Path, *, preset_name: str = "small", data
     """Train one stage into RUN/<stage>/; returns the final evaluation metrics.
 
     Under torchrun every process runs this same call; they form one data-parallel job."""
-    from .lm_stages import InstructStage, PretrainStage
-    from .stages import STAGE_CLASSES
-
-    STAGE_CLASSES = {**STAGE_CLASSES, "pretrain": PretrainStage, "instruct": InstructStage}
-    if stage not in STAGE_CLASSES:
-        raise ConfigError(f"unknown stage {stage!r}; choose one of {', '.join(STAGE_CLASSES)}")
+    stage_class = get_stage(stage)
     model_config, train_config = resolve_configs(stage, preset_name, yaml_file, model_overrides, train_overrides)
     run = Path(run)
     common = dict(model_config=model_config, data=data, seed=train_config.seed, eval_size=train_config.eval_size,
@@ -67,19 +73,9 @@ def train_stage(stage: str, run: str | Path, *, preset_name: str = "small", data
         return VisionImport(vision, model_config, data, train_config.seed, train_config.eval_size, val_data).run(
             run / "clip")
     with process_group(train_config) as dist:
-        if stage in ("pretrain", "instruct"):
-            lora = (train_config.lora_rank, train_config.lora_alpha, train_config.lora_dropout)
-            extra = {"replay": train_config.replay} if stage == "instruct" else {}
-            task = STAGE_CLASSES[stage](**common, run=run, lora=lora, lm_path=train_config.lm or None, **extra)
-        elif stage == "clip":
-            task = STAGE_CLASSES[stage](**common)
-        elif stage == "tokenizer":
-            task = STAGE_CLASSES[stage](**common, clip_dir=Path(clip) if clip else run)
-        else:
-            task = STAGE_CLASSES[stage](**common, clip_dir=Path(clip) if clip else run,
-                                        codec_dir=run if (run / "tokenizer" / "model").is_dir() else None)
+        task = stage_class.from_run(run, common, train_config, clip)
         trainer = Trainer(task, train_config, run / stage, resume=resume, progress=progress, dist=dist)
         return trainer.fit()
 
 
-__all__ = ["Trainer", "TrainingError", "resolve_configs", "train_stage"]
+__all__ = ["Trainer", "TrainingError", "get_stage", "list_stages", "resolve_configs", "train_stage"]

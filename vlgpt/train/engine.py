@@ -38,11 +38,25 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..checkpoint import (CheckpointError, WEIGHTS_FILE, atomic_dir, load_state, load_weights, save_state,
-                          weights_to_save)
+from ..checkpoint import (
+    WEIGHTS_FILE,
+    CheckpointError,
+    atomic_dir,
+    load_state,
+    load_weights,
+    save_state,
+    weights_to_save,
+)
 from ..config import TrainConfig
-from .distributed import (SHARDED_DIR, DataParallel, Distributed, load_sharded, peer_failure, save_sharded,
-                          shared_staging)
+from .distributed import (
+    SHARDED_DIR,
+    DataParallel,
+    Distributed,
+    load_sharded,
+    peer_failure,
+    save_sharded,
+    shared_staging,
+)
 
 MANIFEST = "manifest.json"
 EXIT_PREEMPTED = 143

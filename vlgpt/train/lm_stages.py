@@ -15,53 +15,26 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from ..checkpoint import CheckpointError, load_weights, read_config, save_model
-from ..config import LanguageModelConfig, ModelConfig, from_dict, to_dict
+from ..checkpoint import CheckpointError, read_config, save_model
+from ..config import ModelConfig, to_dict
 from ..data import sequences as S
 from ..data.conversations import ConversationSource
 from ..data.formats import DatasetError
 from ..data.sources import WORLD, make_source
-from ..hf_lm import LM_DIR, HFTextTokenizer, load_local_lm, rebuild_lm, save_lm
+from ..hf_lm import LM_DIR, load_local_lm, save_lm
 from ..image_codec import ImageCodecPipeline
+from ..loading import load_vlgpt
 from ..models.hf_backbone import HFVLGPT
 from ..models.lora import add_lora, has_lora, lora_state_dict, merge_lora
 from ..models.vlgpt import VLGPT, VLGPTConfig
+from ..prompts import DESCRIBE, draw_prompt, t2i_prompt
 from ..world import language
 from ..world.dataset import ShapesWorld
 from ..world.render import render
 from ..world.scene import Scene
+from .registry import register_stage
 
 ADAPTER_FILE = "adapter.safetensors"
-
-
-def t2i_prompt(caption: str) -> str:
-    """VL-GPT's text-to-image prompt: "An image of <caption>." followed by [IMG]."""
-    caption = caption.rstrip(".")
-    return f"An image of {caption[0].lower() + caption[1:]}." if caption else "An image."
-
-
-def find_vlgpt(run_or_dir: Path) -> Path:
-    """The VL-GPT model folder of a run (instruct's, else pretrain's), or the folder itself."""
-    path = Path(run_or_dir)
-    for candidate in (path, path / "model", path / "instruct" / "model", path / "pretrain" / "model"):
-        if (candidate / "config.json").is_file() and read_config(candidate).get("kind") == "vlgpt":
-            return candidate
-    raise CheckpointError(f"no trained VL-GPT under {path}; run `vlgpt train pretrain --out {path}` first")
-
-
-def load_vlgpt(run_or_dir: Path) -> tuple[VLGPT, dict, HFTextTokenizer | None]:
-    """The model, its config.json, and the LM's own tokenizer when it has one (an HF backbone saved
-    under model/lm/); None means the run's BPE (`ImageCodecPipeline.text_tokenizer`)."""
-    directory = find_vlgpt(run_or_dir)
-    config = read_config(directory, "vlgpt")
-    vlgpt_config = VLGPTConfig(config["vocab_size"], config["num_image_tokens"], config["image_token_dim"],
-                               from_dict(LanguageModelConfig, config["lm"]))
-    if config.get("backbone", "vlgpt") == "hf":
-        hf_model, tokenizer = rebuild_lm(directory / LM_DIR)
-        model = HFVLGPT(vlgpt_config, hf_model)
-    else:
-        model, tokenizer = VLGPT(vlgpt_config), None
-    return load_weights(directory, model).eval(), config, tokenizer
 
 
 class LMStage:
@@ -104,6 +77,11 @@ class LMStage:
         if lora[0] > 0:  # VL-GPT §3.2: adapters on every linear layer; the transformer itself frozen
             add_lora(self.model, *lora)
         self.max_len = self.model.max_seq_len
+
+    @classmethod
+    def from_run(cls, run: Path, common: dict, train, clip: str | Path | None = None, **extra):
+        lora = (train.lora_rank, train.lora_alpha, train.lora_dropout)
+        return cls(**common, run=run, lora=lora, lm_path=train.lm or None, **extra)
 
     def dataset_sources(self, make) -> tuple:
         """`make(path, image_size, seed, part, holdout)` for training and validation: `--val-data`, or
@@ -186,6 +164,7 @@ class LMStage:
         return {}
 
 
+@register_stage
 class PretrainStage(LMStage):
     """Image-caption pairs both ways and interleaved documents (the Shapes world), or the image-caption
     pairs of a dataset folder or shards (`--data`; both directions, no layouts or documents)."""
@@ -243,8 +222,13 @@ def world_pretrain_sample(world: ShapesWorld, index: int, rng) -> tuple[list[S.S
 INSTRUCT_KINDS = ("describe", "vqa", "draw", "edit", "episode")
 
 
+@register_stage
 class InstructStage(LMStage):
     name = "instruct"
+
+    @classmethod
+    def from_run(cls, run: Path, common: dict, train, clip: str | Path | None = None):
+        return super().from_run(run, common, train, clip, replay=train.replay)
 
     def __init__(self, *args, replay: float = 0.0, **kwargs):
         run = kwargs.get("run")
@@ -295,7 +279,7 @@ class InstructStage(LMStage):
         img = {"type": "image"}
         scenes = [scene]
         if kind == "describe":
-            messages = [user(img, txt("Describe the image.")), bot(txt(row["caption"]))]
+            messages = [user(img, txt(DESCRIBE)), bot(txt(row["caption"]))]
         elif kind == "vqa":
             questions = row["questions"][: int(rng.integers(1, 4))] or [{"question": "How many shapes are there?",
                                                                           "answer": str(len(scene.objects))}]
@@ -303,7 +287,7 @@ class InstructStage(LMStage):
             for qa in questions[1:]:
                 messages += [user(txt(qa["question"])), bot(txt(qa["answer"]))]
         elif kind == "draw" or row["edit"] is None:
-            messages = [user(txt(f"Draw: {row['references'][-1]}")), bot(txt(language.layout(scene)), img)]
+            messages = [user(txt(draw_prompt(row['references'][-1]))), bot(txt(language.layout(scene)), img)]
         elif kind == "edit":
             messages = [user(img, txt(row["edit"]["instruction"])), bot(img)]
             scenes.append(Scene.from_dict(row["edit"]["target"]))

@@ -20,73 +20,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..checkpoint import CheckpointError, atomic_dir, load_weights, read_config, save_model
-from ..config import ClipConfig, ImageTokenizerConfig, ModelConfig, PixelDecoderConfig, from_dict, to_dict
+from ..checkpoint import CheckpointError, atomic_dir, save_model
+from ..config import ClipConfig, ModelConfig, to_dict
+from ..data.images import pixels_from, to_pil
 from ..data.sources import make_source
+from ..eval.retrieval import group_ids, retrieval_r1
+from ..loading import CLIP_FOLDER, CODEC_FOLDER, HF_FOLDER, load_clip, load_codec
 from ..models.clip import CLIP
 from ..models.codec_chain import CodecChain
 from ..models.image_detokenizer import ImageCodec
 from ..models.pixel_decoder import build_pixel_decoder
 from ..text_tokenizer import TextTokenizer
 from ..world.judge import compare_scenes, judge
-
-HF_FOLDER = "hf"  # a --vision checkpoint, inside RUN/clip/model/
-CLIP_FOLDER, CODEC_FOLDER = "clip", "tokenizer"  # end-to-end tuned copies, inside RUN/decoder/model/
-
-
-def pixels_from(arrays: list[np.ndarray]) -> torch.Tensor:
-    """uint8 [H, W, 3] arrays -> float [B, 3, H, W] in 0..1."""
-    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float().div_(255.0)
-
-
-# --- loading finished stages -------------------------------------------------------------------
-
-def load_clip(run_or_dir: Path) -> tuple[CLIP, TextTokenizer]:
-    directory = _model_dir(run_or_dir, "clip")
-    config = read_config(directory, "clip")
-    if config.get("backbone") == "hf":  # `vlgpt train clip --vision PATH`: the checkpoint kept under hf/
-        from ..models.hf_clip import HFClip
-
-        clip = HFClip(directory / HF_FOLDER, condition_grid=config["config"]["condition_grid"])
-        return clip, TextTokenizer.load(directory)
-    model = CLIP(from_dict(ClipConfig, config["config"], f"{directory}/config.json"))
-    load_weights(directory, model)
-    return model.eval().requires_grad_(False), TextTokenizer.load(directory)
-
-
-def trained_image_side(run_or_dir: Path) -> tuple[Path, Path]:
-    """Where the image encoder (a CLIP folder) and the codec come from: the decoder stage's end-to-end
-    fine-tuned copies (`decoder.train_codec`) when it wrote them, else the clip and tokenizer stages'."""
-    path = Path(run_or_dir)
-    tuned = path / "decoder" / "model"
-    clip_dir = tuned / CLIP_FOLDER if (tuned / CLIP_FOLDER / "config.json").is_file() else path
-    codec_dir = tuned / CODEC_FOLDER if (tuned / CODEC_FOLDER / "config.json").is_file() else path
-    return clip_dir, codec_dir
-
-
-def load_codec(run_or_dir: Path) -> ImageCodec:
-    directory = _model_dir(run_or_dir, "tokenizer")
-    config = read_config(directory, "tokenizer")
-    model = ImageCodec(from_dict(ImageTokenizerConfig, config["config"]), config["feature_width"],
-                       config["num_condition_tokens"], config["embed_dim"], config.get("num_patches"))
-    return load_weights(directory, model).eval().requires_grad_(False)
-
-
-def load_decoder(run_or_dir: Path) -> torch.nn.Module:
-    directory = _model_dir(run_or_dir, "decoder")
-    config = read_config(directory, "decoder")
-    model = build_pixel_decoder(from_dict(PixelDecoderConfig, config["config"]), config["embed_dim"],
-                                config["image_size"], config["grid"])
-    return load_weights(directory, model).eval().requires_grad_(False)
-
-
-def _model_dir(run_or_dir: Path, stage: str) -> Path:
-    path = Path(run_or_dir)
-    for candidate in (path, path / "model", path / stage / "model"):
-        if (candidate / "config.json").is_file():
-            return candidate
-    raise CheckpointError(f"no finished {stage} model under {path}; run `vlgpt train {stage} --out {path}` first")
-
+from .registry import register_stage
 
 # --- shared pieces -----------------------------------------------------------------------------
 
@@ -113,20 +59,6 @@ class StageBase:
             yield start, self.raw_batch(start, min(batch_size, self.eval_size - start), self.val_source)
 
 
-def group_ids(groups: list[str]) -> torch.Tensor:
-    index: dict[str, int] = {}
-    return torch.tensor([index.setdefault(g, len(index)) for g in groups])
-
-
-def retrieval_r1(image_emb: torch.Tensor, text_emb: torch.Tensor, groups: list[str]) -> dict[str, float]:
-    """R@1 both ways; a retrieved item counts when it says the same as the query (same group)."""
-    ids = group_ids(groups)
-    sims = image_emb @ text_emb.T
-    i2t = (ids[sims.argmax(1)] == ids).float().mean().item()
-    t2i = (ids[sims.argmax(0)] == ids).float().mean().item()
-    return {"image_to_text_r1": i2t, "text_to_image_r1": t2i}
-
-
 @torch.no_grad()
 def clip_retrieval(clip: CLIP, text_tokenizer: TextTokenizer, stage: StageBase) -> dict[str, float]:
     images, texts, groups = [], [], []
@@ -139,8 +71,13 @@ def clip_retrieval(clip: CLIP, text_tokenizer: TextTokenizer, stage: StageBase) 
 
 # --- stage: clip -------------------------------------------------------------------------------
 
+@register_stage
 class ClipStage(StageBase):
     name = "clip"
+
+    @classmethod
+    def from_run(cls, run: Path, common: dict, train, clip: str | Path | None = None):
+        return cls(**common)
 
     def __init__(self, model_config: ModelConfig, data: str, seed: int, eval_size: int, val_data=None,
                  text_tokenizer: TextTokenizer | None = None):
@@ -228,8 +165,13 @@ class FrozenClipStage(StageBase):
         return batch["e_v"].shape[0] * batch["e_v"].shape[1]
 
 
+@register_stage
 class TokenizerStage(FrozenClipStage):
     name = "tokenizer"
+
+    @classmethod
+    def from_run(cls, run: Path, common: dict, train, clip: str | Path | None = None):
+        return cls(**common, clip_dir=Path(clip) if clip else run)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -273,8 +215,14 @@ def save_codec(directory: Path, codec: ImageCodec, clip: ClipConfig) -> None:
 
 # --- stage: decoder ----------------------------------------------------------------------------
 
+@register_stage
 class DecoderStage(FrozenClipStage):
     name = "decoder"
+
+    @classmethod
+    def from_run(cls, run: Path, common: dict, train, clip: str | Path | None = None):
+        return cls(**common, clip_dir=Path(clip) if clip else run,
+                   codec_dir=run if (run / "tokenizer" / "model").is_dir() else None)
 
     def __init__(self, *args, codec_dir: Path | None = None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -358,18 +306,9 @@ class DecoderStage(FrozenClipStage):
             self.text_tokenizer.save(directory / CLIP_FOLDER)
 
 
-def to_pil(image: torch.Tensor):
-    from PIL import Image
-
-    array = (image.clamp(0, 1).permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
-    return Image.fromarray(array, mode="RGB")
-
-
 def agreement_summary(results: list[dict], prefix: str = "") -> dict:
     if not results:
         return {}
     keys = ("count", "colors", "shapes", "sizes", "kinds", "relations", "exact")
     return {prefix + k: float(np.mean([r[k] for r in results])) for k in keys}
 
-
-STAGE_CLASSES = {"clip": ClipStage, "tokenizer": TokenizerStage, "decoder": DecoderStage}

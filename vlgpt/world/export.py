@@ -8,8 +8,17 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from ..data.formats import (FORMATS, LLAVA_FILE, METADATA_FILE, DatasetError, commit_output, image_bytes,
-                            prepare_output, save_png)
+from ..data.formats import (
+    FORMATS,
+    LLAVA_FILE,
+    METADATA_FILE,
+    DatasetError,
+    commit_output,
+    image_bytes,
+    prepare_output,
+    save_png,
+)
+from ..prompts import DESCRIBE, draw_prompt
 from .dataset import ShapesWorld
 from .render import render
 from .scene import Scene
@@ -22,10 +31,10 @@ def llava_conversations(row: dict, image: str, target: str | None) -> list[dict]
     rid = row["id"]
     entries = [
         {"id": f"{rid}-caption", "image": image, "conversations": [
-            {"from": "human", "value": "<image>\nDescribe the image."},
+            {"from": "human", "value": f"<image>\n{DESCRIBE}"},
             {"from": "gpt", "value": row["caption"]}]},
         {"id": f"{rid}-draw", "image": image, "conversations": [
-            {"from": "human", "value": f"Draw: {row['references'][-1]}"},
+            {"from": "human", "value": draw_prompt(row['references'][-1])},
             {"from": "gpt", "value": "<image>"}]},
     ]
     if row["questions"]:

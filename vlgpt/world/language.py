@@ -14,8 +14,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .scene import (COLORS, RELATIONS, SHAPES, SIZES, Scene, SceneError, ShapeObject, compose, place,
-                    relation, relation_holds)
+from .scene import (
+    COLORS,
+    RELATIONS,
+    SHAPES,
+    SIZES,
+    Scene,
+    SceneError,
+    ShapeObject,
+    compose,
+    place,
+    relation,
+    relation_holds,
+)
 
 NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
 RELATION_PHRASES = {"left of": "to the left of", "right of": "to the right of", "above": "above", "below": "below"}

@@ -1,0 +1,104 @@
+"""The package's floors: no import cycles (function-level imports included), and inference never
+imports training.
+
+    world -> data -> models -> loading -> generate -> pipeline -> eval / serve -> cli, demo
+    train/ sits beside inference: it may import any floor, and only cli and demo import it.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import vlgpt
+
+PACKAGE = Path(vlgpt.__file__).parent
+TOP_FLOOR = {"vlgpt.cli", "vlgpt.demo", "vlgpt.__main__"}  # they run training on the user's behalf
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def modules() -> dict[str, Path]:
+    return {module_name(p): p for p in PACKAGE.rglob("*.py")}
+
+
+def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
+    """Every vlgpt module `path` imports anywhere in its body (top level or inside functions)."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name in known}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                target = f"{base}.{node.module}" if node.module else base
+            else:
+                target = node.module or ""
+            for alias in node.names:  # `from . import sequences` names a module
+                if f"{target}.{alias.name}" in known:
+                    found.add(f"{target}.{alias.name}")
+                elif target in known:
+                    found.add(target)
+    return found - {name}
+
+
+def graph() -> dict[str, set[str]]:
+    mods = modules()
+    return {name: imports_of(name, path, set(mods)) for name, path in mods.items()}
+
+
+def find_cycle(edges: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}  # 1: on the stack, 2: done
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(edges.get(node, ())):
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt):] + [nxt]
+            if nxt not in state and (cycle := visit(nxt)):
+                return cycle
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(edges):
+        if node not in state and (cycle := visit(node)):
+            return cycle
+    return None
+
+
+def test_the_import_graph_is_read():
+    edges = graph()
+    assert "vlgpt.loading" in edges["vlgpt.pipeline"]
+    assert "vlgpt.data.sequences" in edges["vlgpt.pipeline"]  # `from .data import sequences as S`
+
+
+def test_no_import_cycles():
+    assert find_cycle(graph()) is None, f"import cycle: {' -> '.join(find_cycle(graph()))}"
+
+
+def test_cycle_finder_finds_a_cycle():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_inference_does_not_import_training():
+    offenders = {name: sorted(i for i in imported if i.startswith("vlgpt.train"))
+                 for name, imported in graph().items()
+                 if not name.startswith("vlgpt.train") and name not in TOP_FLOOR}
+    assert not {k: v for k, v in offenders.items() if v}
+
+
+def test_loading_a_model_does_not_pull_in_training():
+    code = ("import sys, vlgpt.pipeline, vlgpt.serve.app, vlgpt.eval.full; "
+            "print([m for m in sys.modules if m.startswith('vlgpt.train')])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -1,0 +1,101 @@
+"""Loading finished stages: every model folder a run holds, read back as `Model(config)` + weights.
+
+Inference (`image_codec`, `pipeline`, `eval`, `serve`) loads models from here and never imports
+`train/`; the stages in `train/` write the folders this module reads.
+
+    RUN/clip/model/          CLIP (or a --vision checkpoint under hf/)
+    RUN/tokenizer/model/     image tokenizer + detokenizer
+    RUN/decoder/model/       pixel decoder; with decoder.train_codec also clip/ and tokenizer/ (tuned)
+    RUN/{pretrain,instruct}/model/   the VL-GPT transformer (an HF backbone's files under lm/)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .checkpoint import CheckpointError, load_weights, read_config
+from .config import ClipConfig, ImageTokenizerConfig, LanguageModelConfig, PixelDecoderConfig, from_dict
+from .hf_lm import LM_DIR, HFTextTokenizer, rebuild_lm
+from .models.clip import CLIP
+from .models.hf_backbone import HFVLGPT
+from .models.image_detokenizer import ImageCodec
+from .models.pixel_decoder import build_pixel_decoder
+from .models.vlgpt import VLGPT, VLGPTConfig
+from .text_tokenizer import TextTokenizer
+
+HF_FOLDER = "hf"  # a --vision checkpoint, inside RUN/clip/model/
+CLIP_FOLDER, CODEC_FOLDER = "clip", "tokenizer"  # end-to-end tuned copies, inside RUN/decoder/model/
+
+
+
+def load_clip(run_or_dir: Path) -> tuple[CLIP, TextTokenizer]:
+    directory = _model_dir(run_or_dir, "clip")
+    config = read_config(directory, "clip")
+    if config.get("backbone") == "hf":  # `vlgpt train clip --vision PATH`: the checkpoint kept under hf/
+        from ..models.hf_clip import HFClip
+
+        clip = HFClip(directory / HF_FOLDER, condition_grid=config["config"]["condition_grid"])
+        return clip, TextTokenizer.load(directory)
+    model = CLIP(from_dict(ClipConfig, config["config"], f"{directory}/config.json"))
+    load_weights(directory, model)
+    return model.eval().requires_grad_(False), TextTokenizer.load(directory)
+
+
+def trained_image_side(run_or_dir: Path) -> tuple[Path, Path]:
+    """Where the image encoder (a CLIP folder) and the codec come from: the decoder stage's end-to-end
+    fine-tuned copies (`decoder.train_codec`) when it wrote them, else the clip and tokenizer stages'."""
+    path = Path(run_or_dir)
+    tuned = path / "decoder" / "model"
+    clip_dir = tuned / CLIP_FOLDER if (tuned / CLIP_FOLDER / "config.json").is_file() else path
+    codec_dir = tuned / CODEC_FOLDER if (tuned / CODEC_FOLDER / "config.json").is_file() else path
+    return clip_dir, codec_dir
+
+
+def load_codec(run_or_dir: Path) -> ImageCodec:
+    directory = _model_dir(run_or_dir, "tokenizer")
+    config = read_config(directory, "tokenizer")
+    model = ImageCodec(from_dict(ImageTokenizerConfig, config["config"]), config["feature_width"],
+                       config["num_condition_tokens"], config["embed_dim"], config.get("num_patches"))
+    return load_weights(directory, model).eval().requires_grad_(False)
+
+
+def load_decoder(run_or_dir: Path) -> torch.nn.Module:
+    directory = _model_dir(run_or_dir, "decoder")
+    config = read_config(directory, "decoder")
+    model = build_pixel_decoder(from_dict(PixelDecoderConfig, config["config"]), config["embed_dim"],
+                                config["image_size"], config["grid"])
+    return load_weights(directory, model).eval().requires_grad_(False)
+
+
+def _model_dir(run_or_dir: Path, stage: str) -> Path:
+    path = Path(run_or_dir)
+    for candidate in (path, path / "model", path / stage / "model"):
+        if (candidate / "config.json").is_file():
+            return candidate
+    raise CheckpointError(f"no finished {stage} model under {path}; run `vlgpt train {stage} --out {path}` first")
+
+
+def find_vlgpt(run_or_dir: Path) -> Path:
+    """The VL-GPT model folder of a run (instruct's, else pretrain's), or the folder itself."""
+    path = Path(run_or_dir)
+    for candidate in (path, path / "model", path / "instruct" / "model", path / "pretrain" / "model"):
+        if (candidate / "config.json").is_file() and read_config(candidate).get("kind") == "vlgpt":
+            return candidate
+    raise CheckpointError(f"no trained VL-GPT under {path}; run `vlgpt train pretrain --out {path}` first")
+
+
+def load_vlgpt(run_or_dir: Path) -> tuple[VLGPT, dict, HFTextTokenizer | None]:
+    """The model, its config.json, and the LM's own tokenizer when it has one (an HF backbone saved
+    under model/lm/); None means the run's BPE (`ImageCodecPipeline.text_tokenizer`)."""
+    directory = find_vlgpt(run_or_dir)
+    config = read_config(directory, "vlgpt")
+    vlgpt_config = VLGPTConfig(config["vocab_size"], config["num_image_tokens"], config["image_token_dim"],
+                               from_dict(LanguageModelConfig, config["lm"]))
+    if config.get("backbone", "vlgpt") == "hf":
+        hf_model, tokenizer = rebuild_lm(directory / LM_DIR)
+        model = HFVLGPT(vlgpt_config, hf_model)
+    else:
+        model, tokenizer = VLGPT(vlgpt_config), None
+    return load_weights(directory, model).eval(), config, tokenizer
