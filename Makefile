@@ -7,7 +7,7 @@ PIP     := $(BIN)/pip install -q -c constraints.txt
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test bench clean install
+.PHONY: demo test lint bench clean install
 
 $(STAMP): pyproject.toml constraints.txt
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -22,7 +22,13 @@ demo: $(STAMP)
 	$(BIN)/vlgpt demo --out runs/demo
 
 test: $(STAMP)
+	$(BIN)/ruff check vlgpt tests benchmarks
+	$(BIN)/ruff format --check vlgpt tests benchmarks
 	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check --fix vlgpt tests benchmarks
+	$(BIN)/ruff format vlgpt tests benchmarks
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py

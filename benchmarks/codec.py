@@ -21,7 +21,9 @@ from vlgpt.train import train_stage
 
 def timed_stage(stage: str, run: Path, **kwargs) -> float:
     if (run / stage / "model" / "metrics.json").is_file():
-        return json.loads((run / f"{stage}.seconds").read_text()) if (run / f"{stage}.seconds").exists() else 0.0
+        return (
+            json.loads((run / f"{stage}.seconds").read_text()) if (run / f"{stage}.seconds").exists() else 0.0
+        )
     start = time.perf_counter()
     train_stage(stage, run, preset_name="small", progress=False, **kwargs)
     seconds = time.perf_counter() - start
@@ -41,14 +43,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", default="runs/bench-codec")
     parser.add_argument("--n", type=int, default=500, help="validation scenes evaluated")
-    parser.add_argument("--ablation", action="store_true", help="also train the tokenizer with e_v only / e_t only")
+    parser.add_argument(
+        "--ablation", action="store_true", help="also train the tokenizer with e_v only / e_t only"
+    )
     args = parser.parse_args()
     run = Path(args.run)
     run.mkdir(parents=True, exist_ok=True)
     seconds = {stage: round(timed_stage(stage, run), 1) for stage in ("clip", "tokenizer", "decoder")}
-    result = {"benchmark": "codec", "preset": "small", "train_seconds": seconds,
-              "train_seconds_total": round(sum(seconds.values()), 1),
-              **headline(evaluate_reconstruction(run, n=args.n))}
+    result = {
+        "benchmark": "codec",
+        "preset": "small",
+        "train_seconds": seconds,
+        "train_seconds_total": round(sum(seconds.values()), 1),
+        **headline(evaluate_reconstruction(run, n=args.n)),
+    }
     if args.ablation:
         rows = {}
         for name, weights in (("e_v_only", (1.0, 0.0)), ("e_t_only", (0.0, 1.0)), ("both", (1.0, 1.0))):
@@ -58,11 +66,19 @@ def main() -> None:
             for stage in ("clip", "decoder"):
                 if not (variant / stage).exists():
                     shutil.copytree(run / stage / "model", variant / stage / "model")
-            timed_stage("tokenizer", variant, model_overrides=(f"tokenizer.weight_image={weights[0]}",
-                                                              f"tokenizer.weight_text={weights[1]}"))
+            timed_stage(
+                "tokenizer",
+                variant,
+                model_overrides=(
+                    f"tokenizer.weight_image={weights[0]}",
+                    f"tokenizer.weight_text={weights[1]}",
+                ),
+            )
             tokenizer_eval = json.loads((variant / "tokenizer" / "model" / "metrics.json").read_text())
-            rows[name] = {**headline(evaluate_reconstruction(variant, n=args.n)),
-                          **{k: round(tokenizer_eval[k], 4) for k in ("mse_v", "mse_t", "cosine_t", "z_t_caption_r1")}}
+            rows[name] = {
+                **headline(evaluate_reconstruction(variant, n=args.n)),
+                **{k: round(tokenizer_eval[k], 4) for k in ("mse_v", "mse_t", "cosine_t", "z_t_caption_r1")},
+            }
         result["table4_ablation"] = rows
     print(json.dumps(result))
 

@@ -27,12 +27,38 @@ LAYOUTS = {  # name: (processes, threads per process, strategy)
 
 
 def command(processes: int, threads: int, strategy: str, args: argparse.Namespace, out: Path) -> list[str]:
-    launcher = ([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
-                if processes > 1 else [sys.executable])
-    return [*launcher, "-m", "vlgpt", "train", args.stage, "--preset", args.preset, "--out", str(out),
-            "--steps", str(args.steps), "--log-every", str(args.steps // 3), "--save-every", "0",
-            "--batch-size", str(args.global_batch // processes), "--threads", str(threads),
-            "--strategy", strategy, "--precision", "fp32", "--eval-size", "32"]
+    launcher = (
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
+        if processes > 1
+        else [sys.executable]
+    )
+    return [
+        *launcher,
+        "-m",
+        "vlgpt",
+        "train",
+        args.stage,
+        "--preset",
+        args.preset,
+        "--out",
+        str(out),
+        "--steps",
+        str(args.steps),
+        "--log-every",
+        str(args.steps // 3),
+        "--save-every",
+        "0",
+        "--batch-size",
+        str(args.global_batch // processes),
+        "--threads",
+        str(threads),
+        "--strategy",
+        strategy,
+        "--precision",
+        "fp32",
+        "--eval-size",
+        "32",
+    ]
 
 
 def steady_samples_per_s(stage_dir: Path) -> float:
@@ -44,7 +70,9 @@ def steady_samples_per_s(stage_dir: Path) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="small")
-    parser.add_argument("--stage", default="clip", choices=["clip"], help="stages after clip need a trained run")
+    parser.add_argument(
+        "--stage", default="clip", choices=["clip"], help="stages after clip need a trained run"
+    )
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--global-batch", type=int, default=128)
     args = parser.parse_args()
@@ -54,16 +82,28 @@ def main() -> None:
         for name, (processes, threads, strategy) in LAYOUTS.items():
             out = root / name.replace(" ", "_").replace(",", "")
             env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-            result = subprocess.run(command(processes, threads, strategy, args, out), env=env, capture_output=True,
-                                    text=True)
+            result = subprocess.run(
+                command(processes, threads, strategy, args, out), env=env, capture_output=True, text=True
+            )
             if result.returncode:
                 sys.exit(f"{name} failed:\n{result.stderr[-3000:]}")
             results[name] = round(steady_samples_per_s(out / args.stage), 1)
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    print(json.dumps({"benchmark": "distributed", "preset": args.preset, "stage": args.stage, "steps": args.steps,
-                      "global_batch": args.global_batch, "cores": os.cpu_count(), "load_average": os.getloadavg()[0],
-                      "samples_per_s": results}))
+    print(
+        json.dumps(
+            {
+                "benchmark": "distributed",
+                "preset": args.preset,
+                "stage": args.stage,
+                "steps": args.steps,
+                "global_batch": args.global_batch,
+                "cores": os.cpu_count(),
+                "load_average": os.getloadavg()[0],
+                "samples_per_s": results,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -28,16 +28,16 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from harness import caption_prompt, interleaved, load, machine, make_untrained_run, profile_split  # noqa: E402
-from hf_peer import HFPeer, copy_weights  # noqa: E402
+from harness import caption_prompt, interleaved, load, machine, make_untrained_run, profile_split
+from hf_peer import HFPeer, copy_weights
 
-from vlgpt.data import sequences as S  # noqa: E402
-from vlgpt.generate import Generator, SamplingConfig  # noqa: E402
-from vlgpt.image_codec import ImageCodecPipeline  # noqa: E402
-from vlgpt.models.vlgpt import VLGPT, VLGPTConfig  # noqa: E402
-from vlgpt.prompts import t2i_prompt  # noqa: E402
-from vlgpt.world.dataset import ShapesWorld  # noqa: E402
-from vlgpt.world.render import render  # noqa: E402
+from vlgpt.data import sequences as S
+from vlgpt.generate import Generator, SamplingConfig
+from vlgpt.image_codec import ImageCodecPipeline
+from vlgpt.models.vlgpt import VLGPT, VLGPTConfig
+from vlgpt.prompts import t2i_prompt
+from vlgpt.world.dataset import ShapesWorld
+from vlgpt.world.render import render
 
 
 def main() -> None:
@@ -74,9 +74,14 @@ def main() -> None:
     def peer_generate(indices: list[int], new_tokens: int) -> torch.Tensor:
         batch = {k: torch.stack([built[i][k] for i in indices]) for k in ("ids", "image_embeds", "is_image")}
         x = peer.embed(batch["ids"], batch["image_embeds"], batch["is_image"])
-        return peer.llm.generate(inputs_embeds=x, attention_mask=torch.ones(x.shape[:2], dtype=torch.long),
-                                 max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
-                                 pad_token_id=tok.pad_id)
+        return peer.llm.generate(
+            inputs_embeds=x,
+            attention_mask=torch.ones(x.shape[:2], dtype=torch.long),
+            max_new_tokens=new_tokens,
+            min_new_tokens=new_tokens,
+            do_sample=False,
+            pad_token_id=tok.pad_id,
+        )
 
     def ours_generate(index: int, new_tokens: int):
         return generator.generate(prompts[index], SamplingConfig(max_new_tokens=new_tokens))
@@ -87,44 +92,78 @@ def main() -> None:
         raise AssertionError(f"the peer wrote something else: {peer_text!r} vs ours {ours_text.text!r}")
 
     n = args.new_tokens
-    first = interleaved({"ours": lambda: ours_generate(0, 1), "peer": lambda: peer_generate([0], 1)}, args.rounds)
-    full = interleaved({"ours": lambda: ours_generate(0, n), "peer": lambda: peer_generate([0], n)}, args.rounds)
-    result = {"benchmark": "generate_speed", "preset": args.preset, **machine(), "threads": torch.get_num_threads(),
-              "dtype": "fp32", "prompt_positions": len(built[0]["ids"]), "new_tokens": n, "same_tokens": True}
+    first = interleaved(
+        {"ours": lambda: ours_generate(0, 1), "peer": lambda: peer_generate([0], 1)}, args.rounds
+    )
+    full = interleaved(
+        {"ours": lambda: ours_generate(0, n), "peer": lambda: peer_generate([0], n)}, args.rounds
+    )
+    result = {
+        "benchmark": "generate_speed",
+        "preset": args.preset,
+        **machine(),
+        "threads": torch.get_num_threads(),
+        "dtype": "fp32",
+        "prompt_positions": len(built[0]["ids"]),
+        "new_tokens": n,
+        "same_tokens": True,
+    }
     for name in ("ours", "peer"):
         ttft, total = first[name]["median_s"], full[name]["median_s"]
-        result[name] = {"ttft_ms": round(1000 * ttft, 2), "caption_ms": round(1000 * total, 1),
-                        "decode_tokens_per_s": round((n - 1) / (total - ttft), 1),
-                        "tokens_per_s": round(n / total, 1)}
-    result["decode_speedup_vs_peer"] = round(result["ours"]["decode_tokens_per_s"] / result["peer"]["decode_tokens_per_s"], 3)
+        result[name] = {
+            "ttft_ms": round(1000 * ttft, 2),
+            "caption_ms": round(1000 * total, 1),
+            "decode_tokens_per_s": round((n - 1) / (total - ttft), 1),
+            "tokens_per_s": round(n / total, 1),
+        }
+    result["decode_speedup_vs_peer"] = round(
+        result["ours"]["decode_tokens_per_s"] / result["peer"]["decode_tokens_per_s"], 3
+    )
     result["caption_speedup_vs_peer"] = round(full["peer"]["time_vs_first"], 3)
     result["ttft_speedup_vs_peer"] = round(first["peer"]["time_vs_first"], 3)
 
     # Where a caption's time goes (self CPU time by kind; "other" is mostly per-op overhead at batch 1).
-    result["profile_ms_per_caption"] = {"ours": profile_split(lambda: ours_generate(0, n)),
-                                        "peer": profile_split(lambda: peer_generate([0], n))}
+    result["profile_ms_per_caption"] = {
+        "ours": profile_split(lambda: ours_generate(0, n)),
+        "peer": profile_split(lambda: peer_generate([0], n)),
+    }
 
     batch = list(range(args.batch))
     config = SamplingConfig(max_new_tokens=n)
     ours_batch = [o.text for o in generator.caption_batch([prompts[i] for i in batch], config)]
     if ours_batch != [tok.decode(row.tolist()) for row in peer_generate(batch, n)]:
         raise AssertionError("batched captions differ from the peer's")
-    throughput = interleaved({"ours_batched": lambda: generator.caption_batch([prompts[i] for i in batch], config),
-                              "ours_one_by_one": lambda: [ours_generate(i, n) for i in batch],
-                              "peer_batched": lambda: peer_generate(batch, n)}, max(2, args.rounds // 2))
-    result["batch"] = {"prompts": args.batch,
-                       **{f"{name}_captions_per_s": round(args.batch / t["median_s"], 1) for name, t in throughput.items()},
-                       "ours_speedup": round(throughput["peer_batched"]["time_vs_first"], 3)}
+    throughput = interleaved(
+        {
+            "ours_batched": lambda: generator.caption_batch([prompts[i] for i in batch], config),
+            "ours_one_by_one": lambda: [ours_generate(i, n) for i in batch],
+            "peer_batched": lambda: peer_generate(batch, n),
+        },
+        max(2, args.rounds // 2),
+    )
+    result["batch"] = {
+        "prompts": args.batch,
+        **{f"{name}_captions_per_s": round(args.batch / t["median_s"], 1) for name, t in throughput.items()},
+        "ours_speedup": round(throughput["peer_batched"]["time_vs_first"], 3),
+    }
 
     caption = "A red circle to the left of a blue square."
     t2i = [S.text(t2i_prompt(caption))]
     predicted = torch.randn(1, codec.num_tokens, codec.token_dim)
-    images = interleaved({"text_to_image": lambda: generator.generate(t2i, SamplingConfig(max_new_tokens=8),
-                                                                      force_image=True, stop_after_image=True),
-                          "decode_only": lambda: codec.decode(predicted)}, args.rounds)
-    result["text_to_image"] = {"ms_per_image": round(1000 * images["text_to_image"]["median_s"], 1),
-                               "of_which_detokenize_and_draw_ms": round(1000 * images["decode_only"]["median_s"], 1),
-                               "positions_regressed": codec.num_tokens}
+    images = interleaved(
+        {
+            "text_to_image": lambda: generator.generate(
+                t2i, SamplingConfig(max_new_tokens=8), force_image=True, stop_after_image=True
+            ),
+            "decode_only": lambda: codec.decode(predicted),
+        },
+        args.rounds,
+    )
+    result["text_to_image"] = {
+        "ms_per_image": round(1000 * images["text_to_image"]["median_s"], 1),
+        "of_which_detokenize_and_draw_ms": round(1000 * images["decode_only"]["median_s"], 1),
+        "positions_regressed": codec.num_tokens,
+    }
     result["load_avg_1min"] = [load_before, load()]
     print(json.dumps(result))
 

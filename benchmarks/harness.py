@@ -32,34 +32,62 @@ def make_untrained_run(directory: Path, preset_name: str = "small", seed: int = 
     config = preset(preset_name).model
     torch.manual_seed(seed)
     clip = CLIP(config.clip)
-    codec = ImageCodec(config.tokenizer, config.clip.vision.width, config.clip.num_condition_tokens,
-                       config.clip.embed_dim, config.clip.vision.num_patches)
-    decoder = build_pixel_decoder(config.decoder, config.clip.embed_dim, config.clip.vision.image_size,
-                                  config.clip.condition_grid)
-    text = TextTokenizer.train(make_source("world", config.clip.vision.image_size).corpus(1000),
-                               config.clip.text.vocab_size)
+    codec = ImageCodec(
+        config.tokenizer,
+        config.clip.vision.width,
+        config.clip.num_condition_tokens,
+        config.clip.embed_dim,
+        config.clip.vision.num_patches,
+    )
+    decoder = build_pixel_decoder(
+        config.decoder, config.clip.embed_dim, config.clip.vision.image_size, config.clip.condition_grid
+    )
+    text = TextTokenizer.train(
+        make_source("world", config.clip.vision.image_size).corpus(1000), config.clip.text.vocab_size
+    )
     directory = Path(directory)
     for stage in ("clip", "tokenizer", "decoder"):
         (directory / stage / "model").mkdir(parents=True, exist_ok=True)
     save_model(directory / "clip" / "model", clip, {"kind": "clip", "config": to_dict(config.clip)})
     text.save(directory / "clip" / "model")
-    save_model(directory / "tokenizer" / "model", codec, {
-        "kind": "tokenizer", "config": to_dict(config.tokenizer), "feature_width": config.clip.vision.width,
-        "num_condition_tokens": config.clip.num_condition_tokens, "embed_dim": config.clip.embed_dim,
-        "num_patches": config.clip.vision.num_patches})
-    save_model(directory / "decoder" / "model", decoder, {
-        "kind": "decoder", "config": to_dict(config.decoder), "embed_dim": config.clip.embed_dim,
-        "image_size": config.clip.vision.image_size, "grid": config.clip.condition_grid})
+    save_model(
+        directory / "tokenizer" / "model",
+        codec,
+        {
+            "kind": "tokenizer",
+            "config": to_dict(config.tokenizer),
+            "feature_width": config.clip.vision.width,
+            "num_condition_tokens": config.clip.num_condition_tokens,
+            "embed_dim": config.clip.embed_dim,
+            "num_patches": config.clip.vision.num_patches,
+        },
+    )
+    save_model(
+        directory / "decoder" / "model",
+        decoder,
+        {
+            "kind": "decoder",
+            "config": to_dict(config.decoder),
+            "embed_dim": config.clip.embed_dim,
+            "image_size": config.clip.vision.image_size,
+            "grid": config.clip.condition_grid,
+        },
+    )
     return config
 
 
 def caption_prompt(embeddings: torch.Tensor) -> list[S.Segment]:
     """User: [IMG] e_1..e_N [/IMG] Describe the image. Assistant:"""
-    message = {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Describe the image."}]}
+    message = {
+        "role": "user",
+        "content": [{"type": "image"}, {"type": "text", "text": "Describe the image."}],
+    }
     return S.chat_segments([message], [embeddings], add_generation_prompt=True)
 
 
-def synthetic_batch(model_config: VLGPTConfig, batch_size: int, length: int, images: int, seed: int = 0) -> dict:
+def synthetic_batch(
+    model_config: VLGPTConfig, batch_size: int, length: int, images: int, seed: int = 0
+) -> dict:
     """A right-padded-free batch of `length` positions with `images` images of N embeddings each,
     spread evenly between text; every position after the first is a target (pretraining's layout)."""
     g = torch.Generator().manual_seed(seed)
@@ -72,7 +100,7 @@ def synthetic_batch(model_config: VLGPTConfig, batch_size: int, length: int, ima
             raise ValueError(f"{images} images of {n} embeddings do not fit in {length} positions")
         for i in range(images):
             start = i * (gap + n) + gap
-            is_image[:, start:start + n] = True
+            is_image[:, start : start + n] = True
     embeds = torch.randn(batch_size, length, d, generator=g) * is_image[..., None]
     text_targets = torch.full((batch_size, length), -100)
     text_targets[:, :-1] = torch.where(is_image[:, 1:], -100, ids[:, 1:])
@@ -80,9 +108,15 @@ def synthetic_batch(model_config: VLGPTConfig, batch_size: int, length: int, ima
     image_targets[:, :-1] = embeds[:, 1:]
     image_target_mask = torch.zeros_like(is_image)
     image_target_mask[:, :-1] = is_image[:, 1:]
-    return {"ids": ids, "image_embeds": embeds, "is_image": is_image,
-            "attention_mask": torch.ones(batch_size, length, dtype=torch.long), "text_targets": text_targets,
-            "image_targets": image_targets, "image_target_mask": image_target_mask}
+    return {
+        "ids": ids,
+        "image_embeds": embeds,
+        "is_image": is_image,
+        "attention_mask": torch.ones(batch_size, length, dtype=torch.long),
+        "text_targets": text_targets,
+        "image_targets": image_targets,
+        "image_target_mask": image_target_mask,
+    }
 
 
 def training_flops(model: VLGPT, batch: dict) -> float:
@@ -94,10 +128,12 @@ def training_flops(model: VLGPT, batch: dict) -> float:
     lm, config = model.config.lm, model.config
     lengths = batch["attention_mask"].sum(1).double()
     per_token = 2 * lm.depth * (4 * lm.width**2 + 3 * lm.width * lm.mlp_hidden)
-    forward = (per_token * lengths.sum()
-               + 2 * 2 * lm.depth * lm.width * (lengths**2).sum()  # attention
-               + 2 * lm.width * config.vocab_size * (batch["text_targets"] != -100).sum()  # LM head
-               + 2 * 2 * lm.width * config.image_token_dim * batch["is_image"].sum())  # projection in, head out
+    forward = (
+        per_token * lengths.sum()
+        + 2 * 2 * lm.depth * lm.width * (lengths**2).sum()  # attention
+        + 2 * lm.width * config.vocab_size * (batch["text_targets"] != -100).sum()  # LM head
+        + 2 * 2 * lm.width * config.image_token_dim * batch["is_image"].sum()
+    )  # projection in, head out
     return 3.0 * float(forward)
 
 
@@ -107,9 +143,15 @@ def machine() -> dict:
         cpuinfo = Path("/proc/cpuinfo").read_text()
     except OSError:
         cpuinfo = ""
-    model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")), "?")
-    return {"cpu": model, "cores": os.cpu_count(), "capability": torch.backends.cpu.get_cpu_capability(),
-            "amx_bf16": "amx_bf16" in cpuinfo}
+    model = next(
+        (line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")), "?"
+    )
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "capability": torch.backends.cpu.get_cpu_capability(),
+        "amx_bf16": "amx_bf16" in cpuinfo,
+    }
 
 
 def load() -> float:
@@ -136,9 +178,14 @@ def interleaved(runs: dict[str, Callable[[], None]], rounds: int, repeats: int =
                 fn()
             times[name].append((time.perf_counter() - start) / repeats)
     first = next(iter(runs))
-    return {name: {"median_s": statistics.median(t), "min_s": min(t),
-                   "time_vs_first": statistics.median(a / b for a, b in zip(t, times[first]))}
-            for name, t in times.items()}
+    return {
+        name: {
+            "median_s": statistics.median(t),
+            "min_s": min(t),
+            "time_vs_first": statistics.median(a / b for a, b in zip(t, times[first])),
+        }
+        for name, t in times.items()
+    }
 
 
 def matmul_tflops(dtype: torch.dtype, size: int = 1024, seconds: float = 1.0) -> float:
@@ -157,8 +204,11 @@ def matmul_tflops_at(dtype: torch.dtype, m: int, k: int, n: int, seconds: float 
     return 2 * m * k * n * count / (time.perf_counter() - start) / 1e12
 
 
-CATEGORIES = (("attention", ("scaled_dot_product", "flash_attention")), ("optimizer", ("adamw",)),
-              ("matmul", ("aten::mm", "aten::addmm", "aten::bmm")))
+CATEGORIES = (
+    ("attention", ("scaled_dot_product", "flash_attention")),
+    ("optimizer", ("adamw",)),
+    ("matmul", ("aten::mm", "aten::addmm", "aten::bmm")),
+)
 
 
 def profile_split(fn: Callable[[], None], calls: int = 2) -> dict:

@@ -26,13 +26,24 @@ class HFPeer(nn.Module):
         super().__init__()
         config, lm = model.config, model.config.lm
         ids = special_ids or {}
-        llama = LlamaConfig(vocab_size=config.vocab_size, hidden_size=lm.width, intermediate_size=lm.mlp_hidden,
-                            num_hidden_layers=lm.depth, num_attention_heads=lm.heads, num_key_value_heads=lm.heads,
-                            max_position_embeddings=lm.max_seq_len, rms_norm_eps=lm.norm_eps,
-                            rope_parameters={"rope_type": "default", "rope_theta": lm.rope_base},
-                            tie_word_embeddings=False, attention_bias=False, mlp_bias=False,
-                            pad_token_id=ids.get("pad"), bos_token_id=ids.get("bos"), eos_token_id=ids.get("eos"),
-                            attn_implementation="sdpa")
+        llama = LlamaConfig(
+            vocab_size=config.vocab_size,
+            hidden_size=lm.width,
+            intermediate_size=lm.mlp_hidden,
+            num_hidden_layers=lm.depth,
+            num_attention_heads=lm.heads,
+            num_key_value_heads=lm.heads,
+            max_position_embeddings=lm.max_seq_len,
+            rms_norm_eps=lm.norm_eps,
+            rope_parameters={"rope_type": "default", "rope_theta": lm.rope_base},
+            tie_word_embeddings=False,
+            attention_bias=False,
+            mlp_bias=False,
+            pad_token_id=ids.get("pad"),
+            bos_token_id=ids.get("bos"),
+            eos_token_id=ids.get("eos"),
+            attn_implementation="sdpa",
+        )
         self.llm = LlamaForCausalLM(llama)
         self.projector = nn.Linear(config.image_token_dim, lm.width)
         self.regression_head = nn.Linear(lm.width, config.image_token_dim)
@@ -44,14 +55,20 @@ class HFPeer(nn.Module):
 
     def forward(self, batch: dict) -> dict:
         x = self.embed(batch["ids"], batch["image_embeds"], batch["is_image"])  # [B, T, width]
-        hidden = self.llm.model(inputs_embeds=x, attention_mask=batch.get("attention_mask"),
-                                use_cache=False).last_hidden_state
+        hidden = self.llm.model(
+            inputs_embeds=x, attention_mask=batch.get("attention_mask"), use_cache=False
+        ).last_hidden_state
         logits = self.llm.lm_head(hidden)  # [B, T, V]
         targets = batch["text_targets"]
         ce = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
         mask = batch["image_target_mask"]
         mse = F.mse_loss(self.regression_head(hidden[mask]).float(), batch["image_targets"][mask].float())
-        return {"hidden": hidden, "loss": ce + self.regression_weight * mse, "ce": ce.detach(), "mse": mse.detach()}
+        return {
+            "hidden": hidden,
+            "loss": ce + self.regression_weight * mse,
+            "ce": ce.detach(),
+            "mse": mse.detach(),
+        }
 
 
 @torch.no_grad()
@@ -82,5 +99,7 @@ def check_same_math(model: VLGPT, peer: HFPeer, batch: dict, tolerance: float = 
     copy_weights(model, peer)
     ours, theirs = float(model(batch)["loss"]), float(peer(batch)["loss"])
     if abs(ours - theirs) > tolerance * max(1.0, abs(ours)):
-        raise AssertionError(f"the peer computes a different loss ({theirs:.6f} vs ours {ours:.6f}): not identical work")
+        raise AssertionError(
+            f"the peer computes a different loss ({theirs:.6f} vs ours {ours:.6f}): not identical work"
+        )
     return abs(ours - theirs)

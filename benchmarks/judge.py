@@ -1,6 +1,6 @@
 """Judge accuracy (clean, blurred, noisy renders) and render throughput, as one JSON line.
 
-    python benchmarks/judge.py [--n 1000] [--render-n 5000]
+python benchmarks/judge.py [--n 1000] [--render-n 5000]
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import time
 # One core, as the goal is stated per core.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from vlgpt.eval.world_eval import judge_accuracy  # noqa: E402
-from vlgpt.world.dataset import ShapesWorld  # noqa: E402
-from vlgpt.world.render import render  # noqa: E402
+from vlgpt.eval.world_eval import judge_accuracy
+from vlgpt.world.dataset import ShapesWorld
+from vlgpt.world.render import render
 
 
 def main() -> None:
@@ -37,14 +37,23 @@ def main() -> None:
     for i in range(args.render_n):
         world.scene(i)
     sample_rate = args.render_n / (time.perf_counter() - start)
-    print(json.dumps({
-        "benchmark": "judge", "size": args.size, "n": args.n,
-        "judge_clean": accuracy["clean"]["mean"], "judge_blur_sigma1": accuracy["blur"]["mean"],
-        "judge_noise_sigma0.05": accuracy["noise"]["mean"],
-        "judge_ci95": {k: [round(v["ci_low"], 4), round(v["ci_high"], 4)] for k, v in accuracy.items()},
-        "render_scenes_per_s_one_core": round(render_rate, 1),
-        "sample_scenes_per_s_one_core": round(sample_rate, 1),
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "judge",
+                "size": args.size,
+                "n": args.n,
+                "judge_clean": accuracy["clean"]["mean"],
+                "judge_blur_sigma1": accuracy["blur"]["mean"],
+                "judge_noise_sigma0.05": accuracy["noise"]["mean"],
+                "judge_ci95": {
+                    k: [round(v["ci_low"], 4), round(v["ci_high"], 4)] for k, v in accuracy.items()
+                },
+                "render_scenes_per_s_one_core": round(render_rate, 1),
+                "sample_scenes_per_s_one_core": round(sample_rate, 1),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -33,10 +33,19 @@ def main() -> None:
     args = parser.parse_args()
     fp32 = tflops(args.size, torch.float32, args.repeats)
     bf16 = tflops(args.size, torch.bfloat16, max(1, args.repeats // 10))
-    print(json.dumps({"benchmark": "matmul_peak", "size": args.size, "threads": torch.get_num_threads(),
-                      "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-                      "fp32_tflops": round(fp32, 4), "bf16_tflops": round(bf16, 4),
-                      "bf16_autocast_chosen": bf16_is_fast(torch.device("cpu"))}))
+    print(
+        json.dumps(
+            {
+                "benchmark": "matmul_peak",
+                "size": args.size,
+                "threads": torch.get_num_threads(),
+                "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                "fp32_tflops": round(fp32, 4),
+                "bf16_tflops": round(bf16, 4),
+                "bf16_autocast_chosen": bf16_is_fast(torch.device("cpu")),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -79,7 +79,11 @@ def child(mode: str, preset_name: str, run: str, steps: int, threads: int) -> di
             loss.backward()
             optimizer.step()
     peak = peak_rss_mib()
-    return {"peak_rss_mib": round(peak), "after_imports_mib": round(baseline), "work_mib": round(peak - baseline)}
+    return {
+        "peak_rss_mib": round(peak),
+        "after_imports_mib": round(baseline),
+        "work_mib": round(peak - baseline),
+    }
 
 
 def main() -> None:
@@ -104,9 +108,24 @@ def main() -> None:
         run = tempfile.mkdtemp(prefix="vlgpt-bench-mem-")
         make_untrained_run(Path(run), preset_name)
         for mode in modes:
-            out = subprocess.run([sys.executable, __file__, "--child", mode, "--preset", preset_name, "--run", run,
-                                  "--steps", str(args.steps), "--threads", str(args.threads)],
-                                 capture_output=True, text=True)
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--child",
+                    mode,
+                    "--preset",
+                    preset_name,
+                    "--run",
+                    run,
+                    "--steps",
+                    str(args.steps),
+                    "--threads",
+                    str(args.threads),
+                ],
+                capture_output=True,
+                text=True,
+            )
             if out.returncode:
                 sys.exit(f"{mode} {preset_name} failed:\n{out.stderr[-3000:]}")
             result[f"{preset_name}_{mode}"] = json.loads(out.stdout.strip().splitlines()[-1])

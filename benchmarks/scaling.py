@@ -21,13 +21,13 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from harness import interleaved, load, machine, synthetic_batch  # noqa: E402
-from hf_peer import HFPeer  # noqa: E402
-from train_speed import make_step  # noqa: E402
+from harness import interleaved, load, machine, synthetic_batch
+from hf_peer import HFPeer
+from train_speed import make_step
 
-from vlgpt.config import preset  # noqa: E402
-from vlgpt.models.vlgpt import VLGPT, VLGPTConfig  # noqa: E402
-from vlgpt.train.engine import make_optimizer, resolve_precision  # noqa: E402
+from vlgpt.config import preset
+from vlgpt.models.vlgpt import VLGPT, VLGPTConfig
+from vlgpt.train.engine import make_optimizer, resolve_precision
 
 
 def fit_exponent(xs: list[float], ys: list[float]) -> float:
@@ -61,8 +61,13 @@ def main() -> None:
     by_length = {"length": lengths, "ours_ms": [], "peer_ms": [], "speedup_vs_peer": []}
     for length in lengths:
         batch = [synthetic_batch(config, args.batch_size, length, 1)]
-        timing = interleaved({"ours": make_step(model, make_optimizer(model, recipe), batch, 1.0, dtype),
-                              "peer": make_step(peer, make_optimizer(peer, recipe), batch, 1.0, dtype)}, args.rounds)
+        timing = interleaved(
+            {
+                "ours": make_step(model, make_optimizer(model, recipe), batch, 1.0, dtype),
+                "peer": make_step(peer, make_optimizer(peer, recipe), batch, 1.0, dtype),
+            },
+            args.rounds,
+        )
         by_length["ours_ms"].append(round(1000 * timing["ours"]["median_s"], 1))
         by_length["peer_ms"].append(round(1000 * timing["peer"]["median_s"], 1))
         by_length["speedup_vs_peer"].append(round(timing["peer"]["time_vs_first"], 3))
@@ -75,14 +80,28 @@ def main() -> None:
     for k in counts:
         length = text + k * (n + 2 + 8)
         batch = [synthetic_batch(config, args.batch_size, length, k)]
-        timing = interleaved({"ours": make_step(model, make_optimizer(model, recipe), batch, 1.0, dtype)}, args.rounds)
+        timing = interleaved(
+            {"ours": make_step(model, make_optimizer(model, recipe), batch, 1.0, dtype)}, args.rounds
+        )
         by_images["length"].append(length)
         by_images["ours_ms"].append(round(1000 * timing["ours"]["median_s"], 1))
     nonzero = [(k, t) for k, t in zip(counts, by_images["ours_ms"]) if k]
     by_images["ours_exponent"] = round(fit_exponent([k for k, _ in nonzero], [t for _, t in nonzero]), 3)
-    print(json.dumps({"benchmark": "scaling", "preset": args.preset, **machine(), "threads": torch.get_num_threads(),
-                      "precision": "bf16" if dtype is not None else "fp32", "batch_size": args.batch_size,
-                      "by_length": by_length, "by_images": by_images, "load_avg_1min": [load_before, load()]}))
+    print(
+        json.dumps(
+            {
+                "benchmark": "scaling",
+                "preset": args.preset,
+                **machine(),
+                "threads": torch.get_num_threads(),
+                "precision": "bf16" if dtype is not None else "fp32",
+                "batch_size": args.batch_size,
+                "by_length": by_length,
+                "by_images": by_images,
+                "load_avg_1min": [load_before, load()],
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -39,8 +39,25 @@ def ensure_run(run: Path) -> None:
     if (run / "instruct" / "model" / "model.safetensors").is_file():
         return
     for stage in STAGES:
-        subprocess.run([sys.executable, "-m", "vlgpt", "train", stage, "--preset", "tiny", "--out", str(run),
-                        "--steps", "6", "--save-every", "0"], check=True, capture_output=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "vlgpt",
+                "train",
+                stage,
+                "--preset",
+                "tiny",
+                "--out",
+                str(run),
+                "--steps",
+                "6",
+                "--save-every",
+                "0",
+            ],
+            check=True,
+            capture_output=True,
+        )
 
 
 def free_port() -> int:
@@ -58,10 +75,15 @@ def scene_data_uri() -> str:
 
 def requests_for(task: str, max_tokens: int) -> tuple[str, dict]:
     if task == "caption":
-        content = [{"type": "image_url", "image_url": {"url": scene_data_uri()}},
-                   {"type": "text", "text": "Describe the image."}]
-        return "/v1/chat/completions", {"model": "vlgpt", "max_tokens": max_tokens,
-                                        "messages": [{"role": "user", "content": content}]}
+        content = [
+            {"type": "image_url", "image_url": {"url": scene_data_uri()}},
+            {"type": "text", "text": "Describe the image."},
+        ]
+        return "/v1/chat/completions", {
+            "model": "vlgpt",
+            "max_tokens": max_tokens,
+            "messages": [{"role": "user", "content": content}],
+        }
     return "/v1/images/generations", {"model": "vlgpt", "prompt": "a red circle left of a blue star", "n": 1}
 
 
@@ -94,19 +116,27 @@ async def load(url: str, path: str, body: dict, concurrency: int, total: int, ma
         await asyncio.gather(*(client_loop(client) for _ in range(concurrency)))
         wall = time.perf_counter() - start
     done = len(latencies)
-    return {"requests": done, "errors": errors, "wall_s": round(wall, 3),
-            "p50_s": round(percentile(latencies, 0.50), 4) if done else None,
-            "p95_s": round(percentile(latencies, 0.95), 4) if done else None,
-            "throughput_rps": round(done / wall, 2) if wall else None,
-            **({"mean_completion_tokens": round(tokens / done, 1)} if done and tokens else {})}
+    return {
+        "requests": done,
+        "errors": errors,
+        "wall_s": round(wall, 3),
+        "p50_s": round(percentile(latencies, 0.50), 4) if done else None,
+        "p95_s": round(percentile(latencies, 0.95), 4) if done else None,
+        "throughput_rps": round(done / wall, 2) if wall else None,
+        **({"mean_completion_tokens": round(tokens / done, 1)} if done and tokens else {}),
+    }
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", default="runs/serve-bench", help="run folder (tiny preset trained here if empty)")
+    parser.add_argument(
+        "--run", default="runs/serve-bench", help="run folder (tiny preset trained here if empty)"
+    )
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16], help="concurrent clients")
     parser.add_argument("--requests", type=int, default=200, help="requests per setting (at most 1000)")
-    parser.add_argument("--max-seconds", type=float, default=60, help="stop issuing after this long (at most 600)")
+    parser.add_argument(
+        "--max-seconds", type=float, default=60, help="stop issuing after this long (at most 600)"
+    )
     parser.add_argument("--max-tokens", type=int, default=32, help="max_tokens of a caption request")
     args = parser.parse_args()
     total, max_seconds = min(args.requests, 1000), min(args.max_seconds, 600)
@@ -116,14 +146,32 @@ def main() -> int:
         return serve_and_measure(run, log, args, total, max_seconds)
 
 
-def serve_and_measure(run: Path, log: IO[str], args: argparse.Namespace, total: int, max_seconds: float) -> int:
+def serve_and_measure(
+    run: Path, log: IO[str], args: argparse.Namespace, total: int, max_seconds: float
+) -> int:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen([sys.executable, "-m", "vlgpt", "serve", "--ckpt", str(run), "--host", "127.0.0.1",
-                               "--port", str(port), "--queue-size", str(max(args.concurrency)),
-                               "--timeout", "300"],
-                              stdout=log, stderr=subprocess.STDOUT,
-                              env={k: v for k, v in os.environ.items() if k != "VLGPT_API_KEY"})
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "vlgpt",
+            "serve",
+            "--ckpt",
+            str(run),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--queue-size",
+            str(max(args.concurrency)),
+            "--timeout",
+            "300",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={k: v for k, v in os.environ.items() if k != "VLGPT_API_KEY"},
+    )
     try:
         deadline = time.monotonic() + 120
         while True:
@@ -141,8 +189,19 @@ def serve_and_measure(run: Path, log: IO[str], args: argparse.Namespace, total: 
             httpx.post(url + path, json=body, timeout=120).raise_for_status()  # warm-up
             for concurrency in args.concurrency:
                 figures = asyncio.run(load(url, path, body, concurrency, total, max_seconds))
-                print(json.dumps({"benchmark": "serve_load", "task": task, "concurrency": concurrency, **figures,
-                                  "batching": False, "run": str(run)}), flush=True)
+                print(
+                    json.dumps(
+                        {
+                            "benchmark": "serve_load",
+                            "task": task,
+                            "concurrency": concurrency,
+                            **figures,
+                            "batching": False,
+                            "run": str(run),
+                        }
+                    ),
+                    flush=True,
+                )
     finally:
         server.send_signal(signal.SIGINT)
         try:

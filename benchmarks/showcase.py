@@ -65,24 +65,34 @@ def main() -> None:
     prompts = ["a red circle", "a green triangle to the left of a yellow star", "two blue squares"]
     drawn = [model.imagine(p) for p in prompts]
     strips.append(tile(drawn, [f"imagine: {p}" for p in prompts]))
-    lines += [f"* imagine: {p} -> the judge reads **{describe(judge(im).objects) or 'nothing'}**"
-              for p, im in zip(prompts, drawn)]
+    lines += [
+        f"* imagine: {p} -> the judge reads **{describe(judge(im).objects) or 'nothing'}**"
+        for p, im in zip(prompts, drawn)
+    ]
 
     before = [test.image(r) for r in edit_rows]
     after = [model.edit(im, r["edit"]["instruction"]) for im, r in zip(before, edit_rows)]
     pairs = [im for pair in zip(before, after) for im in pair]
     labels = [t for r in edit_rows for t in ("before", "edit: " + r["edit"]["instruction"])]
     strips.append(tile(pairs, labels))
-    lines += [f"* edit: {r['edit']['instruction']} -> the judge reads **{describe(judge(im).objects) or 'nothing'}**"
-              f" (target: {describe(Scene.from_dict(r['edit']['target']).objects)})" for r, im in zip(edit_rows, after)]
+    lines += [
+        f"* edit: {r['edit']['instruction']} -> the judge reads "
+        f"**{describe(judge(im).objects) or 'nothing'}**"
+        f" (target: {describe(Scene.from_dict(r['edit']['target']).objects)})"
+        for r, im in zip(edit_rows, after)
+    ]
 
-    answer = model.chat([{"role": "user", "content": [{"type": "text", "text": "Draw: a red circle and a blue star"}]}],
-                        max_new_tokens=24)
+    answer = model.chat(
+        [{"role": "user", "content": [{"type": "text", "text": "Draw: a red circle and a blue star"}]}],
+        max_new_tokens=24,
+    )
     texts = " ".join(v for k, v in answer.parts if k == "text")
     pictures = [v for k, v in answer.parts if k == "image"]
     if pictures:
         strips.append(tile(pictures, [f"chat: {texts}"]))
-    lines.append(f"* chat (interleaved): Draw: a red circle and a blue star -> {texts!r} + {len(pictures)} image(s)")
+    lines.append(
+        f"* chat (interleaved): Draw: a red circle and a blue star -> {texts!r} + {len(pictures)} image(s)"
+    )
 
     width = max(s.width for s in strips)
     sheet = Image.new("RGB", (width, sum(s.height for s in strips)), "white")

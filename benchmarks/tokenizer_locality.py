@@ -60,10 +60,16 @@ def run(clip, config: ImageTokenizerConfig, steps: int, batch_size: int, lr: flo
     err = ((z_v - val["e_v"]) ** 2).mean(-1)  # [B, 1 + G^2]
     cells, objects = err[:, 1:], val["object_cells"]
     variance = val["cell_variance"]
-    return {"locality": config.locality, "steps": steps, "mse_v": err.mean().item(), "mse_pooled": err[:, 0].mean().item(),
-            "mse_object_cells": cells[objects].mean().item(), "mse_background_cells": cells[~objects].mean().item(),
-            "object_variance_explained": 1 - cells[objects].mean().item() / variance,
-            "seconds": round(time.perf_counter() - start, 1)}
+    return {
+        "locality": config.locality,
+        "steps": steps,
+        "mse_v": err.mean().item(),
+        "mse_pooled": err[:, 0].mean().item(),
+        "mse_object_cells": cells[objects].mean().item(),
+        "mse_background_cells": cells[~objects].mean().item(),
+        "object_variance_explained": 1 - cells[objects].mean().item() / variance,
+        "seconds": round(time.perf_counter() - start, 1),
+    }
 
 
 def main() -> None:
@@ -82,14 +88,23 @@ def main() -> None:
     with torch.no_grad():
         features = clip.image_features(pixels)
         e_v = clip.image_embeddings(pixels, features)
-    objects = F.adaptive_max_pool2d(foreground(pixels), grid).flatten(1) > 0.5  # [B, G^2]: cells with an object
+    objects = (
+        F.adaptive_max_pool2d(foreground(pixels), grid).flatten(1) > 0.5
+    )  # [B, G^2]: cells with an object
     cell_variance = e_v[:, 1:][objects].var(dim=0).mean().item()  # per-dimension variance across object cells
     val = {"features": features, "e_v": e_v, "object_cells": objects, "cell_variance": cell_variance}
     for locality in (False, True):
         config = dataclasses.replace(ImageTokenizerConfig(), locality=locality)
         result = run(clip, config, args.steps, args.batch_size, args.lr, val)
-        print(json.dumps({"benchmark": "tokenizer_locality", **{k: round(v, 4) if isinstance(v, float) else v
-                                                                for k, v in result.items()}}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "benchmark": "tokenizer_locality",
+                    **{k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()},
+                }
+            ),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

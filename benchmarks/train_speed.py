@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from harness import (  # noqa: E402
+from harness import (
     interleaved,
     load,
     machine,
@@ -41,13 +41,13 @@ from harness import (  # noqa: E402
     profile_split,
     training_flops,
 )
-from hf_peer import HFPeer, check_same_math  # noqa: E402
+from hf_peer import HFPeer, check_same_math
 
-from vlgpt.config import preset  # noqa: E402
-from vlgpt.data.images import pixels_from  # noqa: E402
-from vlgpt.train.engine import Trainer, make_optimizer, resolve_precision  # noqa: E402
-from vlgpt.train.lm_stages import PretrainStage  # noqa: E402
-from vlgpt.world.render import render  # noqa: E402
+from vlgpt.config import preset
+from vlgpt.data.images import pixels_from
+from vlgpt.train.engine import Trainer, make_optimizer, resolve_precision
+from vlgpt.train.lm_stages import PretrainStage
+from vlgpt.world.render import render
 
 
 def make_step(model, optimizer, batches, clip: float, autocast_dtype=None):
@@ -62,6 +62,7 @@ def make_step(model, optimizer, batches, clip: float, autocast_dtype=None):
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
         optimizer.step()
+
     return step
 
 
@@ -72,19 +73,35 @@ def image_side(stage: PretrainStage, batch_size: int, rounds: int, dtype) -> dic
     from transformers import CLIPVisionConfig, CLIPVisionModel
 
     vision = stage.codec.clip.config.vision
-    hf = CLIPVisionModel(CLIPVisionConfig(
-        hidden_size=vision.width, intermediate_size=int(vision.width * vision.mlp_ratio), num_hidden_layers=vision.depth,
-        num_attention_heads=vision.heads, image_size=vision.image_size, patch_size=vision.patch_size,
-        hidden_act="gelu", attn_implementation="sdpa")).eval()
+    hf = CLIPVisionModel(
+        CLIPVisionConfig(
+            hidden_size=vision.width,
+            intermediate_size=int(vision.width * vision.mlp_ratio),
+            num_hidden_layers=vision.depth,
+            num_attention_heads=vision.heads,
+            image_size=vision.image_size,
+            patch_size=vision.patch_size,
+            hidden_act="gelu",
+            attn_implementation="sdpa",
+        )
+    ).eval()
     pixels = pixels_from([np.asarray(render(stage.world.scene(i))) for i in range(batch_size)])
     clip, codec = stage.codec.clip, stage.codec.codec
     with torch.no_grad(), torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
-        timing = interleaved({"ours_vit": lambda: clip.image_features(pixels),
-                              "ours_vit_and_tokenizer": lambda: codec.tokenizer(clip.image_features(pixels)),
-                              "peer_clip_vision_model": lambda: hf(pixel_values=pixels)}, rounds)
-    return {"batch_size": batch_size, "precision": "bf16" if dtype is not None else "fp32",
-            **{name: round(batch_size / t["median_s"], 1) for name, t in timing.items()},
-            "vit_speedup_vs_peer": round(timing["peer_clip_vision_model"]["time_vs_first"], 3)}
+        timing = interleaved(
+            {
+                "ours_vit": lambda: clip.image_features(pixels),
+                "ours_vit_and_tokenizer": lambda: codec.tokenizer(clip.image_features(pixels)),
+                "peer_clip_vision_model": lambda: hf(pixel_values=pixels),
+            },
+            rounds,
+        )
+    return {
+        "batch_size": batch_size,
+        "precision": "bf16" if dtype is not None else "fp32",
+        **{name: round(batch_size / t["median_s"], 1) for name, t in timing.items()},
+        "vit_speedup_vs_peer": round(timing["peer_clip_vision_model"]["time_vs_first"], 3),
+    }
 
 
 def main() -> None:
@@ -95,7 +112,9 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=4, help="distinct batches cycled through")
     parser.add_argument("--rounds", type=int, default=7, help="timed steps per model, alternating")
     parser.add_argument("--engine-steps", type=int, default=4, help="steps through the real engine (0: skip)")
-    parser.add_argument("--precisions", default="fp32,bf16", help="comma-separated: fp32 and/or bf16 (autocast)")
+    parser.add_argument(
+        "--precisions", default="fp32,bf16", help="comma-separated: fp32 and/or bf16 (autocast)"
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -119,41 +138,65 @@ def main() -> None:
         positions = statistics.mean(b["ids"].numel() for b in batches)
         images = statistics.mean(int(b["is_image"].sum()) // model.config.num_image_tokens for b in batches)
         flops = statistics.mean(training_flops(model, b) for b in batches)
-        result = {"benchmark": "train_speed", "preset": args.preset, **machine(), "threads": torch.get_num_threads(),
-                  "precision_auto_picks": "bf16" if auto is not None else "fp32", "batch_size": batch_size,
-                  "real_tokens_per_batch": round(tokens, 1), "padded_positions_per_batch": round(positions, 1),
-                  "images_per_batch": round(images, 1), "loss_gap_same_weights": loss_gap,
-                  "gflop_per_step": round(flops / 1e9, 2)}
+        result = {
+            "benchmark": "train_speed",
+            "preset": args.preset,
+            **machine(),
+            "threads": torch.get_num_threads(),
+            "precision_auto_picks": "bf16" if auto is not None else "fp32",
+            "batch_size": batch_size,
+            "real_tokens_per_batch": round(tokens, 1),
+            "padded_positions_per_batch": round(positions, 1),
+            "images_per_batch": round(images, 1),
+            "loss_gap_same_weights": loss_gap,
+            "gflop_per_step": round(flops / 1e9, 2),
+        }
         for precision in args.precisions.split(","):
             dtype = torch.bfloat16 if precision == "bf16" else None
-            steps = {"ours": make_step(model, make_optimizer(model, recipe), batches, recipe.grad_clip, dtype),
-                     "peer": make_step(peer, make_optimizer(peer, recipe), batches, recipe.grad_clip, dtype)}
+            steps = {
+                "ours": make_step(model, make_optimizer(model, recipe), batches, recipe.grad_clip, dtype),
+                "peer": make_step(peer, make_optimizer(peer, recipe), batches, recipe.grad_clip, dtype),
+            }
             timing = interleaved(steps, args.rounds)
             row = {}
             for name, t in timing.items():
                 achieved = flops / t["median_s"] / 1e12
-                row[name] = {"step_ms": round(1000 * t["median_s"], 1), "tokens_per_s": round(tokens / t["median_s"]),
-                             "images_per_s": round(images / t["median_s"], 1),
-                             "samples_per_s": round(batch_size / t["median_s"], 1), "tflops": round(achieved, 4)}
+                row[name] = {
+                    "step_ms": round(1000 * t["median_s"], 1),
+                    "tokens_per_s": round(tokens / t["median_s"]),
+                    "images_per_s": round(images / t["median_s"], 1),
+                    "samples_per_s": round(batch_size / t["median_s"], 1),
+                    "tflops": round(achieved, 4),
+                }
             row["speedup_vs_peer"] = round(timing["peer"]["time_vs_first"], 3)
             result[precision] = row
-        peaks = {k: max(v, matmul_tflops(torch.float32 if k == "fp32" else torch.bfloat16)) for k, v in peaks.items()}
+        peaks = {
+            k: max(v, matmul_tflops(torch.float32 if k == "fp32" else torch.bfloat16))
+            for k, v in peaks.items()
+        }
         result["peak_tflops"] = {k: round(v, 4) for k, v in peaks.items()}
         for precision in args.precisions.split(","):  # MFU over the higher of the two peak measurements
             for name in ("ours", "peer"):
-                result[precision][name]["mfu"] = round(result[precision][name]["tflops"] / peaks[precision], 4)
+                result[precision][name]["mfu"] = round(
+                    result[precision][name]["tflops"] / peaks[precision], 4
+                )
         # Why MFU is what it is: the model's own GEMM shapes, and where a step's time goes.
         lm = model.config.lm
         rows = int(tokens)
         result["gemm_tflops_at_model_shapes"] = {
-            precision: {f"{rows}x{k}x{n}": round(matmul_tflops_at(torch.bfloat16 if precision == "bf16" else torch.float32,
-                                                                  rows, k, n), 4)
-                        for k, n in ((lm.width, 3 * lm.width), (lm.width, lm.mlp_hidden), (lm.mlp_hidden, lm.width))}
-            for precision in args.precisions.split(",")}
+            precision: {
+                f"{rows}x{k}x{n}": round(
+                    matmul_tflops_at(torch.bfloat16 if precision == "bf16" else torch.float32, rows, k, n), 4
+                )
+                for k, n in ((lm.width, 3 * lm.width), (lm.width, lm.mlp_hidden), (lm.mlp_hidden, lm.width))
+            }
+            for precision in args.precisions.split(",")
+        }
         picked = "bf16" if auto is not None else "fp32"
         result["profile_ms_per_step"] = {
             name: profile_split(make_step(m, make_optimizer(m, recipe), batches[:1], recipe.grad_clip, auto))
-            for name, m in (("ours", model), ("peer", peer))} | {"precision": picked}
+            for name, m in (("ours", model), ("peer", peer))
+        } | {"precision": picked}
         result["data_ms_per_batch"] = round(1000 * data_s, 1)
         result["image_side"] = image_side(stage, batch_size * 2, args.rounds, auto)
 
@@ -165,8 +208,10 @@ def main() -> None:
             for _ in range(args.engine_steps):
                 trainer.train_step()
             elapsed = (time.perf_counter() - start) / args.engine_steps
-            result["engine_end_to_end"] = {"step_ms": round(1000 * elapsed, 1),
-                                           "samples_per_s": round(batch_size / elapsed, 1)}
+            result["engine_end_to_end"] = {
+                "step_ms": round(1000 * elapsed, 1),
+                "samples_per_s": round(batch_size / elapsed, 1),
+            }
     result["load_avg_1min"] = [load_before, load()]
     print(json.dumps(result))
 

@@ -17,13 +17,16 @@ def serve_run(tmp_path_factory):
     """One tiny run (5 stages x 6 steps) shared by tests/test_serve*.py, trained through the CLI's entry
     point; one process for the five stages saves four interpreter and torch start-ups (~15 s)."""
     run = tmp_path_factory.mktemp("serve-run")
-    script = ("import sys\nfrom vlgpt.cli import main\n"
-              f"for stage in {TINY_STAGES!r}:\n"
-              f"    code = main(['train', stage, '--preset', 'tiny', '--out', {str(run)!r}, '--steps', '6',"
-              " '--save-every', '0'])\n"
-              "    if code:\n        sys.exit(code)\n")
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600,
-                            check=False)
+    script = (
+        "import sys\nfrom vlgpt.cli import main\n"
+        f"for stage in {TINY_STAGES!r}:\n"
+        f"    code = main(['train', stage, '--preset', 'tiny', '--out', {str(run)!r}, '--steps', '6',"
+        " '--save-every', '0'])\n"
+        "    if code:\n        sys.exit(code)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=600, check=False
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     return run
 

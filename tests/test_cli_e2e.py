@@ -10,8 +10,13 @@ from vlgpt.world.dataset import ShapesWorld
 
 
 def vlgpt(*args, input_text=None, check=True):
-    result = subprocess.run([sys.executable, "-m", "vlgpt", *map(str, args)], capture_output=True, text=True,
-                            input=input_text, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-m", "vlgpt", *map(str, args)],
+        capture_output=True,
+        text=True,
+        input=input_text,
+        timeout=600,
+    )
     if check:
         assert result.returncode == 0, result.stderr[-2000:]
     return result
@@ -56,7 +61,9 @@ def test_reconstruct_and_eval(run, image, tmp_path):
 
 def test_generation_verbs(run, image, tmp_path):
     assert vlgpt("caption", image, "--ckpt", run, "--max-tokens", "5").returncode == 0
-    assert vlgpt("ask", image, "How many shapes are there?", "--ckpt", run, "--max-tokens", "3").returncode == 0
+    assert (
+        vlgpt("ask", image, "How many shapes are there?", "--ckpt", run, "--max-tokens", "3").returncode == 0
+    )
     for verb, extra in (("imagine", ["a red circle"]), ("edit", [image, "Make the circle blue."])):
         out = tmp_path / f"{verb}.png"
         vlgpt(verb, *extra, "--ckpt", run, "-o", out)
@@ -65,8 +72,18 @@ def test_generation_verbs(run, image, tmp_path):
 
 def test_scripted_chat_session(run, image, tmp_path):
     script = f"/image {image}\nDescribe the image.\n/image /does/not/exist.png\nDraw: a blue star\n/quit\n"
-    result = vlgpt("chat", "--ckpt", run, "--save-dir", tmp_path / "drawn", "--max-tokens", "4",
-                   "--temperature", "0.8", input_text=script)
+    result = vlgpt(
+        "chat",
+        "--ckpt",
+        run,
+        "--save-dir",
+        tmp_path / "drawn",
+        "--max-tokens",
+        "4",
+        "--temperature",
+        "0.8",
+        input_text=script,
+    )
     assert "(attached" in result.stdout and "no such file" in result.stdout
     assert result.stdout.count("you>") >= 4
 
@@ -84,6 +101,13 @@ def test_eval_all_writes_every_task(run, tmp_path):
     out = tmp_path / "all.json"
     vlgpt("eval", "all", "--ckpt", run, "--n", "6", "--output", out)
     metrics = json.loads(out.read_text())
-    assert set(metrics["headline"]) >= {"caption_attribute_f1", "vqa_accuracy", "t2i_overall", "editing_accuracy",
-                                        "compositional_t2i_overall", "few_shot_k=0", "few_shot_k=4"}
+    assert set(metrics["headline"]) >= {
+        "caption_attribute_f1",
+        "vqa_accuracy",
+        "t2i_overall",
+        "editing_accuracy",
+        "compositional_t2i_overall",
+        "few_shot_k=0",
+        "few_shot_k=4",
+    }
     assert metrics["t2i"]["overall"]["n"] > 0

@@ -14,8 +14,9 @@ COLORS = {"red": (220, 30, 30), "blue": (30, 60, 220), "green": (30, 170, 60), "
 
 
 def vlgpt(*args, check=True):
-    result = subprocess.run([sys.executable, "-m", "vlgpt", *map(str, args)], capture_output=True, text=True,
-                            timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-m", "vlgpt", *map(str, args)], capture_output=True, text=True, timeout=600
+    )
     if check:
         assert result.returncode == 0, result.stderr[-2000:]
     return result
@@ -42,11 +43,18 @@ def stripes_dataset(root, n: int = 24):
         caption = f"{a} and {b} {'vertical' if vertical else 'horizontal'} stripes."
         stripes(a, b, vertical).save(folder / f"{i:03d}.png")
         rows.append({"file_name": f"{i:03d}.png", "text": caption})
-        entries.append({"id": f"s{i}", "image": f"train/{i:03d}.png", "conversations": [
-            {"from": "human", "value": "<image>\nWhich way do the stripes run?"},
-            {"from": "gpt", "value": "vertical" if vertical else "horizontal"},
-            {"from": "human", "value": "Describe the image."},
-            {"from": "gpt", "value": caption}]})
+        entries.append(
+            {
+                "id": f"s{i}",
+                "image": f"train/{i:03d}.png",
+                "conversations": [
+                    {"from": "human", "value": "<image>\nWhich way do the stripes run?"},
+                    {"from": "gpt", "value": "vertical" if vertical else "horizontal"},
+                    {"from": "human", "value": "Describe the image."},
+                    {"from": "gpt", "value": caption},
+                ],
+            }
+        )
     (folder / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     llava = root / "chat"
     llava.mkdir()
@@ -56,6 +64,7 @@ def stripes_dataset(root, n: int = 24):
 
 
 # --- vlgpt data check ------------------------------------------------------------------------------
+
 
 def test_data_check_passes_a_clean_dataset(tmp_path):
     captions, chat = stripes_dataset(tmp_path, 8)
@@ -111,7 +120,10 @@ def test_data_check_reads_shards_and_reports_a_truncated_one(tmp_path):
             for i in range(3):
                 buffer = io.BytesIO()
                 stripes("red", "blue", bool(i % 2)).save(buffer, format="PNG")
-                members = {"png": buffer.getvalue(), "txt": b"" if (k, i) == (0, 1) else b"red and blue stripes."}
+                members = {
+                    "png": buffer.getvalue(),
+                    "txt": b"" if (k, i) == (0, 1) else b"red and blue stripes.",
+                }
                 for ext, blob in members.items():
                     info = tarfile.TarInfo(f"{k}-{i}.{ext}")
                     info.size = len(blob)
@@ -126,6 +138,7 @@ def test_data_check_reads_shards_and_reports_a_truncated_one(tmp_path):
 
 # --- a captions dataset that is not Shapes, through every stage ---------------------------------------
 
+
 @pytest.fixture(scope="module")
 def stripes_run(tmp_path_factory):
     captions, chat = stripes_dataset(tmp_path_factory.mktemp("stripes"), 24)
@@ -133,7 +146,9 @@ def stripes_run(tmp_path_factory):
     common = ["--preset", "tiny", "--out", run, "--save-every", "0", "--eval-size", "8"]
     for stage in ("clip", "tokenizer", "decoder"):
         vlgpt("train", stage, "--data", captions, "--steps", "12", *common)
-    vlgpt("train", "pretrain", "--data", captions, "--steps", "40", "--lr", "3e-3", "--log-every", "2", *common)
+    vlgpt(
+        "train", "pretrain", "--data", captions, "--steps", "40", "--lr", "3e-3", "--log-every", "2", *common
+    )
     vlgpt("train", "instruct", "--data", chat, "--steps", "6", *common)
     return run, captions
 
@@ -148,8 +163,15 @@ def test_a_custom_captions_dataset_trains_every_stage_and_captions(stripes_run, 
     assert any("eval_val_loss" in r for r in instruct)
     result = vlgpt("caption", captions / "train" / "000.png", "--ckpt", run, "--max-tokens", "12")
     assert result.stdout.strip()
-    result = vlgpt("ask", captions / "train" / "001.png", "Which way do the stripes run?", "--ckpt", run,
-                   "--max-tokens", "4")
+    result = vlgpt(
+        "ask",
+        captions / "train" / "001.png",
+        "Which way do the stripes run?",
+        "--ckpt",
+        run,
+        "--max-tokens",
+        "4",
+    )
     assert result.returncode == 0
 
 
@@ -158,8 +180,19 @@ def test_instruct_refuses_a_broken_conversation_with_its_place(stripes_run, tmp_
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "train").symlink_to(captions / "train")
-    (bad / "llava.json").write_text(json.dumps([{"id": "x7", "image": "train/000.png", "conversations": [
-        {"from": "human", "value": "<image>\nHello"}]}]))
-    result = vlgpt("train", "instruct", "--data", bad, "--preset", "tiny", "--out", run, "--steps", "1", check=False)
+    (bad / "llava.json").write_text(
+        json.dumps(
+            [
+                {
+                    "id": "x7",
+                    "image": "train/000.png",
+                    "conversations": [{"from": "human", "value": "<image>\nHello"}],
+                }
+            ]
+        )
+    )
+    result = vlgpt(
+        "train", "instruct", "--data", bad, "--preset", "tiny", "--out", run, "--steps", "1", check=False
+    )
     assert result.returncode == 2
     assert "example x7" in result.stderr and "no assistant" in result.stderr and "data check" in result.stderr

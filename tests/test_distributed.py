@@ -48,8 +48,14 @@ def reference(tmp_path_factory, shards) -> Path:
     run = tmp_path_factory.mktemp("reference")
     threads = torch.get_num_threads()
     try:
-        train_stage("clip", run, preset_name="tiny", data=shards, train_overrides=dict(RECIPE, grad_accum=2, threads=1),
-                    progress=False)
+        train_stage(
+            "clip",
+            run,
+            preset_name="tiny",
+            data=shards,
+            train_overrides=dict(RECIPE, grad_accum=2, threads=1),
+            progress=False,
+        )
     finally:
         torch.set_num_threads(threads)
     return run / "clip"
@@ -57,8 +63,25 @@ def reference(tmp_path_factory, shards) -> Path:
 
 def torchrun(run: Path, shards: str, *flags: str) -> list[str]:
     recipe = [f"--{k.replace('_', '-')}={v}" for k, v in RECIPE.items()]
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "vlgpt",
-            "train", "clip", "--preset", "tiny", "--out", str(run), "--data", shards, *recipe, *flags]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "vlgpt",
+        "train",
+        "clip",
+        "--preset",
+        "tiny",
+        "--out",
+        str(run),
+        "--data",
+        shards,
+        *recipe,
+        *flags,
+    ]
 
 
 def losses(stage_dir: Path) -> list[float]:
@@ -77,13 +100,16 @@ def wait_for(marker: Path, process: subprocess.Popen, seconds: float = 180) -> s
         if text.isdigit():  # the marker may exist a moment before its pid is written
             return text
         time.sleep(0.1)
-    raise AssertionError(f"the run never paused: {process.communicate()[1][-3000:] if process.poll() else ''}")
+    raise AssertionError(
+        f"the run never paused: {process.communicate()[1][-3000:] if process.poll() else ''}"
+    )
 
 
 def test_ddp_on_two_processes_equals_one_process(tmp_path, shards, reference):
     run = tmp_path / "ddp"
-    result = subprocess.run(torchrun(run, shards, "--strategy=ddp"), env=ENV, capture_output=True, text=True,
-                            timeout=300)
+    result = subprocess.run(
+        torchrun(run, shards, "--strategy=ddp"), env=ENV, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("final evaluation") == 1  # rank 0 alone reports, logs and writes
     assert len(losses(run / "clip")) == STEPS
@@ -97,8 +123,13 @@ def test_ddp_on_two_processes_equals_one_process(tmp_path, shards, reference):
 def test_fsdp_stops_together_resumes_and_exports(tmp_path, shards, reference):
     run = tmp_path / "fsdp"
     command = torchrun(run, shards, "--strategy=fsdp")
-    process = subprocess.Popen(command, env={**ENV, "VLGPT_FAULT_PAUSE_STEP": "2"}, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        command,
+        env={**ENV, "VLGPT_FAULT_PAUSE_STEP": "2"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     rank0 = int(wait_for(run / "clip" / "PAUSED", process))
     os.kill(rank0, signal.SIGTERM)  # rank 0 alone: rank 1 must stop at the same step through the agreement
     out, err = process.communicate(timeout=180)
@@ -106,7 +137,11 @@ def test_fsdp_stops_together_resumes_and_exports(tmp_path, shards, reference):
     checkpoints = run / "clip" / "checkpoints"
     assert [p.name for p in checkpoints.iterdir()] == ["step-000002"]
     sharded = checkpoints / "step-000002" / "sharded"
-    assert {p.name for p in sharded.iterdir()} == {".metadata", "__0_0.distcp", "__1_0.distcp"}  # both ranks saved
+    assert {p.name for p in sharded.iterdir()} == {
+        ".metadata",
+        "__0_0.distcp",
+        "__1_0.distcp",
+    }  # both ranks saved
 
     resumed = subprocess.run(command + ["--resume"], env=ENV, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -121,8 +156,13 @@ def test_fsdp_stops_together_resumes_and_exports(tmp_path, shards, reference):
 
 def test_a_rank_that_dies_ends_the_job(tmp_path, shards):
     run = tmp_path / "dies"
-    process = subprocess.Popen(torchrun(run, shards, "--strategy=ddp"), env={**ENV, "VLGPT_FAULT_PAUSE_STEP": "2"},
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        torchrun(run, shards, "--strategy=ddp"),
+        env={**ENV, "VLGPT_FAULT_PAUSE_STEP": "2"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     rank0 = int(wait_for(run / "clip" / "PAUSED", process))
     workers = subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True, text=True).stdout.split()
     rank1 = next(int(pid) for pid in workers if int(pid) != rank0)
@@ -138,7 +178,9 @@ def test_a_rank_that_dies_ends_the_job(tmp_path, shards):
 
 def nan_on_rank_1_at_step_2(rank: int, port: int, shards: str, tokenizer_dir: str, out: str) -> None:
     """A worker of the test below: three steps of the tiny CLIP; rank 1's batch of step 2 is NaN."""
-    torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    torch.distributed.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2
+    )
     torch.set_num_threads(1)
     task = ClipStage(preset("tiny").model, shards, 0, 8, text_tokenizer=TextTokenizer.load(tokenizer_dir))
     clean_batch = task.batch
@@ -173,8 +215,9 @@ def test_a_nan_on_one_rank_skips_the_step_on_every_rank(tmp_path, shards):
     tokenizer_dir = tmp_path / "tokenizer"
     tokenizer_dir.mkdir()
     TextTokenizer.train(StreamingSource(shards, 32).corpus(), 512).save(tokenizer_dir)
-    torch.multiprocessing.spawn(nan_on_rank_1_at_step_2, args=(free_port(), shards, str(tokenizer_dir), str(tmp_path)),
-                                nprocs=2)
+    torch.multiprocessing.spawn(
+        nan_on_rank_1_at_step_2, args=(free_port(), shards, str(tokenizer_dir), str(tmp_path)), nprocs=2
+    )
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
     for result in ranks:
         assert [r["skipped"] for r in result["records"]] == [0, 0, 1]

@@ -21,8 +21,17 @@ from vlgpt.train.engine import EXIT_PREEMPTED, Preempted, Trainer, TrainingError
 from vlgpt.train.stages import ClipStage
 
 TINY = preset("tiny").model
-CFG = TrainConfig(steps=6, batch_size=8, lr=3e-3, warmup_steps=2, save_every=3, log_every=1, precision="fp32",
-                  eval_size=16, seed=0)
+CFG = TrainConfig(
+    steps=6,
+    batch_size=8,
+    lr=3e-3,
+    warmup_steps=2,
+    save_every=3,
+    log_every=1,
+    precision="fp32",
+    eval_size=16,
+    seed=0,
+)
 
 
 @pytest.fixture(scope="module")
@@ -104,8 +113,23 @@ def test_non_finite_batches_are_skipped_and_weights_stay(tmp_path, text_tokenize
 
 def test_kill_9_during_a_save_keeps_the_previous_checkpoint(tmp_path):
     run = tmp_path / "run"
-    command = [sys.executable, "-m", "vlgpt", "train", "clip", "--preset", "tiny", "--out", str(run), "--steps", "8",
-               "--save-every", "2", "--precision", "fp32"]
+    command = [
+        sys.executable,
+        "-m",
+        "vlgpt",
+        "train",
+        "clip",
+        "--preset",
+        "tiny",
+        "--out",
+        str(run),
+        "--steps",
+        "8",
+        "--save-every",
+        "2",
+        "--precision",
+        "fp32",
+    ]
     env = {**os.environ, "VLGPT_FAULT_PAUSE_SAVE_STEP": "4"}
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     marker = run / "clip" / "checkpoints" / "PAUSED"
@@ -132,15 +156,44 @@ def test_resume_across_a_real_sigterm_is_exact(tmp_path, tiny_shards):
     wrap into their second epoch at step 8)."""
 
     def command(run: Path) -> list[str]:
-        return [sys.executable, "-m", "vlgpt", "train", "clip", "--preset", "tiny", "--out", str(run), "--data",
-                tiny_shards, "--steps", "8", "--batch-size", "8", "--save-every", "0", "--log-every", "1",
-                "--precision", "fp32", "--eval-size", "8", "--threads", "1"]
+        return [
+            sys.executable,
+            "-m",
+            "vlgpt",
+            "train",
+            "clip",
+            "--preset",
+            "tiny",
+            "--out",
+            str(run),
+            "--data",
+            tiny_shards,
+            "--steps",
+            "8",
+            "--batch-size",
+            "8",
+            "--save-every",
+            "0",
+            "--log-every",
+            "1",
+            "--precision",
+            "fp32",
+            "--eval-size",
+            "8",
+            "--threads",
+            "1",
+        ]
 
     straight = subprocess.run(command(tmp_path / "straight"), capture_output=True, text=True, timeout=300)
     assert straight.returncode == 0, straight.stderr[-2000:]
     run = tmp_path / "stopped"
-    process = subprocess.Popen(command(run), env={**os.environ, "VLGPT_FAULT_PAUSE_STEP": "3"},
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        command(run),
+        env={**os.environ, "VLGPT_FAULT_PAUSE_STEP": "3"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     marker = run / "clip" / "PAUSED"
     deadline = time.time() + 120
     while not marker.exists() and time.time() < deadline and process.poll() is None:
@@ -156,5 +209,7 @@ def test_resume_across_a_real_sigterm_is_exact(tmp_path, tiny_shards):
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert losses(run / "clip") == losses(tmp_path / "straight" / "clip")
     assert [step for step, _ in losses(run / "clip")] == list(range(1, 9))
-    weights = [(r / "clip" / "model" / "model.safetensors").read_bytes() for r in (run, tmp_path / "straight")]
+    weights = [
+        (r / "clip" / "model" / "model.safetensors").read_bytes() for r in (run, tmp_path / "straight")
+    ]
     assert weights[0] == weights[1]

@@ -16,7 +16,7 @@ from vlgpt.models.transformer import KVCache, Transformer, TransformerConfig
 from vlgpt.models.vlgpt import VLGPT, VLGPTConfig
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "benchmarks"))
-from harness import synthetic_batch  # noqa: E402
+from harness import synthetic_batch
 
 CONFIG = TransformerConfig(width=32, depth=2, heads=2, mlp_hidden=64, max_seq_len=64)
 
@@ -31,7 +31,7 @@ def test_right_padded_batch_equals_each_sequence_alone():
         mask[i, :n] = 1
     batched = model(x, mask)
     for i, n in enumerate(lengths):
-        alone = model(x[i:i + 1, :n])
+        alone = model(x[i : i + 1, :n])
         torch.testing.assert_close(batched[i, :n], alone[0], atol=1e-5, rtol=1e-5)
         assert (batched[i, n:] == 0).all()  # padding is not computed
 
@@ -42,8 +42,12 @@ def test_cached_chunks_equal_full_forward_under_every_mask_branch():
     x = torch.randn(1, 10, 32)
     full = model(x)
     cache = KVCache(CONFIG, batch=1, max_len=64)
-    pieces = [model(x[:, :4], cache=cache), model(x[:, 4:7], cache=cache), model(x[:, 7:8], cache=cache),
-              model(x[:, 8:], cache=cache)]  # prefill (causal flag), a chunk (explicit mask), single steps
+    pieces = [
+        model(x[:, :4], cache=cache),
+        model(x[:, 4:7], cache=cache),
+        model(x[:, 7:8], cache=cache),
+        model(x[:, 8:], cache=cache),
+    ]  # prefill (causal flag), a chunk (explicit mask), single steps
     torch.testing.assert_close(torch.cat(pieces, dim=1), full, atol=1e-5, rtol=1e-5)
 
 
@@ -57,8 +61,8 @@ def padded_batch(model: VLGPT) -> dict:
     batch = synthetic_batch(model.config, batch_size=3, length=20, images=2, seed=1)
     for i, n in enumerate([20, 14, 9]):  # right padding, as `collate` lays it out
         batch["attention_mask"][i, n:] = 0
-        batch["text_targets"][i, n - 1:] = -100
-        batch["image_target_mask"][i, n - 1:] = False
+        batch["text_targets"][i, n - 1 :] = -100
+        batch["image_target_mask"][i, n - 1 :] = False
     return batch
 
 
@@ -104,8 +108,11 @@ def test_caption_batch_equals_one_by_one():
         for special in (tokenizer.eos_id, tokenizer.img_id, tokenizer.pad_id, tokenizer.bos_id):
             model.lm_head.weight[special] = 0  # full-length answers: every position can disagree
     generator = Generator(model, tokenizer, SimpleNamespace(token_dim=8, num_tokens=4))
-    prompts = [[S.image(torch.randn(4, 8)), S.text("a red circle")], [S.text("two")],
-               [S.text("a blue square left of two green triangles")]]
+    prompts = [
+        [S.image(torch.randn(4, 8)), S.text("a red circle")],
+        [S.text("two")],
+        [S.text("a blue square left of two green triangles")],
+    ]
     config = SamplingConfig(max_new_tokens=12)
     batched = generator.caption_batch(prompts, config)
     for prompt, answer in zip(prompts, batched):

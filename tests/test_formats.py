@@ -88,16 +88,38 @@ def test_refuses_non_empty_output_and_unknown_dataset(tmp_path):
 
 def test_cli_world_and_its_errors(tmp_path):
     out = tmp_path / "w"
-    ok = subprocess.run([sys.executable, "-m", "vlgpt", "world", "--out", str(out), "--n", "5", "--format", "llava",
-                         "--split", "comp-test"], capture_output=True, text=True)
+    ok = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vlgpt",
+            "world",
+            "--out",
+            str(out),
+            "--n",
+            "5",
+            "--format",
+            "llava",
+            "--split",
+            "comp-test",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert ok.returncode == 0, ok.stderr
     assert (out / "llava.json").is_file()
-    bad = subprocess.run([sys.executable, "-m", "vlgpt", "world", "--out", str(tmp_path / "x"), "--size", "16"],
-                         capture_output=True, text=True)
+    bad = subprocess.run(
+        [sys.executable, "-m", "vlgpt", "world", "--out", str(tmp_path / "x"), "--size", "16"],
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode == 2
     assert "canvas width 16 is outside 32..256" in bad.stderr and "Traceback" not in bad.stderr
-    unwritable = subprocess.run([sys.executable, "-m", "vlgpt", "world", "--out", "/proc/vlgpt/x", "--n", "2"],
-                                capture_output=True, text=True)
+    unwritable = subprocess.run(
+        [sys.executable, "-m", "vlgpt", "world", "--out", "/proc/vlgpt/x", "--n", "2"],
+        capture_output=True,
+        text=True,
+    )
     assert unwritable.returncode == 2 and "cannot write" in unwritable.stderr
 
 
@@ -113,5 +135,7 @@ def test_cli_judge_reads_an_image_and_refuses_garbage(tmp_path):
     assert len(judged["objects"]) == len(world.scene(0).objects)
     garbage = tmp_path / "garbage.png"
     garbage.write_bytes(b"\x89PNG\r\n\x1a\nnot really")
-    bad = subprocess.run([sys.executable, "-m", "vlgpt", "judge", str(garbage)], capture_output=True, text=True)
+    bad = subprocess.run(
+        [sys.executable, "-m", "vlgpt", "judge", str(garbage)], capture_output=True, text=True
+    )
     assert bad.returncode == 2 and "garbage.png" in bad.stderr and "Traceback" not in bad.stderr

@@ -32,8 +32,20 @@ from vlgpt.models.hf_backbone import HFVLGPT
 from vlgpt.models.lora import add_lora, has_lora, merge_lora
 from vlgpt.models.vlgpt import VLGPTConfig
 
-FAST = ["--preset", "tiny", "--steps", "3", "--save-every", "0", "--eval-size", "2", "--threads", "1",
-        "--log-every", "1"]
+FAST = [
+    "--preset",
+    "tiny",
+    "--steps",
+    "3",
+    "--save-every",
+    "0",
+    "--eval-size",
+    "2",
+    "--threads",
+    "1",
+    "--log-every",
+    "1",
+]
 
 
 def shapes_tokenizer() -> PreTrainedTokenizerFast:
@@ -50,26 +62,57 @@ def shapes_tokenizer() -> PreTrainedTokenizerFast:
     tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
-    tokenizer.train_from_iterator(texts, trainers.BpeTrainer(
-        vocab_size=300, special_tokens=["<pad>", "<s>", "</s>", "<unk>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
-    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
-                                   unk_token="<unk>")
+    tokenizer.train_from_iterator(
+        texts,
+        trainers.BpeTrainer(
+            vocab_size=300,
+            special_tokens=["<pad>", "<s>", "</s>", "<unk>"],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        ),
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
+    )
 
 
 def tiny_config(family: str, vocab: int):
     ids = {"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0}
     if family == "llama":
-        return LlamaConfig(vocab_size=vocab, hidden_size=48, intermediate_size=96, num_hidden_layers=2,
-                           num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, **ids)
+        return LlamaConfig(
+            vocab_size=vocab,
+            hidden_size=48,
+            intermediate_size=96,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=256,
+            **ids,
+        )
     if family == "qwen2":
-        return Qwen2Config(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                           num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=256,
-                           tie_word_embeddings=True, **ids)
+        return Qwen2Config(
+            vocab_size=vocab,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            max_position_embeddings=256,
+            tie_word_embeddings=True,
+            **ids,
+        )
     if family == "mistral":  # a sliding window shorter than the sequences: the cache must honour it too
-        return MistralConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                             num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=256,
-                             sliding_window=16, **ids)
+        return MistralConfig(
+            vocab_size=vocab,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            max_position_embeddings=256,
+            sliding_window=16,
+            **ids,
+        )
     return GPT2Config(vocab_size=vocab, n_embd=32, n_layer=1, n_head=2, n_positions=256, **ids)
 
 
@@ -110,7 +153,9 @@ def test_pretrain_instruct_caption_imagine_with_a_llama_backbone(lm_folders, cod
     shutil.copytree(lm_folders["llama"], lm)
     assert main(["train", "pretrain", "--out", str(run), "--lm", str(lm), "--lora-rank", "4", *FAST]) == 0
     capsys.readouterr()
-    assert main(["train", "instruct", "--out", str(run), "--lm", str(lm), *FAST]) == 2  # it continues from pretrain's
+    assert (
+        main(["train", "instruct", "--out", str(run), "--lm", str(lm), *FAST]) == 2
+    )  # it continues from pretrain's
     assert "drop --lm" in capsys.readouterr().err
     assert main(["train", "instruct", "--out", str(run), "--lora-rank", "4", *FAST]) == 0
     shutil.rmtree(lm)  # the run keeps everything it needs: loading never goes back to --lm
@@ -145,14 +190,18 @@ def test_pretrain_instruct_caption_imagine_with_a_llama_backbone(lm_folders, cod
     assert caption == pipe.caption(str(image), max_new_tokens=8)  # the CLI answers what the library answers
     out = tmp_path / "drawn.png"
     assert main(["imagine", "a red circle", "--ckpt", str(run), "-o", str(out), "--max-tokens", "4"]) == 0
-    assert main(["ask", str(image), "How many shapes are there?", "--ckpt", str(run), "--max-tokens", "4"]) == 0
+    assert (
+        main(["ask", str(image), "How many shapes are there?", "--ckpt", str(run), "--max-tokens", "4"]) == 0
+    )
     assert main(["edit", str(image), "Make the circle green.", "--ckpt", str(run), "-o", str(out)]) == 0
     from PIL import Image
 
     assert Image.open(out).size == (32, 32)
 
     lm_config = model_dir / "lm" / "config.json"  # a saved run is held to the same rule as --lm
-    lm_config.write_text(json.dumps({**json.loads(lm_config.read_text()), "auto_map": {"AutoModel": "evil.Model"}}))
+    lm_config.write_text(
+        json.dumps({**json.loads(lm_config.read_text()), "auto_map": {"AutoModel": "evil.Model"}})
+    )
     capsys.readouterr()
     assert main(["caption", str(image), "--ckpt", str(run)]) == 2
     assert str(lm_config) in capsys.readouterr().err
@@ -170,8 +219,11 @@ def test_pretrain_then_load_with_other_families(family, lm_folders, codec_run, t
     trained = pipe.model.transformer.model
     original = AutoModelForCausalLM.from_pretrained(lm_folders[family])
     # Full training moved the LM's own weights.
-    name, weight = next((n, p) for n, p in original.named_parameters() if p.ndim == 2 and "emb" not in n
-                        and "wte" not in n and "wpe" not in n)
+    name, weight = next(
+        (n, p)
+        for n, p in original.named_parameters()
+        if p.ndim == 2 and "emb" not in n and "wte" not in n and "wpe" not in n
+    )
     assert not torch.allclose(trained.get_parameter(name), weight)
     # A tied LM head is saved once and tied again on loading.
     assert trained.get_output_embeddings().weight is trained.get_input_embeddings().weight
@@ -211,7 +263,10 @@ def test_tokenizer_adapter_adds_image_tokens_and_falls_back_to_eos(lm_folders):
     from vlgpt.hf_lm import HFTextTokenizer
 
     tokenizer = HFTextTokenizer.load(lm_folders["qwen2"])
-    assert tokenizer.tokenizer.convert_ids_to_tokens([tokenizer.img_id, tokenizer.img_end_id]) == ["[IMG]", "[/IMG]"]
+    assert tokenizer.tokenizer.convert_ids_to_tokens([tokenizer.img_id, tokenizer.img_end_id]) == [
+        "[IMG]",
+        "[/IMG]",
+    ]
     assert tokenizer.vocab_size == 302 and tokenizer.bos_id == 1
     assert tokenizer.encode("a circle [IMG]")[-1] == tokenizer.img_id  # one special token, never split
     assert tokenizer.decode(tokenizer.encode("a circle [IMG] [/IMG]")) == "a circle"
@@ -231,8 +286,16 @@ def hf_vlgpt(folder, dim: int = 8) -> HFVLGPT:
 def test_kv_cached_greedy_decoding_equals_full_forward(family, lm_folders):
     model, tokenizer = hf_vlgpt(lm_folders[family])
     g = torch.Generator().manual_seed(0)
-    prompt = S.build([S.text("User:"), S.image(torch.randn(4, 8, generator=g)), S.text("Describe the image."),
-                      S.text("Assistant:")], tokenizer, 8)
+    prompt = S.build(
+        [
+            S.text("User:"),
+            S.image(torch.randn(4, 8, generator=g)),
+            S.text("Describe the image."),
+            S.text("Assistant:"),
+        ],
+        tokenizer,
+        8,
+    )
     batch = {k: prompt[k][None] for k in ("ids", "image_embeds", "is_image")}
     cache = model.new_cache(1, model.max_seq_len)
     with torch.no_grad():
@@ -242,18 +305,24 @@ def test_kv_cached_greedy_decoding_equals_full_forward(family, lm_folders):
             logits = model.next_token_logits(hidden)
             cached_logits.append(logits)
             ids.append(int(logits.argmax()))
-            step = {"ids": torch.tensor([[ids[-1]]]), "image_embeds": torch.zeros(1, 1, 8),
-                    "is_image": torch.tensor([[False]])}
+            step = {
+                "ids": torch.tensor([[ids[-1]]]),
+                "image_embeds": torch.zeros(1, 1, 8),
+                "is_image": torch.tensor([[False]]),
+            }
             hidden = model(step, cache)["hidden"][0, -1]
         T = len(ids)
-        full_batch = {"ids": torch.tensor([ids]), "is_image": torch.zeros(1, T, dtype=torch.bool),
-                      "image_embeds": torch.zeros(1, T, 8)}
-        full_batch["is_image"][0, :len(prompt["ids"])] = prompt["is_image"]
-        full_batch["image_embeds"][0, :len(prompt["ids"])] = prompt["image_embeds"]
+        full_batch = {
+            "ids": torch.tensor([ids]),
+            "is_image": torch.zeros(1, T, dtype=torch.bool),
+            "image_embeds": torch.zeros(1, T, 8),
+        }
+        full_batch["is_image"][0, : len(prompt["ids"])] = prompt["is_image"]
+        full_batch["image_embeds"][0, : len(prompt["ids"])] = prompt["image_embeds"]
         full = model.next_token_logits(model(full_batch)["hidden"][0])  # [T, V]
     assert cache.length == T
     start = len(prompt["ids"]) - 1
-    torch.testing.assert_close(torch.stack(cached_logits), full[start:start + 6], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(torch.stack(cached_logits), full[start : start + 6], rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("family", ["llama", "gpt2"])
@@ -261,8 +330,11 @@ def test_lora_on_an_hf_backbone_targets_its_decoder_and_merges(family, lm_folder
     model, _ = hf_vlgpt(lm_folders[family])
     add_lora(model, rank=4, alpha=8)
     adapted = {n.split(".lora_A")[0].rsplit(".", 1)[-1] for n, _ in model.named_parameters() if "lora_A" in n}
-    expected = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"} if family == "llama" \
+    expected = (
+        {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+        if family == "llama"
         else {"c_attn", "c_proj", "c_fc"}
+    )
     assert adapted == expected  # every linear layer of the decoder, never the LM head
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert any("lora_" in n for n in trainable) and "image_in.weight" in trainable
@@ -271,8 +343,11 @@ def test_lora_on_an_hf_backbone_targets_its_decoder_and_merges(family, lm_folder
         if "lora_B" in name:
             torch.nn.init.normal_(p, std=0.1)
     g = torch.Generator().manual_seed(1)
-    batch = {"ids": torch.randint(0, 300, (2, 10), generator=g), "image_embeds": torch.randn(2, 10, 8, generator=g),
-             "is_image": torch.rand(2, 10, generator=g) < 0.3}
+    batch = {
+        "ids": torch.randint(0, 300, (2, 10), generator=g),
+        "image_embeds": torch.randn(2, 10, 8, generator=g),
+        "is_image": torch.rand(2, 10, generator=g) < 0.3,
+    }
     with torch.no_grad():
         before = model(batch)["hidden"]
         merge_lora(model)
@@ -284,7 +359,9 @@ def test_lora_on_an_hf_backbone_targets_its_decoder_and_merges(family, lm_folder
 def test_the_documented_commands_work_as_written(tmp_path, monkeypatch):
     """docs/custom-models.md "Try it": its Python block runs as is, and every `vlgpt` line through the CLI."""
     doc = (Path(__file__).parents[1] / "docs" / "custom-models.md").read_text()
-    blocks = re.findall(r"```(bash|python)\n(.*?)```", doc.split("### Try it", 1)[1].split("\n## ", 1)[0], flags=re.DOTALL)
+    blocks = re.findall(
+        r"```(bash|python)\n(.*?)```", doc.split("### Try it", 1)[1].split("\n## ", 1)[0], flags=re.DOTALL
+    )
     assert [kind for kind, _ in blocks] == ["bash", "python", "bash"]
     monkeypatch.chdir(tmp_path)
     threads = torch.get_num_threads()
@@ -300,7 +377,7 @@ def test_the_documented_commands_work_as_written(tmp_path, monkeypatch):
 def run_documented(blocks):
     for kind, code in blocks:
         if kind == "python":
-            exec(compile(code, "docs/custom-models.md", "exec"), {})  # noqa: S102 - our own doc's example
+            exec(compile(code, "docs/custom-models.md", "exec"), {})
             continue
         for line in code.splitlines():
             argv = shlex.split(line)

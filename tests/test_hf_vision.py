@@ -36,12 +36,20 @@ def save_tokenizer(folder, max_length: int):
     texts = [world[i]["caption"] for i in range(300)]
     tokenizer = Tokenizer(models.BPE(unk_token="[UNK]"))
     tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
-    tokenizer.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=200, special_tokens=["[PAD]", "[UNK]",
-                                                                                               "[EOS]"]))
+    tokenizer.train_from_iterator(
+        texts, trainers.BpeTrainer(vocab_size=200, special_tokens=["[PAD]", "[UNK]", "[EOS]"])
+    )
     eos = tokenizer.token_to_id("[EOS]")
-    tokenizer.post_processor = processors.TemplateProcessing(single="$A [EOS]", special_tokens=[("[EOS]", eos)])
-    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="[PAD]", unk_token="[UNK]",
-                                                eos_token="[EOS]", model_max_length=max_length)
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="$A [EOS]", special_tokens=[("[EOS]", eos)]
+    )
+    fast = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        pad_token="[PAD]",
+        unk_token="[UNK]",
+        eos_token="[EOS]",
+        model_max_length=max_length,
+    )
     fast.save_pretrained(folder)
     return fast
 
@@ -58,16 +66,21 @@ def checkpoints(tmp_path_factory):
         tower = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
         if family == "clip":
             config = transformers.CLIPConfig(
-                text_config=dict(vocab_size=vocab, max_position_embeddings=16, eos_token_id=eos, pad_token_id=pad,
-                                 **tower),
-                vision_config=dict(image_size=32, patch_size=8, **tower), projection_dim=24)
+                text_config=dict(
+                    vocab_size=vocab, max_position_embeddings=16, eos_token_id=eos, pad_token_id=pad, **tower
+                ),
+                vision_config=dict(image_size=32, patch_size=8, **tower),
+                projection_dim=24,
+            )
             model = transformers.CLIPModel(config)
             stats = {"image_mean": [0.48, 0.46, 0.41], "image_std": [0.27, 0.26, 0.28]}
         else:
             config = transformers.SiglipConfig(
-                text_config=dict(vocab_size=vocab, max_position_embeddings=16, pad_token_id=pad, eos_token_id=eos,
-                                 **tower),
-                vision_config=dict(image_size=32, patch_size=8, **tower))
+                text_config=dict(
+                    vocab_size=vocab, max_position_embeddings=16, pad_token_id=pad, eos_token_id=eos, **tower
+                ),
+                vision_config=dict(image_size=32, patch_size=8, **tower),
+            )
             model = transformers.SiglipModel(config)
             stats = {"image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}
         model.save_pretrained(folder, safe_serialization=True)
@@ -88,7 +101,9 @@ def test_clip_interface_matches_the_checkpoint(checkpoints):
     assert torch.allclose(e_v.pow(2).mean(-1), torch.ones(3, 5), atol=1e-4)  # unit RMS, as vlgpt's CLIP
     model = clip.model  # the checkpoint's own image embedding: projection of the post-norm CLS token
     normed = (pixels - clip.mean) / clip.std
-    reference = F.normalize(model.visual_projection(model.vision_model(pixel_values=normed).pooler_output), dim=-1)
+    reference = F.normalize(
+        model.visual_projection(model.vision_model(pixel_values=normed).pooler_output), dim=-1
+    )
     assert torch.allclose(clip.encode_image(pixels), reference, atol=1e-5)
     e_t = clip.embed_captions(["a red circle.", "two blue squares and a green star."])
     assert e_t.shape == (2, 24) and torch.allclose(e_t.norm(dim=-1), torch.ones(2), atol=1e-5)
@@ -133,11 +148,33 @@ def test_remote_code_pickles_and_vision_only_folders_are_refused(checkpoints, tm
     for file in cases["pickle"].glob("*.safetensors"):
         file.rename(file.with_suffix(".bin"))
     (cases["towerless"] / "config.json").write_text(json.dumps({**config, "model_type": "clip_vision_model"}))
-    for name, words in (("remote", "remote code"), ("pickle", "safetensors only"), ("towerless", "text tower")):
-        result = vlgpt("train", "clip", "--vision", cases[name], "--preset", "tiny", "--out", tmp_path / f"r-{name}",
-                       check=False)
+    for name, words in (
+        ("remote", "remote code"),
+        ("pickle", "safetensors only"),
+        ("towerless", "text tower"),
+    ):
+        result = vlgpt(
+            "train",
+            "clip",
+            "--vision",
+            cases[name],
+            "--preset",
+            "tiny",
+            "--out",
+            tmp_path / f"r-{name}",
+            check=False,
+        )
         assert result.returncode == 2 and words in result.stderr, (name, result.stderr[-500:])
         assert "Traceback" not in result.stderr
-    result = vlgpt("train", "tokenizer", "--vision", checkpoints["clip"], "--preset", "tiny", "--out", tmp_path / "x",
-                   check=False)
+    result = vlgpt(
+        "train",
+        "tokenizer",
+        "--vision",
+        checkpoints["clip"],
+        "--preset",
+        "tiny",
+        "--out",
+        tmp_path / "x",
+        check=False,
+    )
     assert result.returncode == 2 and "--vision belongs to the clip stage" in result.stderr

@@ -91,7 +91,6 @@ def test_bomb_png_declaring_20000x20000_is_refused_with_flat_memory(tmp_path: Pa
     assert Image.MAX_IMAGE_PIXELS == pillow_cap  # Pillow's global is left alone
 
 
-
 def test_own_cap_is_checked_before_decoding_below_pillows_limit() -> None:
     # 25 Mpx is under Pillow's own bomb threshold (~89 Mpx): only our cap stops it.
     before = _peak_rss_mb()

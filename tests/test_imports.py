@@ -62,7 +62,7 @@ def find_cycle(edges: dict[str, set[str]]) -> list[str] | None:
         stack.append(node)
         for nxt in sorted(edges.get(node, ())):
             if state.get(nxt) == 1:
-                return stack[stack.index(nxt):] + [nxt]
+                return stack[stack.index(nxt) :] + [nxt]
             if nxt not in state and (cycle := visit(nxt)):
                 return cycle
         stack.pop()
@@ -91,14 +91,18 @@ def test_cycle_finder_finds_a_cycle():
 
 
 def test_inference_does_not_import_training():
-    offenders = {name: sorted(i for i in imported if i.startswith("vlgpt.train"))
-                 for name, imported in graph().items()
-                 if not name.startswith("vlgpt.train") and name not in TOP_FLOOR}
+    offenders = {
+        name: sorted(i for i in imported if i.startswith("vlgpt.train"))
+        for name, imported in graph().items()
+        if not name.startswith("vlgpt.train") and name not in TOP_FLOOR
+    }
     assert not {k: v for k, v in offenders.items() if v}
 
 
 def test_loading_a_model_does_not_pull_in_training():
-    code = ("import sys, vlgpt.pipeline, vlgpt.serve.app, vlgpt.eval.full; "
-            "print([m for m in sys.modules if m.startswith('vlgpt.train')])")
+    code = (
+        "import sys, vlgpt.pipeline, vlgpt.serve.app, vlgpt.eval.full; "
+        "print([m for m in sys.modules if m.startswith('vlgpt.train')])"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

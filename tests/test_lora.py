@@ -9,22 +9,31 @@ from vlgpt.models.vlgpt import VLGPT, VLGPTConfig
 
 def tiny_model() -> VLGPT:
     torch.manual_seed(0)
-    return VLGPT(VLGPTConfig(64, 4, 16, LanguageModelConfig(width=32, depth=2, heads=2, mlp_hidden=64, max_seq_len=32)))
+    return VLGPT(
+        VLGPTConfig(64, 4, 16, LanguageModelConfig(width=32, depth=2, heads=2, mlp_hidden=64, max_seq_len=32))
+    )
 
 
 def inputs() -> dict:
     g = torch.Generator().manual_seed(1)
-    return {"ids": torch.randint(0, 64, (2, 12), generator=g), "image_embeds": torch.randn(2, 12, 16, generator=g),
-            "is_image": torch.rand(2, 12, generator=g) < 0.3}
+    return {
+        "ids": torch.randint(0, 64, (2, 12), generator=g),
+        "image_embeds": torch.randn(2, 12, 16, generator=g),
+        "is_image": torch.rand(2, 12, generator=g) < 0.3,
+    }
 
 
 def test_lora_freezes_the_transformer_and_trains_adapters_and_image_heads():
     model = add_lora(tiny_model(), rank=4, alpha=8)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    assert trainable and all("lora_" in n or n.startswith(("image_in.", "regression_head.")) for n in trainable)
+    assert trainable and all(
+        "lora_" in n or n.startswith(("image_in.", "regression_head.")) for n in trainable
+    )
     per_block = {n.split(".")[4] for n in trainable if "lora_A" in n}
     assert per_block == {"qkv", "out", "gate", "up", "down"}  # every linear layer of the blocks
-    assert not any(p.requires_grad for n, p in model.named_parameters() if n.startswith(("token_embed", "lm_head")))
+    assert not any(
+        p.requires_grad for n, p in model.named_parameters() if n.startswith(("token_embed", "lm_head"))
+    )
 
 
 def test_merged_model_matches_unmerged_adapters():

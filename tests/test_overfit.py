@@ -24,11 +24,25 @@ from vlgpt.world.judge import compare_scenes, judge
 from vlgpt.world.render import render
 
 # A small model at 64x64 (the judge's resolution), trained on 8 scenes only.
-MODEL = ["clip.vision.width=64", "clip.vision.depth=2", "clip.text.width=64", "clip.text.depth=1",
-         "clip.embed_dim=64", "tokenizer.num_tokens=8", "tokenizer.token_dim=64", "tokenizer.width=64",
-         "tokenizer.depth=1", "tokenizer.detokenizer_depth=1", "decoder.channels=64", "decoder.mixer_depth=1"]
-RECIPES = {"clip": dict(steps=60, lr=2e-3), "tokenizer": dict(steps=250, lr=3e-3),
-           "decoder": dict(steps=1000, lr=3e-3)}
+MODEL = [
+    "clip.vision.width=64",
+    "clip.vision.depth=2",
+    "clip.text.width=64",
+    "clip.text.depth=1",
+    "clip.embed_dim=64",
+    "tokenizer.num_tokens=8",
+    "tokenizer.token_dim=64",
+    "tokenizer.width=64",
+    "tokenizer.depth=1",
+    "tokenizer.detokenizer_depth=1",
+    "decoder.channels=64",
+    "decoder.mixer_depth=1",
+]
+RECIPES = {
+    "clip": dict(steps=60, lr=2e-3),
+    "tokenizer": dict(steps=250, lr=3e-3),
+    "decoder": dict(steps=1000, lr=3e-3),
+}
 
 
 @pytest.fixture(scope="module")
@@ -38,9 +52,24 @@ def codec_run(tmp_path_factory) -> Path:
     write_world(data, 8, split="val", progress=False)
     run = tmp / "run"
     for stage, recipe in RECIPES.items():
-        train_stage(stage, run, preset_name="small", data=str(data), val_data=str(data), model_overrides=tuple(MODEL),
-                    train_overrides=dict(batch_size=8, warmup_steps=10, save_every=0, log_every=50, eval_size=8,
-                                         precision="fp32", **recipe), progress=False)
+        train_stage(
+            stage,
+            run,
+            preset_name="small",
+            data=str(data),
+            val_data=str(data),
+            model_overrides=tuple(MODEL),
+            train_overrides=dict(
+                batch_size=8,
+                warmup_steps=10,
+                save_every=0,
+                log_every=50,
+                eval_size=8,
+                precision="fp32",
+                **recipe,
+            ),
+            progress=False,
+        )
     return run
 
 
@@ -63,19 +92,29 @@ def test_vlgpt_learns_to_caption_and_draw_eight_scenes(codec_run, scenes):
     codec = ImageCodecPipeline.load(codec_run)
     tokenizer = codec.text_tokenizer
     torch.manual_seed(0)
-    model = VLGPT(VLGPTConfig(tokenizer.vocab_size, codec.num_tokens, codec.token_dim,
-                              LanguageModelConfig(width=96, depth=2, heads=2, mlp_hidden=256, max_seq_len=128)))
+    model = VLGPT(
+        VLGPTConfig(
+            tokenizer.vocab_size,
+            codec.num_tokens,
+            codec.token_dim,
+            LanguageModelConfig(width=96, depth=2, heads=2, mlp_hidden=256, max_seq_len=128),
+        )
+    )
     images = [render(s) for s in scenes]
     embeddings = codec.encode(images)
     captions = [language.captions(s, np.random.default_rng(i))[0] for i, s in enumerate(scenes)]
-    user = lambda *parts: {"role": "user", "content": list(parts)}  # noqa: E731
-    bot = lambda *parts: {"role": "assistant", "content": list(parts)}  # noqa: E731
+    user = lambda *parts: {"role": "user", "content": list(parts)}
+    bot = lambda *parts: {"role": "assistant", "content": list(parts)}
     sequences = []
     for caption, emb, scene in zip(captions, embeddings, scenes):
-        describe = [user({"type": "image"}, {"type": "text", "text": "Describe the image."}),
-                    bot({"type": "text", "text": caption})]
-        draw = [user({"type": "text", "text": f"Draw: {caption}"}),
-                bot({"type": "text", "text": language.layout(scene)}, {"type": "image"})]
+        describe = [
+            user({"type": "image"}, {"type": "text", "text": "Describe the image."}),
+            bot({"type": "text", "text": caption}),
+        ]
+        draw = [
+            user({"type": "text", "text": f"Draw: {caption}"}),
+            bot({"type": "text", "text": language.layout(scene)}, {"type": "image"}),
+        ]
         sequences.append(S.build(S.chat_segments(describe, [emb]), tokenizer, codec.token_dim))
         sequences.append(S.build(S.chat_segments(draw, [emb]), tokenizer, codec.token_dim))
     batch = S.collate(sequences, tokenizer.pad_id)

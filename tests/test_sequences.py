@@ -14,7 +14,7 @@ def test_image_span_layout_and_targets():
     seq = S.build([S.text("An image of a red circle."), S.image(emb, train=True), S.eos()], TOK, 4)
     ids, is_image = seq["ids"], seq["is_image"]
     img = (ids == TOK.img_id).nonzero().item()
-    assert ids[img + 4] == TOK.img_end_id and is_image[img + 1:img + 4].all() and not is_image[img]
+    assert ids[img + 4] == TOK.img_end_id and is_image[img + 1 : img + 4].all() and not is_image[img]
     # [IMG] predicts the first embedding; the last embedding predicts [/IMG]; prompt text is not trained.
     assert seq["image_target_mask"][img] and torch.equal(seq["image_targets"][img], emb[0])
     assert torch.equal(seq["image_targets"][img + 2], emb[2])
@@ -25,8 +25,10 @@ def test_image_span_layout_and_targets():
 
 def test_chat_masks_train_only_assistant_turns():
     emb = torch.randn(2, 4)
-    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What color is it?"}]},
-                {"role": "assistant", "content": "red"}]
+    messages = [
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What color is it?"}]},
+        {"role": "assistant", "content": "red"},
+    ]
     seq = S.build(S.chat_segments(messages, [emb]), TOK, 4)
     trained = seq["text_targets"][seq["text_targets"] != -100].tolist()
     assert trained == TOK.encode("red") + [TOK.eos_id]

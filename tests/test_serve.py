@@ -34,8 +34,9 @@ from vlgpt.generate import Output, TextStream
 from vlgpt.serve.outputs import ContentWriter
 from vlgpt.serve.settings import ServeSettings, ServeSettingsError, is_loopback
 
-LIMITS = ServeSettings(max_body_mb=1, max_images=2, max_prompt_chars=200, max_tokens=32, max_n=2,
-                       max_pixels=1_000_000)
+LIMITS = ServeSettings(
+    max_body_mb=1, max_images=2, max_prompt_chars=200, max_tokens=32, max_n=2, max_pixels=1_000_000
+)
 CHAT = "/v1/chat/completions"
 
 
@@ -71,7 +72,10 @@ def rendered(parts) -> str:
 
 
 def markdown_images(content: str) -> list:
-    return [decode_png(b64) for b64 in re.findall(r"!\[image\]\(data:image/png;base64,([A-Za-z0-9+/=]+)\)", content)]
+    return [
+        decode_png(b64)
+        for b64 in re.findall(r"!\[image\]\(data:image/png;base64,([A-Za-z0-9+/=]+)\)", content)
+    ]
 
 
 def assert_error(response: httpx.Response, status: int, code: str | None = None) -> dict:
@@ -91,14 +95,19 @@ def assert_error(response: httpx.Response, status: int, code: str | None = None)
 def test_openai_client_chat_with_an_image(client, pipeline):
     text = {"type": "text", "text": "Describe the image."}
     response = client.chat.completions.create(
-        model="vlgpt", max_tokens=12,
-        messages=[{"role": "user", "content": [image_part(data_uri(png_bytes(scene()))), text]}])
-    direct = pipeline.chat([{"role": "user", "content": [{"type": "image", "image": scene()}, text]}],
-                           max_new_tokens=12)
+        model="vlgpt",
+        max_tokens=12,
+        messages=[{"role": "user", "content": [image_part(data_uri(png_bytes(scene()))), text]}],
+    )
+    direct = pipeline.chat(
+        [{"role": "user", "content": [{"type": "image", "image": scene()}, text]}], max_new_tokens=12
+    )
     choice = response.choices[0]
     assert choice.message.role == "assistant" and choice.message.content == rendered(direct.parts)
     assert choice.finish_reason == direct.finish_reason in ("stop", "length")
-    assert response.usage.prompt_tokens == direct.prompt_tokens >= pipeline.codec.num_tokens + 2  # the image is in
+    assert (
+        response.usage.prompt_tokens == direct.prompt_tokens >= pipeline.codec.num_tokens + 2
+    )  # the image is in
     assert response.usage.completion_tokens == direct.completion_tokens > 0
     assert response.model == "vlgpt" and response.id.startswith("chatcmpl-")
 
@@ -106,14 +115,27 @@ def test_openai_client_chat_with_an_image(client, pipeline):
 def test_streaming_joins_to_the_non_streamed_answer(client, server):
     messages = [{"role": "user", "content": "Draw: a red circle above a blue star"}]
     full = client.chat.completions.create(model="vlgpt", messages=messages, max_tokens=24)
-    chunks = list(client.chat.completions.create(model="vlgpt", messages=messages, max_tokens=24, stream=True,
-                                                 stream_options={"include_usage": True}))
+    chunks = list(
+        client.chat.completions.create(
+            model="vlgpt",
+            messages=messages,
+            max_tokens=24,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
     assert chunks[0].choices[0].delta.role == "assistant"
-    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == full.choices[0].message.content
-    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == \
-        [full.choices[0].finish_reason]
+    assert (
+        "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        == full.choices[0].message.content
+    )
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == [
+        full.choices[0].finish_reason
+    ]
     assert chunks[-1].usage.total_tokens == full.usage.total_tokens
-    for image in markdown_images(full.choices[0].message.content):  # whatever the tiny model drew is a real PNG
+    for image in markdown_images(
+        full.choices[0].message.content
+    ):  # whatever the tiny model drew is a real PNG
         assert image.size == (32, 32)
 
     raw = httpx.post(server.url + CHAT, json=chat_body("hello", stream=True), timeout=30)
@@ -141,10 +163,14 @@ def test_drawn_images_travel_as_markdown_data_uris(pipeline):
         client = openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0)
         messages = [{"role": "user", "content": "Draw a red circle."}]
         content = client.chat.completions.create(model="vlgpt", messages=messages).choices[0].message.content
-        streamed = "".join(c.choices[0].delta.content or "" for c in
-                           client.chat.completions.create(model="vlgpt", messages=messages, stream=True))
+        streamed = "".join(
+            c.choices[0].delta.content or ""
+            for c in client.chat.completions.create(model="vlgpt", messages=messages, stream=True)
+        )
     assert streamed == content
-    assert re.fullmatch(r"Here it is:\n\n!\[image\]\(data:image/png;base64,[A-Za-z0-9+/=]+\)\n\nDone\.", content)
+    assert re.fullmatch(
+        r"Here it is:\n\n!\[image\]\(data:image/png;base64,[A-Za-z0-9+/=]+\)\n\nDone\.", content
+    )
     (image,) = markdown_images(content)
     assert np.array_equal(np.asarray(image), np.asarray(pipeline.imagine("a red circle")))
 
@@ -153,11 +179,19 @@ def test_assistant_images_are_read_back_as_images(client, pipeline):
     drawn = data_uri(png_bytes(scene(1)))
 
     def prompt_tokens(assistant: str) -> int:
-        messages = [{"role": "user", "content": "Draw: a star"}, {"role": "assistant", "content": assistant},
-                    {"role": "user", "content": "Describe it."}]
-        return client.chat.completions.create(model="vlgpt", messages=messages, max_tokens=1).usage.prompt_tokens
+        messages = [
+            {"role": "user", "content": "Draw: a star"},
+            {"role": "assistant", "content": assistant},
+            {"role": "user", "content": "Describe it."},
+        ]
+        return client.chat.completions.create(
+            model="vlgpt", messages=messages, max_tokens=1
+        ).usage.prompt_tokens
 
-    assert prompt_tokens(f"A star.\n\n![image]({drawn})") - prompt_tokens("A star.") == pipeline.codec.num_tokens + 2
+    assert (
+        prompt_tokens(f"A star.\n\n![image]({drawn})") - prompt_tokens("A star.")
+        == pipeline.codec.num_tokens + 2
+    )
 
 
 def test_openai_client_images_generate(client, pipeline):
@@ -169,8 +203,9 @@ def test_openai_client_images_generate(client, pipeline):
 
 
 def test_openai_client_images_edit(client, pipeline):
-    result = client.images.edit(model="vlgpt", image=("scene.png", png_bytes(scene()), "image/png"),
-                                prompt="Make the circle blue.")
+    result = client.images.edit(
+        model="vlgpt", image=("scene.png", png_bytes(scene()), "image/png"), prompt="Make the circle blue."
+    )
     (item,) = result.data
     expected = np.asarray(pipeline.edit(scene(), "Make the circle blue."))
     assert np.array_equal(np.asarray(decode_png(item.b64_json)), expected)
@@ -197,44 +232,113 @@ def chunked(total: int, size: int = 64 * 1024):
 
 
 def edit_form(image: tuple | None, **fields) -> dict:
-    return {"files": {"image": image} if image else {"unused": ("x.txt", b"x", "text/plain")},
-            "data": {"prompt": "Make it blue.", **fields}}
+    return {
+        "files": {"image": image} if image else {"unused": ("x.txt", b"x", "text/plain")},
+        "data": {"prompt": "Make it blue.", **fields},
+    }
 
 
 BAD_REQUESTS = {
-    "truncated PNG": (CHAT, lambda: {"json": chat_body([image_part(data_uri(png_bytes(scene())[:80]))])},
-                      400, "invalid_image"),
-    "decompression bomb": (CHAT, lambda: {"json": chat_body([image_part(data_uri(bomb_png()))])}, 400,
-                           "image_too_large"),
-    "bad data URI": (CHAT, lambda: {"json": chat_body([image_part("data:image/png;base64,@@not base64@@")])}, 400,
-                     "invalid_image"),
-    "text/html MIME type": (CHAT, lambda: {"json": chat_body([image_part(data_uri(b"<script>x</script>", "text/html"))])},
-                            400, "invalid_image"),
-    "oversize body (Content-Length)": (CHAT, lambda: {"content": b" " * (2 * 2**20),
-                                                      "headers": {"content-type": "application/json"}},
-                                       413, "body_too_large"),
-    "oversize body (chunked)": (CHAT, lambda: {"content": chunked(2 * 2**20),
-                                               "headers": {"content-type": "application/json"}}, 413, "body_too_large"),
-    "too many images": (CHAT, lambda: {"json": chat_body([image_part(data_uri(png_bytes(scene())))] * 3)}, 400,
-                        "too_many_images"),
+    "truncated PNG": (
+        CHAT,
+        lambda: {"json": chat_body([image_part(data_uri(png_bytes(scene())[:80]))])},
+        400,
+        "invalid_image",
+    ),
+    "decompression bomb": (
+        CHAT,
+        lambda: {"json": chat_body([image_part(data_uri(bomb_png()))])},
+        400,
+        "image_too_large",
+    ),
+    "bad data URI": (
+        CHAT,
+        lambda: {"json": chat_body([image_part("data:image/png;base64,@@not base64@@")])},
+        400,
+        "invalid_image",
+    ),
+    "text/html MIME type": (
+        CHAT,
+        lambda: {"json": chat_body([image_part(data_uri(b"<script>x</script>", "text/html"))])},
+        400,
+        "invalid_image",
+    ),
+    "oversize body (Content-Length)": (
+        CHAT,
+        lambda: {"content": b" " * (2 * 2**20), "headers": {"content-type": "application/json"}},
+        413,
+        "body_too_large",
+    ),
+    "oversize body (chunked)": (
+        CHAT,
+        lambda: {"content": chunked(2 * 2**20), "headers": {"content-type": "application/json"}},
+        413,
+        "body_too_large",
+    ),
+    "too many images": (
+        CHAT,
+        lambda: {"json": chat_body([image_part(data_uri(png_bytes(scene())))] * 3)},
+        400,
+        "too_many_images",
+    ),
     "over-long prompt": (CHAT, lambda: {"json": chat_body("x" * 201)}, 400, "prompt_too_long"),
-    "max_tokens too large": (CHAT, lambda: {"json": chat_body("hi", max_tokens=33)}, 400, "max_tokens_too_large"),
+    "max_tokens too large": (
+        CHAT,
+        lambda: {"json": chat_body("hi", max_tokens=33)},
+        400,
+        "max_tokens_too_large",
+    ),
     "unknown model": (CHAT, lambda: {"json": {**chat_body("hi"), "model": "gpt-4o"}}, 404, "model_not_found"),
-    "remote image URL": (CHAT, lambda: {"json": chat_body([image_part("http://127.0.0.1:9/scene.png")])}, 400,
-                         "remote_images_disabled"),
-    "file URL": (CHAT, lambda: {"json": chat_body([image_part("file:///etc/passwd")])}, 400, "invalid_image_url"),
-    "not JSON": (CHAT, lambda: {"content": b"{nope", "headers": {"content-type": "application/json"}}, 400, None),
+    "remote image URL": (
+        CHAT,
+        lambda: {"json": chat_body([image_part("http://127.0.0.1:9/scene.png")])},
+        400,
+        "remote_images_disabled",
+    ),
+    "file URL": (
+        CHAT,
+        lambda: {"json": chat_body([image_part("file:///etc/passwd")])},
+        400,
+        "invalid_image_url",
+    ),
+    "not JSON": (
+        CHAT,
+        lambda: {"content": b"{nope", "headers": {"content-type": "application/json"}},
+        400,
+        None,
+    ),
     "unknown part type": (CHAT, lambda: {"json": chat_body([{"type": "video", "url": "x"}])}, 400, None),
-    "n too large": ("/v1/images/generations", lambda: {"json": {"prompt": "a star", "n": 3}}, 400, "n_out_of_range"),
-    "response_format url": ("/v1/images/generations", lambda: {"json": {"prompt": "a", "response_format": "url"}},
-                            400, None),
-    "size the model cannot draw": ("/v1/images/generations", lambda: {"json": {"prompt": "a", "size": "1024x1024"}},
-                                   400, None),
+    "n too large": (
+        "/v1/images/generations",
+        lambda: {"json": {"prompt": "a star", "n": 3}},
+        400,
+        "n_out_of_range",
+    ),
+    "response_format url": (
+        "/v1/images/generations",
+        lambda: {"json": {"prompt": "a", "response_format": "url"}},
+        400,
+        None,
+    ),
+    "size the model cannot draw": (
+        "/v1/images/generations",
+        lambda: {"json": {"prompt": "a", "size": "1024x1024"}},
+        400,
+        None,
+    ),
     "edit without an image": ("/v1/images/edits", lambda: edit_form(None), 400, None),
-    "edit of a bomb": ("/v1/images/edits", lambda: edit_form(("b.png", bomb_png(), "image/png")), 400,
-                       "image_too_large"),
-    "edit of HTML": ("/v1/images/edits", lambda: edit_form(("x.png", b"<html></html>", "image/png")), 400,
-                     "invalid_image"),
+    "edit of a bomb": (
+        "/v1/images/edits",
+        lambda: edit_form(("b.png", bomb_png(), "image/png")),
+        400,
+        "image_too_large",
+    ),
+    "edit of HTML": (
+        "/v1/images/edits",
+        lambda: edit_form(("x.png", b"<html></html>", "image/png")),
+        400,
+        "invalid_image",
+    ),
     "edit sent as JSON": ("/v1/images/edits", lambda: {"json": {"prompt": "x"}}, 400, "invalid_content_type"),
 }
 
@@ -259,8 +363,12 @@ def test_unknown_routes_and_methods_use_the_error_shape(server):
 
 def test_api_key_guards_every_route_but_health_and_page(pipeline):
     with ServerThread(pipeline, ServeSettings(api_key="s3cret-key")) as server:
-        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic s3cret-key"},
-                        {"Authorization": "Bearer s3cret-key-and-more"}):
+        for headers in (
+            {},
+            {"Authorization": "Bearer wrong"},
+            {"Authorization": "Basic s3cret-key"},
+            {"Authorization": "Bearer s3cret-key-and-more"},
+        ):
             response = httpx.get(server.url + "/v1/models", headers=headers)
             assert_error(response, 401, "invalid_api_key")
             assert response.headers["www-authenticate"] == "Bearer"
@@ -272,8 +380,14 @@ def test_api_key_guards_every_route_but_health_and_page(pipeline):
             openai.OpenAI(base_url=server.url + "/v1", api_key="wrong", max_retries=0).models.list()
         good = openai.OpenAI(base_url=server.url + "/v1", api_key="s3cret-key", max_retries=0)
         assert [m.id for m in good.models.list()] == ["vlgpt"]
-        assert good.chat.completions.create(model="vlgpt", messages=[{"role": "user", "content": "hi"}],
-                                            max_tokens=2).choices[0].message.role == "assistant"
+        assert (
+            good.chat.completions.create(
+                model="vlgpt", messages=[{"role": "user", "content": "hi"}], max_tokens=2
+            )
+            .choices[0]
+            .message.role
+            == "assistant"
+        )
 
 
 def test_no_cors_headers_unless_origins_are_configured(server, pipeline):
@@ -282,10 +396,18 @@ def test_no_cors_headers_unless_origins_are_configured(server, pipeline):
     with ServerThread(pipeline, ServeSettings(cors_origins=("http://app.test",))) as cors:
         allowed = httpx.get(cors.url + "/v1/models", headers={"Origin": "http://app.test"})
         assert allowed.headers["access-control-allow-origin"] == "http://app.test"
-        preflight = httpx.options(cors.url + CHAT, headers={"Origin": "http://app.test",
-                                                            "Access-Control-Request-Method": "POST",
-                                                            "Access-Control-Request-Headers": "authorization"})
-        assert preflight.status_code == 200 and preflight.headers["access-control-allow-origin"] == "http://app.test"
+        preflight = httpx.options(
+            cors.url + CHAT,
+            headers={
+                "Origin": "http://app.test",
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization",
+            },
+        )
+        assert (
+            preflight.status_code == 200
+            and preflight.headers["access-control-allow-origin"] == "http://app.test"
+        )
         other = httpx.get(cors.url + "/v1/models", headers={"Origin": "http://evil.test"})
         assert "access-control-allow-origin" not in other.headers
 
@@ -309,14 +431,16 @@ def _free_port() -> int:
 def test_cli_serve_refuses_a_public_bind_and_serves_on_loopback(serve_run):
     env = {k: v for k, v in os.environ.items() if k != "VLGPT_API_KEY"}
     command = [sys.executable, "-m", "vlgpt", "serve", "--ckpt", str(serve_run)]
-    refused = subprocess.run(command + ["--host", "0.0.0.0"], capture_output=True, text=True, env=env, timeout=120,
-                             check=False)
+    refused = subprocess.run(
+        command + ["--host", "0.0.0.0"], capture_output=True, text=True, env=env, timeout=120, check=False
+    )
     assert refused.returncode == 2 and "refusing to bind 0.0.0.0 without an API key" in refused.stderr
     assert "Traceback" not in refused.stderr
 
     port = _free_port()
-    process = subprocess.Popen(command + ["--port", str(port)], env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        command + ["--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     try:
         deadline = time.monotonic() + 90
         while True:
@@ -342,14 +466,21 @@ def test_remote_images_only_when_allowed(pipeline, tmp_path):
         def log_message(self, *args):
             pass
 
-    images = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(tmp_path)))
+    images = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(Quiet, directory=str(tmp_path))
+    )
     threading.Thread(target=images.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{images.server_address[1]}/scene.png"
     try:
         with ServerThread(pipeline, ServeSettings(allow_remote_images=True)) as server:
-            by_url = httpx.post(server.url + CHAT, json=chat_body([image_part(url)], max_tokens=1), timeout=30)
-            inline = httpx.post(server.url + CHAT, json=chat_body([image_part(data_uri(png_bytes(scene())))],
-                                                                  max_tokens=1), timeout=30)
+            by_url = httpx.post(
+                server.url + CHAT, json=chat_body([image_part(url)], max_tokens=1), timeout=30
+            )
+            inline = httpx.post(
+                server.url + CHAT,
+                json=chat_body([image_part(data_uri(png_bytes(scene())))], max_tokens=1),
+                timeout=30,
+            )
             assert by_url.status_code == 200, by_url.text
             assert by_url.json()["usage"] == inline.json()["usage"]
             missing = httpx.post(server.url + CHAT, json=chat_body([image_part(url + ".gone")]), timeout=30)
@@ -425,7 +556,9 @@ def test_a_client_leaving_stops_its_generation(pipeline, stream):
     endless = EndlessPipeline(pipeline.codec)
     with ServerThread(endless) as server:
         if stream:
-            with httpx.stream("POST", server.url + CHAT, json=chat_body("go", stream=True), timeout=10) as response:
+            with httpx.stream(
+                "POST", server.url + CHAT, json=chat_body("go", stream=True), timeout=10
+            ) as response:
                 assert response.status_code == 200
                 assert next(response.iter_lines()).startswith("data: ")
         else:
@@ -482,7 +615,9 @@ def test_generator_streams_its_parts_and_stops_when_asked(pipeline):
     messages = [{"role": "user", "content": "Draw: a red circle above a blue star"}]
     full = pipeline.chat(messages, max_new_tokens=24)
     pieces: list = []
-    streamed = pipeline.chat(messages, max_new_tokens=24, on_part=lambda kind, value: pieces.append((kind, value)))
+    streamed = pipeline.chat(
+        messages, max_new_tokens=24, on_part=lambda kind, value: pieces.append((kind, value))
+    )
     assert rendered(pieces) == rendered(full.parts) == rendered(streamed.parts)
     assert full.finish_reason in ("stop", "length")
 

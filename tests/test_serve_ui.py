@@ -33,17 +33,33 @@ class Chromium:
         to_browser, self._out = os.pipe()
         self._in, from_browser = os.pipe()
         # bash puts the pipe ends on fds 3 and 4 (dash takes single-digit fds only)
-        command = ["bash", "-c", f'exec "$0" "$@" 3<&{to_browser} 4>&{from_browser}', CHROMIUM, "--headless",
-                   "--no-sandbox", "--disable-gpu", "--no-first-run", "--no-default-browser-check",
-                   "--disable-extensions", "--disable-dev-shm-usage", f"--user-data-dir={profile_dir}",
-                   "--remote-debugging-pipe", f"--window-size={WIDTH},{HEIGHT}", "about:blank"]
-        self.process = subprocess.Popen(command, pass_fds=(to_browser, from_browser), stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL)
+        command = [
+            "bash",
+            "-c",
+            f'exec "$0" "$@" 3<&{to_browser} 4>&{from_browser}',
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--no-default-browser-check",
+            "--disable-extensions",
+            "--disable-dev-shm-usage",
+            f"--user-data-dir={profile_dir}",
+            "--remote-debugging-pipe",
+            f"--window-size={WIDTH},{HEIGHT}",
+            "about:blank",
+        ]
+        self.process = subprocess.Popen(
+            command, pass_fds=(to_browser, from_browser), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         os.close(to_browser)
         os.close(from_browser)
         self._buffer, self._next_id = b"", 0
 
-    def send(self, method: str, params: dict | None = None, session: str | None = None, timeout: float = 30) -> dict:
+    def send(
+        self, method: str, params: dict | None = None, session: str | None = None, timeout: float = 30
+    ) -> dict:
         self._next_id += 1
         message = {"id": self._next_id, "method": method, "params": params or {}}
         if session:
@@ -71,7 +87,9 @@ class Chromium:
 
     def open_page(self) -> Page:
         target = self.send("Target.createTarget", {"url": "about:blank"})["targetId"]
-        return Page(self, self.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"])
+        return Page(
+            self, self.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+        )
 
     def close(self) -> None:
         try:
@@ -90,14 +108,18 @@ class Chromium:
 class Page:
     def __init__(self, browser: Chromium, session: str):
         self.browser, self.session = browser, session
-        self.send("Emulation.setDeviceMetricsOverride",
-                  {"width": WIDTH, "height": HEIGHT, "deviceScaleFactor": 1, "mobile": False})
+        self.send(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": WIDTH, "height": HEIGHT, "deviceScaleFactor": 1, "mobile": False},
+        )
 
     def send(self, method: str, params: dict | None = None) -> dict:
         return self.browser.send(method, params, session=self.session)
 
     def eval(self, expression: str):
-        result = self.send("Runtime.evaluate", {"expression": expression, "returnByValue": True, "awaitPromise": True})
+        result = self.send(
+            "Runtime.evaluate", {"expression": expression, "returnByValue": True, "awaitPromise": True}
+        )
         if "exceptionDetails" in result:
             raise RuntimeError(f"{expression}: {result['exceptionDetails']}")
         return result["result"].get("value")
@@ -170,8 +192,10 @@ def test_ui_captions_asks_draws_and_edits(pipeline, browser, tmp_path):
         page.pick_file("#file", str(image_path))
         page.wait("document.getElementById('preview').src.startsWith('data:image/png;base64,')")
         page.click("caption")  # streamed from /v1/chat/completions
-        caption = pipeline.chat([{"role": "user", "content": [image_part, {"type": "text", "text": "Describe the image."}]}],
-                                max_new_tokens=48)
+        caption = pipeline.chat(
+            [{"role": "user", "content": [image_part, {"type": "text", "text": "Describe the image."}]}],
+            max_new_tokens=48,
+        )
         history = page.eval("state.history")
         assert [m["role"] for m in history] == ["user", "assistant"]
         assert history[1]["content"] == _rendered(caption)
@@ -179,9 +203,15 @@ def test_ui_captions_asks_draws_and_edits(pipeline, browser, tmp_path):
 
         page.eval("document.getElementById('keep-history').checked = false")
         page.type_and_click("question", "How many shapes are there?", "ask")
-        answer = pipeline.chat([{"role": "user", "content": [image_part, {"type": "text",
-                                                                          "text": "How many shapes are there?"}]}],
-                               max_new_tokens=48)
+        answer = pipeline.chat(
+            [
+                {
+                    "role": "user",
+                    "content": [image_part, {"type": "text", "text": "How many shapes are there?"}],
+                }
+            ],
+            max_new_tokens=48,
+        )
         assert page.eval("state.history[3].content") == _rendered(answer)
 
         page.type_and_click("draw-prompt", "a red circle", "draw")  # /v1/images/generations
@@ -203,11 +233,15 @@ def test_ui_shows_server_errors_and_uses_the_api_key(pipeline, browser):
         assert page.wait("document.getElementById('status').textContent.startsWith('not connected')")
         assert "missing or wrong API key" in page.eval("document.getElementById('status').textContent")
 
-        page.eval("const key = document.getElementById('key'); key.value = 'ui-key';"
-                  "key.dispatchEvent(new Event('change'))")
+        page.eval(
+            "const key = document.getElementById('key'); key.value = 'ui-key';"
+            "key.dispatchEvent(new Event('change'))"
+        )
         page.wait("document.getElementById('status').textContent === 'model vlgpt ready'")
         page.type_and_click("draw-prompt", "a long prompt " * 10, "draw")
         assert turns(page, "error") == 1
-        assert "at most 50 (--max-prompt-chars)" in page.eval("document.querySelector('.turn.error').textContent")
+        assert "at most 50 (--max-prompt-chars)" in page.eval(
+            "document.querySelector('.turn.error').textContent"
+        )
         page.type_and_click("draw-prompt", "a blue star", "draw")
         assert turns(page, "assistant") == 1 and turns(page, "error") == 1

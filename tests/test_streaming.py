@@ -15,8 +15,17 @@ from vlgpt.train.engine import Trainer
 from vlgpt.train.stages import ClipStage
 
 TINY = preset("tiny").model
-CFG = TrainConfig(steps=12, batch_size=8, lr=3e-3, warmup_steps=2, save_every=4, log_every=1, precision="fp32",
-                  eval_size=8, seed=0)
+CFG = TrainConfig(
+    steps=12,
+    batch_size=8,
+    lr=3e-3,
+    warmup_steps=2,
+    save_every=4,
+    log_every=1,
+    precision="fp32",
+    eval_size=8,
+    seed=0,
+)
 
 
 def test_each_sample_once_per_epoch_and_a_new_order_each_epoch(tiny_shards):
@@ -35,7 +44,9 @@ def test_each_sample_once_per_epoch_and_a_new_order_each_epoch(tiny_shards):
 def test_nothing_is_decoded_until_asked_for(tiny_shards, monkeypatch):
     decoded = []
     real = streaming.load_image
-    monkeypatch.setattr(streaming, "load_image", lambda blob, **kw: decoded.append(kw["label"]) or real(blob, **kw))
+    monkeypatch.setattr(
+        streaming, "load_image", lambda blob, **kw: decoded.append(kw["label"]) or real(blob, **kw)
+    )
     source = StreamingSource(tiny_shards, 32, seed=0)
     assert decoded == []  # opening reads tar headers only
     image, caption, group = source.get(100)  # the second epoch, fast-forwarded in O(1)
@@ -95,7 +106,11 @@ def test_after_a_resume_the_next_8_batches_are_the_uninterrupted_runs(tmp_path, 
     resumed = Recorder(task())
     Trainer(resumed.task, CFG, tmp_path / "resumed", resume=True, progress=False).fit()
     expected = straight.calls[4:12]  # steps 5..12; the stream wraps into its second epoch at step 8
-    assert [start for start, _ in resumed.calls[:8]] == [start for start, _ in expected] == list(range(32, 96, 8))
+    assert (
+        [start for start, _ in resumed.calls[:8]]
+        == [start for start, _ in expected]
+        == list(range(32, 96, 8))
+    )
     for (_, got), (_, want) in zip(resumed.calls[:8], expected):
         assert got.keys() == want.keys()
         for key in want:

@@ -123,7 +123,10 @@ def test_perfect_captions_score_high_and_beat_wrong_colors() -> None:
         assert all(len(v) == 4 for v in result["per_item"].values())
         assert all(math.isfinite(result[k]) for k in ("bleu4", "cider", "rougeL"))
     assert perfect["backend"] in {
-        tm.BACKEND_PTB, tm.BACKEND_NO_JAVA, tm.BACKEND_PTB_FAILED, tm.BACKEND_NO_PYCOCO
+        tm.BACKEND_PTB,
+        tm.BACKEND_NO_JAVA,
+        tm.BACKEND_PTB_FAILED,
+        tm.BACKEND_NO_PYCOCO,
     }
 
 
@@ -166,9 +169,7 @@ def test_pure_python_bleu_and_rouge_hand_values() -> None:
     assert bleu == pytest.approx(expected, rel=1e-9)
     assert item == pytest.approx(expected, rel=1e-9)
     p, r = 2 / 3, 2 / 4  # LCS("a b c", "a c d e") = 2
-    assert tm._rouge_l_single("a b c", ["a c d e"]) == pytest.approx(
-        (1 + 1.44) * p * r / (r + 1.44 * p)
-    )
+    assert tm._rouge_l_single("a b c", ["a c d e"]) == pytest.approx((1 + 1.44) * p * r / (r + 1.44 * p))
     # Brevity penalty: hypothesis shorter than the closest reference.
     bleu_short, _ = tm._bleu_python(["a b c d"], [["a b c d e f"]])
     assert bleu_short == pytest.approx(math.exp(1 - 6 / 4), rel=1e-6)
@@ -228,9 +229,7 @@ def test_ptb_backend_detected_with_java() -> None:
 @needs_pycoco
 def test_fallback_when_java_missing(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(tm, "_java_available", lambda: False)
-    result = caption_scores(
-        ["A red car, parked on the street."], [["a red car parked on the street"]]
-    )
+    result = caption_scores(["A red car, parked on the street."], [["a red car parked on the street"]])
     assert result["backend"] == tm.BACKEND_NO_JAVA
     assert result["rougeL"] == pytest.approx(1.0)
 

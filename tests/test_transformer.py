@@ -15,7 +15,7 @@ def test_kv_cache_matches_full_forward():
     cache = KVCache(CONFIG, batch=2, max_len=64)
     pieces = [model(x[:, :5], cache=cache)]  # prefill
     for t in range(5, 12):  # then one token at a time
-        pieces.append(model(x[:, t:t + 1], cache=cache))
+        pieces.append(model(x[:, t : t + 1], cache=cache))
     assert torch.allclose(torch.cat(pieces, dim=1), full, atol=1e-5)
     assert cache.length == 12
 

@@ -49,22 +49,30 @@ def test_scenes_have_one_to_four_non_overlapping_objects():
     assert counts == {1, 2, 3, 4}
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(kinds=[("hexagon", "red", "small")]), "unknown shape"),
-    (dict(kinds=[("circle", "teal", "small")]), "unknown color"),
-    (dict(kinds=[("circle", "red", "huge")]), "unknown size"),
-    (dict(kinds=[("circle", "red", "large")] * 5), "exceed the maximum"),
-    (dict(kinds=[("circle", "red", "small")], width=16, height=64), "outside 32..256"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(kinds=[("hexagon", "red", "small")]), "unknown shape"),
+        (dict(kinds=[("circle", "teal", "small")]), "unknown color"),
+        (dict(kinds=[("circle", "red", "huge")]), "unknown size"),
+        (dict(kinds=[("circle", "red", "large")] * 5), "exceed the maximum"),
+        (dict(kinds=[("circle", "red", "small")], width=16, height=64), "outside 32..256"),
+    ],
+)
 def test_bad_scenes_fail_with_a_clear_error(kwargs, message):
     with pytest.raises(SceneError, match=message):
         compose(**kwargs)
 
 
 def test_impossible_layouts_are_refused():
-    crowded = {"width": 32, "height": 32, "objects": [
-        {"shape": "circle", "color": "red", "size": "large", "x": 16, "y": 16},
-        {"shape": "star", "color": "blue", "size": "large", "x": 18, "y": 16}]}
+    crowded = {
+        "width": 32,
+        "height": 32,
+        "objects": [
+            {"shape": "circle", "color": "red", "size": "large", "x": 16, "y": 16},
+            {"shape": "star", "color": "blue", "size": "large", "x": 18, "y": 16},
+        ],
+    }
     with pytest.raises(SceneError, match="overlaps"):
         Scene.from_dict(crowded)
     outside = {"objects": [{"shape": "circle", "color": "red", "size": "large", "x": 1, "y": 1}]}
@@ -107,7 +115,9 @@ def test_splits_are_disjoint_and_hold_out_pairs():
             texts = row["references"] + [q["question"] + " " + q["answer"] for q in row["questions"]]
             if row["edit"]:
                 texts.append(row["edit"]["instruction"])
-                assert not {(o["color"], o["shape"]) for o in row["edit"]["target"]["objects"]} & HELD_OUT_PAIRS
+                assert (
+                    not {(o["color"], o["shape"]) for o in row["edit"]["target"]["objects"]} & HELD_OUT_PAIRS
+                )
             assert not any(mentions_held_out(t) for t in texts), texts
     comp = ShapesWorld("comp-test")
     for i in range(100):
@@ -128,7 +138,12 @@ def test_a_wrong_color_lowers_caption_f1():
     wrong = "A small green circle and a large blue star."
     assert L.caption_attribute_scores(right, scene)["f1"] == 1.0
     assert L.caption_attribute_scores(wrong, scene)["f1"] == pytest.approx(0.5)
-    assert L.caption_attribute_scores("Two red circles.", compose([("circle", "red", "small")] * 2, seed=2))["f1"] == 1.0
+    assert (
+        L.caption_attribute_scores("Two red circles.", compose([("circle", "red", "small")] * 2, seed=2))[
+            "f1"
+        ]
+        == 1.0
+    )
 
 
 def test_answers_are_true_of_the_scene():
@@ -212,7 +227,7 @@ def test_layout_names_every_object_left_to_right_on_a_16_grid():
         scene = world.scene(i)
         text = L.layout(scene)
         assert text.startswith("Layout: ") and text.endswith(".")
-        parts = text[len("Layout: "):-1].split(", ")
+        parts = text[len("Layout: ") : -1].split(", ")
         assert len(parts) == len(scene.objects)
         cols = []
         for part, obj in zip(parts, sorted(scene.objects, key=lambda o: (o.x, o.y))):

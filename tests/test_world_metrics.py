@@ -36,6 +36,7 @@ def test_compositional_prompts_name_held_out_pairs():
     comp = make_prompts(n_per_category=5, compositional=True)
     colored = [p for p in comp if p.category in ("colors", "color_attr")]
     from vlgpt.world.splits import mentions_held_out
+
     assert all(mentions_held_out(p.prompt) for p in colored)
     assert not any(mentions_held_out(p.prompt) for p in make_prompts(n_per_category=5))
     assert evaluate_t2i(oracle, judge, comp)["overall"]["mean"] == 1.0
@@ -60,8 +61,11 @@ def _recolor(caption: str) -> str:
 
 def test_vqa_accuracy_is_one_for_truth_and_low_for_always_yes():
     rows = [ShapesWorld("val")[i] for i in range(20)]
-    answers = {(render(Scene.from_dict(r["scene"])).tobytes(), q["question"]): q["answer"]
-               for r in rows for q in r["questions"]}
+    answers = {
+        (render(Scene.from_dict(r["scene"])).tobytes(), q["question"]): q["answer"]
+        for r in rows
+        for q in r["questions"]
+    }
     assert evaluate_vqa(lambda im, q: answers[(im.tobytes(), q)], rows)["overall"]["mean"] == 1.0
     assert evaluate_vqa(lambda im, q: "Yes.", rows)["overall"]["mean"] < 0.3
 

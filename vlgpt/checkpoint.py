@@ -73,7 +73,12 @@ def tied_names(state: dict[str, torch.Tensor]) -> set[str]:
     for name, tensor in state.items():
         if tensor.numel() == 0:
             continue
-        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape), tensor.dtype)
+        key = (
+            tensor.untyped_storage().data_ptr(),
+            tensor.storage_offset(),
+            tuple(tensor.shape),
+            tensor.dtype,
+        )
         (tied.add(name) if key in seen else seen.add(key))
     return tied
 
@@ -106,10 +111,14 @@ def read_config(directory: Path, expected_kind: str | None = None) -> dict:
     if not isinstance(config, dict):
         raise CheckpointError(f"{file}: expected a JSON object")
     if "auto_map" in config or config.get("trust_remote_code"):
-        raise CheckpointError(f"{file} asks for remote code (auto_map); vlgpt never runs code from a model folder")
+        raise CheckpointError(
+            f"{file} asks for remote code (auto_map); vlgpt never runs code from a model folder"
+        )
     if expected_kind is not None and config.get("kind") != expected_kind:
-        raise CheckpointError(f"{file} describes a {config.get('kind', 'foreign')!r} model, not {expected_kind!r}; "
-                              f"point to the {expected_kind} stage's folder")
+        raise CheckpointError(
+            f"{file} describes a {config.get('kind', 'foreign')!r} model, not {expected_kind!r}; "
+            f"point to the {expected_kind} stage's folder"
+        )
     return config
 
 
@@ -126,14 +135,25 @@ def load_weights(directory: Path, model: nn.Module) -> nn.Module:
     tied = tied_names(own)
     missing = sorted(set(own) - set(state) - tied)
     unexpected = sorted(set(state) - set(own))
-    wrong = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-             for k in own if k in state and state[k].shape != own[k].shape]
+    wrong = [
+        f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in state and state[k].shape != own[k].shape
+    ]
     if missing or unexpected or wrong:
-        details = "; ".join(filter(None, [
-            f"missing {', '.join(missing[:3])}{'...' if len(missing) > 3 else ''}" if missing else "",
-            f"unexpected {', '.join(unexpected[:3])}" if unexpected else "",
-            f"wrong shapes {'; '.join(wrong[:3])}" if wrong else ""]))
-        raise CheckpointError(f"{file} does not fit this model ({details}); was it saved with another config?")
+        details = "; ".join(
+            filter(
+                None,
+                [
+                    f"missing {', '.join(missing[:3])}{'...' if len(missing) > 3 else ''}" if missing else "",
+                    f"unexpected {', '.join(unexpected[:3])}" if unexpected else "",
+                    f"wrong shapes {'; '.join(wrong[:3])}" if wrong else "",
+                ],
+            )
+        )
+        raise CheckpointError(
+            f"{file} does not fit this model ({details}); was it saved with another config?"
+        )
     model.load_state_dict(state, strict=not tied)  # tied names follow the weight they share
     return model
 
@@ -149,5 +169,7 @@ def load_state(path: Path) -> dict:
     except FileNotFoundError:
         raise CheckpointError(f"{path} is missing") from None
     except Exception as error:  # unpickling errors come in many types
-        raise CheckpointError(f"{path} is damaged or not a vlgpt training state ({type(error).__name__}: "
-                              f"{str(error).splitlines()[0][:200]})") from None
+        raise CheckpointError(
+            f"{path} is damaged or not a vlgpt training state ({type(error).__name__}: "
+            f"{str(error).splitlines()[0][:200]})"
+        ) from None

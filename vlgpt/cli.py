@@ -21,16 +21,33 @@ from .world.judge import JudgeError
 from .world.scene import MAX_CANVAS, MIN_CANVAS, SceneError
 from .world.splits import SPLITS
 
-USER_ERRORS: tuple[type[Exception], ...] = (SceneError, DatasetError, ImageError, JudgeError, FileNotFoundError,
-                                             CheckpointError, ConfigError, GenerationError, TrainingError)
+USER_ERRORS: tuple[type[Exception], ...] = (
+    SceneError,
+    DatasetError,
+    ImageError,
+    JudgeError,
+    FileNotFoundError,
+    CheckpointError,
+    ConfigError,
+    GenerationError,
+    TrainingError,
+)
 
 
 def cmd_world(args: argparse.Namespace) -> int:
     """Write Shapes-world rows as an imagefolder, LLaVA JSON or WebDataset dataset."""
     from .world.export import write_world
 
-    out = write_world(args.out, args.n, split=args.split, fmt=args.format, seed=args.seed, size=args.size,
-                      overwrite=args.overwrite, shard_size=args.shard_size)
+    out = write_world(
+        args.out,
+        args.n,
+        split=args.split,
+        fmt=args.format,
+        seed=args.seed,
+        size=args.size,
+        overwrite=args.overwrite,
+        shard_size=args.shard_size,
+    )
     print(f"wrote {args.n} {args.split} rows ({args.format}) to {out}")
     return 0
 
@@ -46,7 +63,7 @@ def cmd_judge(args: argparse.Namespace) -> int:
 
 
 def cmd_data_check(args: argparse.Namespace) -> int:
-    """Check a dataset (imagefolder, LLaVA JSON or WebDataset shards) and report every problem with its place."""
+    """Check a dataset (imagefolder, LLaVA JSON or WebDataset shards); report every problem and its place."""
     import json
 
     from .data.check import check_dataset
@@ -58,20 +75,32 @@ def cmd_data_check(args: argparse.Namespace) -> int:
         for problem in report.problems:
             print(problem)
         verdict = "ok" if report.ok else f"{len(report.problems)} problem(s)"
-        print(f"{report.path} ({report.format}): {report.examples} examples, {report.images} images: {verdict}")
+        print(
+            f"{report.path} ({report.format}): {report.examples} examples, {report.images} images: {verdict}"
+        )
     return 0 if report.ok else 1
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """Train one stage into RUN/<stage>/; under torchrun, as one data-parallel job (see docs/distributed.md)."""
+    """Train one stage into RUN/<stage>/; under torchrun, one data-parallel job (docs/distributed.md)."""
     from .report import table
     from .train import train_stage
     from .train.distributed import is_main_process
 
     overrides = {name: getattr(args, name) for name in _train_fields() if getattr(args, name) is not None}
-    metrics = train_stage(args.stage, args.out, preset_name=args.preset, data=args.data, val_data=args.val_data,
-                          yaml_file=args.config, model_overrides=tuple(args.set or ()), train_overrides=overrides,
-                          resume=args.resume, clip=args.clip, vision=args.vision)
+    metrics = train_stage(
+        args.stage,
+        args.out,
+        preset_name=args.preset,
+        data=args.data,
+        val_data=args.val_data,
+        yaml_file=args.config,
+        model_overrides=tuple(args.set or ()),
+        train_overrides=overrides,
+        resume=args.resume,
+        clip=args.clip,
+        vision=args.vision,
+    )
     if is_main_process():
         print(table(f"{args.stage}: final evaluation", metrics))
         print(f"model: {Path(args.out) / args.stage / 'model'}")
@@ -105,8 +134,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         from .eval.reconstruction import evaluate_reconstruction
 
         out = Path(args.output or Path(args.ckpt) / "eval_reconstruction.json")
-        metrics = evaluate_reconstruction(args.ckpt, n=args.n, split=args.split,
-                                          grid_path=out.with_suffix(".png"))
+        metrics = evaluate_reconstruction(
+            args.ckpt, n=args.n, split=args.split, grid_path=out.with_suffix(".png")
+        )
     write_json(out, metrics)
     print(table(f"eval {args.what} (n={args.n})", metrics.get("headline", metrics)))
     print(f"wrote {out}")
@@ -133,14 +163,21 @@ def _add_train_flags(parser: argparse.ArgumentParser) -> None:
         kind = hints[name]
         flag = "--" + name.replace("_", "-")
         if typing.get_origin(kind) is tuple:
-            group.add_argument(flag, dest=name, type=float, nargs=len(typing.get_args(kind)), help=field.metadata["help"])
+            group.add_argument(
+                flag, dest=name, type=float, nargs=len(typing.get_args(kind)), help=field.metadata["help"]
+            )
         else:
             group.add_argument(flag, dest=name, type=kind, help=field.metadata["help"])
 
 
 def _sampling(args: argparse.Namespace) -> dict:
-    return {"max_new_tokens": args.max_tokens, "temperature": args.temperature, "top_k": args.top_k,
-            "top_p": args.top_p, "seed": args.seed}
+    return {
+        "max_new_tokens": args.max_tokens,
+        "temperature": args.temperature,
+        "top_k": args.top_k,
+        "top_p": args.top_p,
+        "seed": args.seed,
+    }
 
 
 def cmd_caption(args: argparse.Namespace) -> int:
@@ -206,7 +243,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
             print("(conversation cleared)")
             continue
         if line.startswith("/image"):
-            path = line[len("/image"):].strip()
+            path = line[len("/image") :].strip()
             try:
                 pending.append({"type": "image", "image": load_image(path)})
                 print(f"(attached {path})")
@@ -268,23 +305,33 @@ def build_parser() -> argparse.ArgumentParser:
     world = sub.add_parser("world", help=cmd_world.__doc__, description=cmd_world.__doc__)
     world.add_argument("--out", required=True, help="output folder (must not exist or be empty)")
     world.add_argument("--n", type=int, default=1000, help="number of rows (scenes)")
-    world.add_argument("--split", choices=SPLITS, default="train", help="seed range; comp-test holds the held-out pairs")
+    world.add_argument(
+        "--split", choices=SPLITS, default="train", help="seed range; comp-test holds the held-out pairs"
+    )
     world.add_argument("--format", choices=FORMATS, default="imagefolder", help="dataset format")
     world.add_argument("--seed", type=int, default=0, help="first row's offset in the split's seed range")
-    world.add_argument("--size", type=int, default=64, help=f"canvas side in pixels ({MIN_CANVAS}..{MAX_CANVAS})")
+    world.add_argument(
+        "--size", type=int, default=64, help=f"canvas side in pixels ({MIN_CANVAS}..{MAX_CANVAS})"
+    )
     world.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
-    world.add_argument("--shard-size", type=int, default=SHARD_SIZE, help="rows per WebDataset shard (--format wds)")
+    world.add_argument(
+        "--shard-size", type=int, default=SHARD_SIZE, help="rows per WebDataset shard (--format wds)"
+    )
     world.set_defaults(func=cmd_world)
 
     judge_cmd = sub.add_parser("judge", help=cmd_judge.__doc__, description=cmd_judge.__doc__)
     judge_cmd.add_argument("image", help="image file")
-    judge_cmd.add_argument("--max-pixels", type=int, default=16_000_000, help="refuse larger images before decoding")
+    judge_cmd.add_argument(
+        "--max-pixels", type=int, default=16_000_000, help="refuse larger images before decoding"
+    )
     judge_cmd.set_defaults(func=cmd_judge)
 
     data = sub.add_parser("data", help="dataset tools", description="Dataset tools.")
     data_sub = data.add_subparsers(dest="action", required=True)
     check = data_sub.add_parser("check", help=cmd_data_check.__doc__, description=cmd_data_check.__doc__)
-    check.add_argument("path", help="dataset folder, llava.json, or WebDataset shards (folder, glob, {a..b} pattern)")
+    check.add_argument(
+        "path", help="dataset folder, llava.json, or WebDataset shards (folder, glob, {a..b} pattern)"
+    )
     check.add_argument("--max-pixels", type=int, default=16_000_000, help="report images larger than this")
     check.add_argument("--json", action="store_true", help="print the report as JSON")
     check.set_defaults(func=cmd_data_check)
@@ -295,16 +342,30 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("stage", choices=STAGES, help="which stage to train")
     train.add_argument("--out", required=True, help="run folder; the stage writes RUN/<stage>/")
     train.add_argument("--preset", choices=sorted(PRESETS), default="small", help="model size and recipe")
-    train.add_argument("--data", default="world", help="'world' (Shapes, generated on the fly), a dataset folder, or "
-                       "WebDataset shards, streamed ('data/train-{000000..000009}.tar', a glob or their folder)")
-    train.add_argument("--val-data", help="validation dataset (default: Shapes val, or a held-out part of --data)")
+    train.add_argument(
+        "--data",
+        default="world",
+        help="'world' (Shapes, generated on the fly), a dataset folder, or "
+        "WebDataset shards, streamed ('data/train-{000000..000009}.tar', a glob or their folder)",
+    )
+    train.add_argument(
+        "--val-data", help="validation dataset (default: Shapes val, or a held-out part of --data)"
+    )
     train.add_argument("--config", help="YAML file with model: and train: sections")
-    train.add_argument("--set", action="append", metavar="KEY=VALUE",
-                       help="model config override, e.g. --set clip.vision.width=256 (repeatable)")
+    train.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="model config override, e.g. --set clip.vision.width=256 (repeatable)",
+    )
     train.add_argument("--clip", help="CLIP model folder for tokenizer/decoder (default: RUN/clip)")
     train.add_argument("--resume", action="store_true", help="continue from the last finished checkpoint")
-    train.add_argument("--vision", metavar="PATH", help="clip stage: a local Hugging Face CLIP or SigLIP folder, "
-                       "frozen, becomes the run's CLIP instead of training one (docs/custom-models.md)")
+    train.add_argument(
+        "--vision",
+        metavar="PATH",
+        help="clip stage: a local Hugging Face CLIP or SigLIP folder, "
+        "frozen, becomes the run's CLIP instead of training one (docs/custom-models.md)",
+    )
     _add_train_flags(train)
     train.set_defaults(func=cmd_train)
 
@@ -322,9 +383,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--output", help="JSON file (default: RUN/eval_<what>.json; a PNG grid beside it)")
     evaluate.set_defaults(func=cmd_eval)
 
-    for name, fn, extra in (("caption", cmd_caption, ["image"]), ("ask", cmd_ask, ["image", "question"]),
-                            ("imagine", cmd_imagine, ["prompt"]), ("edit", cmd_edit, ["image", "instruction"]),
-                            ("chat", cmd_chat, [])):
+    for name, fn, extra in (
+        ("caption", cmd_caption, ["image"]),
+        ("ask", cmd_ask, ["image", "question"]),
+        ("imagine", cmd_imagine, ["prompt"]),
+        ("edit", cmd_edit, ["image", "instruction"]),
+        ("chat", cmd_chat, []),
+    ):
         verb = sub.add_parser(name, help=fn.__doc__.splitlines()[0], description=fn.__doc__)
         for positional in extra:
             verb.add_argument(positional)

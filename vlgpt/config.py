@@ -18,7 +18,7 @@ class ConfigError(ValueError):
     """A config value or file that is wrong; the message names the key and the fix."""
 
 
-def f(default, help: str):  # noqa: A002 - `help` reads best at the call sites
+def f(default, help: str):
     """A dataclass field with a default and a help text."""
     if isinstance(default, (list, dict, set)):
         raise TypeError("use immutable defaults in configs")
@@ -28,6 +28,7 @@ def f(default, help: str):  # noqa: A002 - `help` reads best at the call sites
 
 
 # --- model components --------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class VisionConfig:
@@ -69,7 +70,9 @@ class ClipConfig:
     vision: VisionConfig = f(VisionConfig(), "image tower")
     text: TextConfig = f(TextConfig(), "text tower")
     embed_dim: int = f(128, "shared embedding width (e_v tokens and e_t)")
-    condition_grid: int = f(8, "e_v = the pooled embedding plus the patch tokens average-pooled to this grid side")
+    condition_grid: int = f(
+        8, "e_v = the pooled embedding plus the patch tokens average-pooled to this grid side"
+    )
     init_temperature: float = f(0.07, "initial softmax temperature of the InfoNCE loss")
 
     @property
@@ -89,8 +92,11 @@ class ImageTokenizerConfig:
     detokenizer_depth: int = f(2, "blocks in the detokenizer")
     heads: int = f(4, "attention heads")
     mlp_ratio: float = f(4.0, "MLP hidden size / width")
-    locality: bool = f(True, "give each query a home on the image grid and bias cross-attention towards it "
-                             "(ALiBi-style, one distance scale per head, the last head global)")
+    locality: bool = f(
+        True,
+        "give each query a home on the image grid and bias cross-attention towards it "
+        "(ALiBi-style, one distance scale per head, the last head global)",
+    )
     weight_image: float = f(1.0, "lambda_1: weight of MSE(z_v, e_v)")
     weight_text: float = f(1.0, "lambda_2: weight of MSE(z_t, e_t)")
 
@@ -102,23 +108,44 @@ class PixelDecoderConfig:
     kind: str = f("conv", "decoder family: conv (fast, deterministic upsampler)")
     channels: int = f(128, "channels at the lowest resolution; halved at each upsampling")
     condition_noise: float = f(0.1, "std of noise added to (e_v, e_t) in training, for robustness to z")
-    detokenized_fraction: float = f(0.5, "share of each batch conditioned on the run's detokenizer output (z) "
-                                         "instead of CLIP's (e); 0 trains on e alone, as the paper's frozen decoder")
+    detokenized_fraction: float = f(
+        0.5,
+        "share of each batch conditioned on the run's detokenizer output (z) "
+        "instead of CLIP's (e); 0 trains on e alone, as the paper's frozen decoder",
+    )
     edge_weight: float = f(0.5, "weight of the image-gradient (edge) L1 term")
     mixer_depth: int = f(2, "transformer blocks over the condition tokens before upsampling (0: none)")
-    foreground_weight: float = f(4.0, "extra L1 weight on pixels that differ from the image's border colour, "
-                                      "so that uncertain objects are drawn rather than left as background")
-    pixel_shuffle: int = f(2, "draw the last log2(k) doublings as k x k sub-pixels of a coarser map (pixel "
-                              "shuffle) instead of convolving at full resolution; 1: none")
-    foreground_symmetric: bool = f(True, "weight a pixel by foreground_weight where the target *or* the prediction "
-                                         "draws an object: one-sided weighting made dilating every shape into a blob "
-                                         "the cheap mistake")
-    train_codec: bool = f(True, "train the image tokenizer, detokenizer and our own ViT (a --vision CLIP stays "
-                                "frozen) through the pixel loss too, end to end; false: the paper's frozen codec")
-    align_weight: float = f(0.1, "with train_codec: weight of the paper's MSE(z_v, e_v) + MSE(z_t, e_t), kept as a term "
-                                 "against the frozen CLIP")
-    token_noise: float = f(0.1, "with train_codec: Gaussian noise on the N image tokens, relative to their RMS, so "
-                                "the decoder tolerates the language model's regression errors")
+    foreground_weight: float = f(
+        4.0,
+        "extra L1 weight on pixels that differ from the image's border colour, "
+        "so that uncertain objects are drawn rather than left as background",
+    )
+    pixel_shuffle: int = f(
+        2,
+        "draw the last log2(k) doublings as k x k sub-pixels of a coarser map (pixel "
+        "shuffle) instead of convolving at full resolution; 1: none",
+    )
+    foreground_symmetric: bool = f(
+        True,
+        "weight a pixel by foreground_weight where the target *or* the prediction "
+        "draws an object: one-sided weighting made dilating every shape into a blob "
+        "the cheap mistake",
+    )
+    train_codec: bool = f(
+        True,
+        "train the image tokenizer, detokenizer and our own ViT (a --vision CLIP stays "
+        "frozen) through the pixel loss too, end to end; false: the paper's frozen codec",
+    )
+    align_weight: float = f(
+        0.1,
+        "with train_codec: weight of the paper's MSE(z_v, e_v) + MSE(z_t, e_t), kept as a term "
+        "against the frozen CLIP",
+    )
+    token_noise: float = f(
+        0.1,
+        "with train_codec: Gaussian noise on the N image tokens, relative to their RMS, so "
+        "the decoder tolerates the language model's regression errors",
+    )
 
 
 @dataclass(frozen=True)
@@ -133,8 +160,11 @@ class LanguageModelConfig:
     rope_base: float = f(10000.0, "RoPE base")
     norm_eps: float = f(1e-5, "RMSNorm epsilon")
     regression_weight: float = f(1.0, "lambda in CE + lambda * MSE(next image embedding)")
-    image_head: str = f("mse", "next image embedding: mse (VL-GPT's linear regression) | flow (a flow-matching MLP "
-                               "head that samples one mode instead of the mean; models/image_heads.py)")
+    image_head: str = f(
+        "mse",
+        "next image embedding: mse (VL-GPT's linear regression) | flow (a flow-matching MLP "
+        "head that samples one mode instead of the mean; models/image_heads.py)",
+    )
 
 
 @dataclass(frozen=True)
@@ -149,12 +179,15 @@ class ModelConfig:
 
 # --- training --------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class TrainConfig:
     """One stage's optimisation and bookkeeping."""
 
     steps: int = f(300, "optimizer steps")
-    batch_size: int = f(64, "micro-batch size of one process; a step sees batch_size x grad_accum x processes samples")
+    batch_size: int = f(
+        64, "micro-batch size of one process; a step sees batch_size x grad_accum x processes samples"
+    )
     grad_accum: int = f(1, "micro-batches per optimizer step (in each process)")
     lr: float = f(1e-3, "peak learning rate")
     min_lr_ratio: float = f(0.1, "final learning rate as a fraction of the peak (cosine decay)")
@@ -171,16 +204,29 @@ class TrainConfig:
     max_bad_steps: int = f(5, "abort after this many non-finite steps in a row")
     eval_size: int = f(500, "validation rows used by evaluation")
     threads: int = f(0, "torch CPU threads (0: all cores)")
-    lora_rank: int = f(0, "pretrain/instruct: LoRA rank on every linear layer of the transformer (0: full training)")
+    lora_rank: int = f(
+        0, "pretrain/instruct: LoRA rank on every linear layer of the transformer (0: full training)"
+    )
     lora_alpha: float = f(32.0, "LoRA alpha (the update is scaled by alpha / rank)")
     lora_dropout: float = f(0.0, "dropout on the LoRA branch")
-    replay: float = f(0.25, "instruct: share of samples that replay the pretraining data's image-caption pairs when "
-                            "it differs from the instruction data, so tuning on chat keeps drawing (0: off)")
-    lm: str = f("", "pretrain (or instruct without pretrain): a local Hugging Face causal LM folder (Llama, Qwen2, "
-                    "Mistral, GPT-2; safetensors, no remote code) as the transformer; its tokenizer replaces ours")
-    strategy: str = f("ddp", "data parallelism under torchrun: ddp (replicated weights) | fsdp (FSDP2: weights, "
-                             "gradients and optimizer state sharded across processes)")
-    device: str = f("cpu", "cpu | cuda (under torchrun, each process takes cuda:LOCAL_RANK and talks over NCCL)")
+    replay: float = f(
+        0.25,
+        "instruct: share of samples that replay the pretraining data's image-caption pairs when "
+        "it differs from the instruction data, so tuning on chat keeps drawing (0: off)",
+    )
+    lm: str = f(
+        "",
+        "pretrain (or instruct without pretrain): a local Hugging Face causal LM folder (Llama, Qwen2, "
+        "Mistral, GPT-2; safetensors, no remote code) as the transformer; its tokenizer replaces ours",
+    )
+    strategy: str = f(
+        "ddp",
+        "data parallelism under torchrun: ddp (replicated weights) | fsdp (FSDP2: weights, "
+        "gradients and optimizer state sharded across processes)",
+    )
+    device: str = f(
+        "cpu", "cpu | cuda (under torchrun, each process takes cuda:LOCAL_RANK and talks over NCCL)"
+    )
 
 
 STAGES = ("clip", "tokenizer", "decoder", "pretrain", "instruct")
@@ -202,27 +248,46 @@ PRESETS: dict[str, Preset] = {
     # For tests: seconds per stage.
     "tiny": Preset(
         ModelConfig(
-            ClipConfig(VisionConfig(image_size=32, patch_size=8, width=32, depth=1, heads=2),
-                       TextConfig(vocab_size=512, context_length=40, width=32, depth=1, heads=2), embed_dim=32,
-                       condition_grid=2),
+            ClipConfig(
+                VisionConfig(image_size=32, patch_size=8, width=32, depth=1, heads=2),
+                TextConfig(vocab_size=512, context_length=40, width=32, depth=1, heads=2),
+                embed_dim=32,
+                condition_grid=2,
+            ),
             ImageTokenizerConfig(num_tokens=4, token_dim=32, width=32, depth=1, detokenizer_depth=1, heads=2),
             PixelDecoderConfig(channels=32),
             LanguageModelConfig(width=32, depth=1, heads=2, mlp_hidden=64, max_seq_len=160),
         ),
-        {"clip": _train(steps=20, batch_size=16, warmup_steps=2, save_every=10, eval_size=32, log_every=5),
-         "tokenizer": _train(steps=20, batch_size=16, warmup_steps=2, save_every=10, eval_size=32, log_every=5),
-         "decoder": _train(steps=20, batch_size=16, warmup_steps=2, save_every=10, eval_size=32, log_every=5),
-         "pretrain": _train(steps=20, batch_size=8, warmup_steps=2, save_every=10, eval_size=8, log_every=5),
-         "instruct": _train(steps=20, batch_size=8, warmup_steps=2, save_every=10, eval_size=8, log_every=5)},
+        {
+            "clip": _train(steps=20, batch_size=16, warmup_steps=2, save_every=10, eval_size=32, log_every=5),
+            "tokenizer": _train(
+                steps=20, batch_size=16, warmup_steps=2, save_every=10, eval_size=32, log_every=5
+            ),
+            "decoder": _train(
+                steps=20, batch_size=16, warmup_steps=2, save_every=10, eval_size=32, log_every=5
+            ),
+            "pretrain": _train(
+                steps=20, batch_size=8, warmup_steps=2, save_every=10, eval_size=8, log_every=5
+            ),
+            "instruct": _train(
+                steps=20, batch_size=8, warmup_steps=2, save_every=10, eval_size=8, log_every=5
+            ),
+        },
     ),
     # The demo and the benchmarks: a few minutes per stage on 2 CPU cores.
     "small": Preset(
         ModelConfig(),
-        {"clip": _train(steps=500, batch_size=128, lr=2e-3, warmup_steps=30, save_every=100),
-         "tokenizer": _train(steps=300, batch_size=64, lr=2e-3, warmup_steps=30, save_every=100),
-         "decoder": _train(steps=800, batch_size=32, lr=1e-3, warmup_steps=30, save_every=100),
-         "pretrain": _train(steps=1000, batch_size=16, lr=1e-3, warmup_steps=30, save_every=200, eval_size=30),
-         "instruct": _train(steps=1000, batch_size=16, lr=1e-3, warmup_steps=30, save_every=200, eval_size=30)},
+        {
+            "clip": _train(steps=500, batch_size=128, lr=2e-3, warmup_steps=30, save_every=100),
+            "tokenizer": _train(steps=300, batch_size=64, lr=2e-3, warmup_steps=30, save_every=100),
+            "decoder": _train(steps=800, batch_size=32, lr=1e-3, warmup_steps=30, save_every=100),
+            "pretrain": _train(
+                steps=1000, batch_size=16, lr=1e-3, warmup_steps=30, save_every=200, eval_size=30
+            ),
+            "instruct": _train(
+                steps=1000, batch_size=16, lr=1e-3, warmup_steps=30, save_every=200, eval_size=30
+            ),
+        },
     ),
 }
 
@@ -234,6 +299,7 @@ def preset(name: str) -> Preset:
 
 
 # --- (de)serialisation and overrides -----------------------------------------------------------
+
 
 def to_dict(config) -> dict:
     return dataclasses.asdict(config)
@@ -247,8 +313,10 @@ def from_dict(cls, data: dict, where: str = "config"):
     names = {fl.name for fl in dataclasses.fields(cls)}
     unknown = set(data) - names
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))} for {cls.__name__}; "
-                          f"known: {', '.join(sorted(names))}")
+        raise ConfigError(
+            f"{where}: unknown key(s) {', '.join(sorted(unknown))} for {cls.__name__}; "
+            f"known: {', '.join(sorted(names))}"
+        )
     values = {}
     for name, value in data.items():
         kind = hints[name]
@@ -299,7 +367,9 @@ def apply_overrides(config, overrides: list[str]):
                 raise ConfigError(f"override {item!r}: {key!r} is not a config section")
             node = node[key]
         if keys[-1] not in node:
-            raise ConfigError(f"override {item!r}: unknown key {keys[-1]!r}; known: {', '.join(sorted(node))}")
+            raise ConfigError(
+                f"override {item!r}: unknown key {keys[-1]!r}; known: {', '.join(sorted(node))}"
+            )
         node[keys[-1]] = _parse_scalar(raw)
     return from_dict(type(config), data, "override")
 

@@ -44,7 +44,7 @@ def stage_world(run: Path, quick: bool) -> None:
 
     test = ShapesWorld("test")
     prompts = make_prompts(n_per_category=10 if quick else 50)
-    oracle = lambda p: render(Scene.from_dict(p.scene))  # noqa: E731
+    oracle = lambda p: render(Scene.from_dict(p.scene))
     report = {
         "judge_accuracy": judge_accuracy([test.scene(i) for i in range(n_eval)]),
         "t2i_ground_truth_renderer": {k: v["mean"] for k, v in evaluate_t2i(oracle, judge, prompts).items()},
@@ -74,7 +74,9 @@ def stage_image_codec(run: Path, quick: bool) -> None:
         _train(run, stage, quick)
     metrics = evaluate_reconstruction(run, n=60 if quick else 500, grid_path=run / "reconstructions.png")
     write_json(run / "eval_reconstruction.json", metrics)
-    plot_curves({s: run / s / "metrics.jsonl" for s in ("clip", "tokenizer", "decoder")}, run / "loss_curves.png")
+    plot_curves(
+        {s: run / s / "metrics.jsonl" for s in ("clip", "tokenizer", "decoder")}, run / "loss_curves.png"
+    )
     print(table("Reconstruction (Shapes val): judge agreement source vs reconstruction", metrics))
     print(f"reconstruction grid (source | reconstruction): {run / 'reconstructions.png'}")
     print(f"loss curves: {run / 'loss_curves.png'}")
@@ -96,8 +98,11 @@ def stage_vlgpt(run: Path, quick: bool) -> None:
     summary = headline(metrics)
     write_json(run / "metrics.json", {"headline": summary, **metrics})
     print(table("VL-GPT on the Shapes test split", summary))
-    plot_curves({s: run / s / "metrics.jsonl" for s in ("clip", "tokenizer", "decoder", "pretrain", "instruct")},
-                run / "loss_curves.png", keys=("loss",))
+    plot_curves(
+        {s: run / s / "metrics.jsonl" for s in ("clip", "tokenizer", "decoder", "pretrain", "instruct")},
+        run / "loss_curves.png",
+        keys=("loss",),
+    )
     write_report(run, model, summary, metrics)
     print(f"report: {run / 'report.html'}  metrics: {run / 'metrics.json'}")
 
@@ -111,19 +116,35 @@ def write_report(run: Path, model, summary: dict, metrics: dict) -> None:
     from .report import html_page, image_tag, metrics_table_html
 
     ex = report_examples(model)
-    card = lambda img, text: f'<div class="card">{image_tag(img, 3)}<br>{text}</div>'  # noqa: E731
+    card = lambda img, text: f'<div class="card">{image_tag(img, 3)}<br>{text}</div>'
     esc = html.escape
     sections = [
         "<h2>Headline metrics (Shapes test split)</h2>" + metrics_table_html(summary),
-        "<h2>Captions</h2><div class='cards'>" + "".join(
-            card(im, f"<b>model:</b> {esc(pred)}<br><b>truth:</b> {esc(ref)}") for im, pred, ref in ex["captions"]) + "</div>",
-        "<h2>Questions</h2><div class='cards'>" + "".join(
-            card(im, f"{esc(q)}<br><b>model:</b> {esc(a)} <b>truth:</b> {esc(t)}") for im, q, a, t in ex["vqa"]) + "</div>",
-        "<h2>Drawings</h2><div class='cards'>" + "".join(card(im, esc(p)) for p, im in ex["drawings"]) + "</div>",
-        "<h2>Edits (before, after)</h2><div class='cards'>" + "".join(
-            f'<div class="card">{image_tag(a, 3)} {image_tag(b, 3)}<br>{esc(t)}</div>' for a, t, b in ex["edits"]) + "</div>",
-        "<h2>An interleaved answer</h2><p><i>User: Draw: a red circle and a blue star</i></p><div class='card' style='width:auto'>"
-        + "".join(esc(v) if k == "text" else image_tag(v, 3) for k, v in ex["interleaved"]) + "</div>",
+        "<h2>Captions</h2><div class='cards'>"
+        + "".join(
+            card(im, f"<b>model:</b> {esc(pred)}<br><b>truth:</b> {esc(ref)}")
+            for im, pred, ref in ex["captions"]
+        )
+        + "</div>",
+        "<h2>Questions</h2><div class='cards'>"
+        + "".join(
+            card(im, f"{esc(q)}<br><b>model:</b> {esc(a)} <b>truth:</b> {esc(t)}")
+            for im, q, a, t in ex["vqa"]
+        )
+        + "</div>",
+        "<h2>Drawings</h2><div class='cards'>"
+        + "".join(card(im, esc(p)) for p, im in ex["drawings"])
+        + "</div>",
+        "<h2>Edits (before, after)</h2><div class='cards'>"
+        + "".join(
+            f'<div class="card">{image_tag(a, 3)} {image_tag(b, 3)}<br>{esc(t)}</div>'
+            for a, t, b in ex["edits"]
+        )
+        + "</div>",
+        "<h2>An interleaved answer</h2><p><i>User: Draw: a red circle and a blue star</i></p>"
+        "<div class='card' style='width:auto'>"
+        + "".join(esc(v) if k == "text" else image_tag(v, 3) for k, v in ex["interleaved"])
+        + "</div>",
         "<h2>Image tokenizer–detokenizer: source | reconstruction</h2>"
         + image_tag(Image.open(run / "reconstructions.png").convert("RGB"), 1),
         "<h2>Training curves</h2>" + image_tag(Image.open(run / "loss_curves.png").convert("RGB"), 1),

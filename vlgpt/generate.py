@@ -97,12 +97,14 @@ class TextStream:
         safe = text if final else text.rstrip("\ufffd")
         if not final:
             for stop in self.stop:
-                held = next((k for k in range(min(len(stop) - 1, len(safe)), 0, -1) if safe.endswith(stop[:k])), 0)
+                held = next(
+                    (k for k in range(min(len(stop) - 1, len(safe)), 0, -1) if safe.endswith(stop[:k])), 0
+                )
                 safe = safe[: len(safe) - held]
         # BPE decoding is prefix-stable once held-back bytes are complete; if it ever is not, the
         # streamed text keeps what was sent and the non-streamed answer is the reference.
         if len(safe) > len(self.sent) and safe.startswith(self.sent):
-            self.on_part("text", safe[len(self.sent):])
+            self.on_part("text", safe[len(self.sent) :])
             self.sent = safe
 
 
@@ -116,7 +118,9 @@ class Generator:
         return self.model.step(cache, token, embedding)
 
     @torch.inference_mode()
-    def caption_batch(self, prompts: list[list[S.Segment]], config: SamplingConfig = SamplingConfig()) -> list[Output]:
+    def caption_batch(
+        self, prompts: list[list[S.Segment]], config: SamplingConfig = SamplingConfig()
+    ) -> list[Output]:
         """Text answers to many prompts at once, one forward pass per position for the whole batch.
 
         Prompts are left-padded to one length (RoPE is relative, so padding shifts nothing) and
@@ -127,25 +131,34 @@ class Generator:
         B, T = len(built), max(len(b["ids"]) for b in built)
         max_len = self.model.config.lm.max_seq_len
         if T + 1 > max_len:
-            raise GenerationError(f"the longest prompt takes {T} positions; with an answer it would exceed the "
-                                  f"context of {max_len}. Shorten it.")
-        batch = {"ids": torch.full((B, T), self.tokenizer.pad_id), "image_embeds": torch.zeros(B, T, self.dim),
-                 "is_image": torch.zeros(B, T, dtype=torch.bool)}
+            raise GenerationError(
+                f"the longest prompt takes {T} positions; with an answer it would exceed the "
+                f"context of {max_len}. Shorten it."
+            )
+        batch = {
+            "ids": torch.full((B, T), self.tokenizer.pad_id),
+            "image_embeds": torch.zeros(B, T, self.dim),
+            "is_image": torch.zeros(B, T, dtype=torch.bool),
+        }
         attention = torch.zeros(B, max_len, dtype=torch.long)
         for i, b in enumerate(built):
             n = len(b["ids"])
             for key in batch:
-                batch[key][i, T - n:] = b[key]
-            attention[i, T - n:T] = 1
+                batch[key][i, T - n :] = b[key]
+            attention[i, T - n : T] = 1
         cache = self.model.new_cache(B, max_len)
-        hidden = self.model({**batch, "attention_mask": attention[:, :T]}, cache)["hidden"][:, -1]  # [B, width]
+        hidden = self.model({**batch, "attention_mask": attention[:, :T]}, cache)["hidden"][
+            :, -1
+        ]  # [B, width]
         generator = torch.Generator().manual_seed(config.seed)
         answers, done = [[] for _ in range(B)], [False] * B
         reasons = ["length"] * B
         for _ in range(config.max_new_tokens):
             logits = self.model.next_token_logits(hidden)  # [B, V]
-            tokens = [sample_token(logits[i], config, generator) if not done[i] else self.tokenizer.pad_id
-                      for i in range(B)]
+            tokens = [
+                sample_token(logits[i], config, generator) if not done[i] else self.tokenizer.pad_id
+                for i in range(B)
+            ]
             for i, token in enumerate(tokens):
                 if not done[i] and token in (self.tokenizer.eos_id, self.tokenizer.img_id):
                     done[i], reasons[i] = True, "stop"
@@ -162,14 +175,27 @@ class Generator:
             for stop in config.stop:
                 if stop in text:
                     text, reasons[i] = text.split(stop)[0], "stop"
-            outputs.append(Output(parts=[("text", text)] if text else [], finish_reason=reasons[i],
-                                  prompt_tokens=len(built[i]["ids"]), completion_tokens=len(ids) + (reasons[i] == "stop")))
+            outputs.append(
+                Output(
+                    parts=[("text", text)] if text else [],
+                    finish_reason=reasons[i],
+                    prompt_tokens=len(built[i]["ids"]),
+                    completion_tokens=len(ids) + (reasons[i] == "stop"),
+                )
+            )
         return outputs
 
     @torch.inference_mode()  # no autograd bookkeeping at all: ~10% faster per token than no_grad here
-    def generate(self, segments: list[S.Segment], config: SamplingConfig = SamplingConfig(),
-                 force_image: bool = False, stop_after_image: bool = False, require_image: bool = False,
-                 on_part: OnPart | None = None, should_stop: Callable[[], bool] | None = None) -> Output:
+    def generate(
+        self,
+        segments: list[S.Segment],
+        config: SamplingConfig = SamplingConfig(),
+        force_image: bool = False,
+        stop_after_image: bool = False,
+        require_image: bool = False,
+        on_part: OnPart | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> Output:
         """Decode text and images until [EOS], `max_new_tokens` steps or the context's end.
 
         force_image: the answer starts with [IMG] (editing). require_image: the model may write
@@ -181,8 +207,10 @@ class Generator:
         max_len = self.model.max_seq_len
         n = self.codec.num_tokens
         if len(prompt["ids"]) + (n + 2 if force_image else 1) > max_len:
-            raise GenerationError(f"the prompt takes {len(prompt['ids'])} positions; with the answer it would exceed "
-                                  f"the context of {max_len}. Shorten it or use fewer images.")
+            raise GenerationError(
+                f"the prompt takes {len(prompt['ids'])} positions; with the answer it would exceed "
+                f"the context of {max_len}. Shorten it or use fewer images."
+            )
         cache = self.model.new_cache(1, max_len)  # KVCache, or an HF backbone's HFCache
         batch = {k: prompt[k][None] for k in ("ids", "image_embeds", "is_image")}
         hidden = self.model(batch, cache)["hidden"][0, -1]
@@ -196,10 +224,21 @@ class Generator:
                 break
             if cache.length >= max_len - 1:
                 break
-            token = pending if pending is not None else sample_token(self.model.next_token_logits(hidden), config, generator)
+            token = (
+                pending
+                if pending is not None
+                else sample_token(self.model.next_token_logits(hidden), config, generator)
+            )
             pending = None
-            if require_image and images == 0 and (token == self.tokenizer.eos_id or step == config.max_new_tokens - 1
-                                                  or cache.length + n + 3 >= max_len):
+            if (
+                require_image
+                and images == 0
+                and (
+                    token == self.tokenizer.eos_id
+                    or step == config.max_new_tokens - 1
+                    or cache.length + n + 3 >= max_len
+                )
+            ):
                 token = self.tokenizer.img_id
             if token == self.tokenizer.eos_id:
                 output.finish_reason = "stop"

@@ -40,14 +40,18 @@ def check_local_lm(path: str | Path, need_weights: bool = True) -> Path:
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise CheckpointError(f"{file}: not valid JSON ({error})") from None
         if isinstance(data, dict) and "auto_map" in data:
-            raise CheckpointError(f"{file} asks for remote code (auto_map); vlgpt never runs code from a model "
-                                  "folder. Use a model whose architecture transformers ships (Llama, Qwen2, Mistral, "
-                                  "GPT-2, ...)")
+            raise CheckpointError(
+                f"{file} asks for remote code (auto_map); vlgpt never runs code from a model "
+                "folder. Use a model whose architecture transformers ships (Llama, Qwen2, Mistral, "
+                "GPT-2, ...)"
+            )
     if need_weights and not any(path.glob("*.safetensors")):
         pickled = sorted(p.name for p in path.iterdir() if p.name.endswith(PICKLE_SUFFIXES))
         if pickled:
-            raise CheckpointError(f"{path / pickled[0]} holds pickled weights; vlgpt loads safetensors only. Convert "
-                                  "them first (save_pretrained(..., safe_serialization=True) where you trust the file)")
+            raise CheckpointError(
+                f"{path / pickled[0]} holds pickled weights; vlgpt loads safetensors only. Convert "
+                "them first (save_pretrained(..., safe_serialization=True) where you trust the file)"
+            )
         raise CheckpointError(f"{path} has no *.safetensors weights")
     return path
 
@@ -62,9 +66,13 @@ class HFTextTokenizer:
         self.tokenizer = tokenizer
         missing = [t for t in (IMG, IMG_END) if t not in tokenizer.get_vocab()]
         if missing:
-            tokenizer.add_tokens([AddedToken(t, special=True, normalized=False) for t in missing], special_tokens=True)
+            tokenizer.add_tokens(
+                [AddedToken(t, special=True, normalized=False) for t in missing], special_tokens=True
+            )
         if tokenizer.eos_token_id is None:
-            raise CheckpointError("the language model's tokenizer has no eos_token; set one in its tokenizer_config.json")
+            raise CheckpointError(
+                "the language model's tokenizer has no eos_token; set one in its tokenizer_config.json"
+            )
         self.eos_id = tokenizer.eos_token_id
         # Families without a BOS (Qwen2) start sequences with EOS, as GPT-2 does with <|endoftext|>.
         self.bos_id = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else self.eos_id
@@ -80,9 +88,13 @@ class HFTextTokenizer:
         from transformers import AutoTokenizer
 
         try:
-            tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
+            tokenizer = AutoTokenizer.from_pretrained(
+                str(path), local_files_only=True, trust_remote_code=False
+            )
         except (OSError, ValueError, KeyError, ImportError) as error:
-            raise CheckpointError(f"{path}: no usable tokenizer ({str(error).splitlines()[0][:300]})") from None
+            raise CheckpointError(
+                f"{path}: no usable tokenizer ({str(error).splitlines()[0][:300]})"
+            ) from None
         return cls(tokenizer)
 
     def save(self, directory: str | Path) -> None:
@@ -108,10 +120,17 @@ def load_local_lm(path: str | Path):
     path = check_local_lm(path)
     tokenizer = HFTextTokenizer.load(path)
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True, trust_remote_code=False,
-                                                     use_safetensors=True, dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(
+            str(path),
+            local_files_only=True,
+            trust_remote_code=False,
+            use_safetensors=True,
+            dtype=torch.float32,
+        )
     except (OSError, ValueError, KeyError) as error:
-        raise CheckpointError(f"{path}: cannot load as a causal LM ({str(error).splitlines()[0][:300]})") from None
+        raise CheckpointError(
+            f"{path}: cannot load as a causal LM ({str(error).splitlines()[0][:300]})"
+        ) from None
     _fit_embeddings(model, tokenizer)
     return model, tokenizer
 

@@ -1,8 +1,8 @@
 """The image side of VL-GPT, assembled from a run: image -> N embeddings -> image.
 
-    codec = ImageCodecPipeline.load("runs/demo")
-    embeddings = codec.encode([image])          # [B, N, token_dim]: what the LLM reads and writes
-    images = codec.decode(embeddings)           # detokenizer -> (z_v, z_t) -> pixel decoder
+codec = ImageCodecPipeline.load("runs/demo")
+embeddings = codec.encode([image])          # [B, N, token_dim]: what the LLM reads and writes
+images = codec.decode(embeddings)           # detokenizer -> (z_v, z_t) -> pixel decoder
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ class ImageCodecPipeline:
         self.image_size = clip.config.vision.image_size
 
     @classmethod
-    def load(cls, run: str | Path) -> "ImageCodecPipeline":
+    def load(cls, run: str | Path) -> ImageCodecPipeline:
         run = Path(run)
         clip_dir, codec_dir = trained_image_side(run)
         clip, text_tokenizer = load_clip(clip_dir)
@@ -39,8 +39,12 @@ class ImageCodecPipeline:
 
     def pixels(self, images: list) -> torch.Tensor:
         """Paths, bytes or PIL images -> [B, 3, S, S] in 0..1 (safe loading, RGB, centre crop)."""
-        arrays = [to_array(load_image(im) if not isinstance(im, np.ndarray) else Image.fromarray(im), self.image_size)
-                  for im in images]
+        arrays = [
+            to_array(
+                load_image(im) if not isinstance(im, np.ndarray) else Image.fromarray(im), self.image_size
+            )
+            for im in images
+        ]
         return pixels_from(arrays)
 
     @torch.no_grad()

@@ -29,7 +29,6 @@ HF_FOLDER = "hf"  # a --vision checkpoint, inside RUN/clip/model/
 CLIP_FOLDER, CODEC_FOLDER = "clip", "tokenizer"  # end-to-end tuned copies, inside RUN/decoder/model/
 
 
-
 def load_clip(run_or_dir: Path) -> tuple[CLIP, TextTokenizer]:
     directory = _model_dir(run_or_dir, "clip")
     config = read_config(directory, "clip")
@@ -56,16 +55,25 @@ def trained_image_side(run_or_dir: Path) -> tuple[Path, Path]:
 def load_codec(run_or_dir: Path) -> ImageCodec:
     directory = _model_dir(run_or_dir, "tokenizer")
     config = read_config(directory, "tokenizer")
-    model = ImageCodec(from_dict(ImageTokenizerConfig, config["config"]), config["feature_width"],
-                       config["num_condition_tokens"], config["embed_dim"], config.get("num_patches"))
+    model = ImageCodec(
+        from_dict(ImageTokenizerConfig, config["config"]),
+        config["feature_width"],
+        config["num_condition_tokens"],
+        config["embed_dim"],
+        config.get("num_patches"),
+    )
     return load_weights(directory, model).eval().requires_grad_(False)
 
 
 def load_decoder(run_or_dir: Path) -> torch.nn.Module:
     directory = _model_dir(run_or_dir, "decoder")
     config = read_config(directory, "decoder")
-    model = build_pixel_decoder(from_dict(PixelDecoderConfig, config["config"]), config["embed_dim"],
-                                config["image_size"], config["grid"])
+    model = build_pixel_decoder(
+        from_dict(PixelDecoderConfig, config["config"]),
+        config["embed_dim"],
+        config["image_size"],
+        config["grid"],
+    )
     return load_weights(directory, model).eval().requires_grad_(False)
 
 
@@ -74,7 +82,9 @@ def _model_dir(run_or_dir: Path, stage: str) -> Path:
     for candidate in (path, path / "model", path / stage / "model"):
         if (candidate / "config.json").is_file():
             return candidate
-    raise CheckpointError(f"no finished {stage} model under {path}; run `vlgpt train {stage} --out {path}` first")
+    raise CheckpointError(
+        f"no finished {stage} model under {path}; run `vlgpt train {stage} --out {path}` first"
+    )
 
 
 def find_vlgpt(run_or_dir: Path) -> Path:
@@ -91,8 +101,12 @@ def load_vlgpt(run_or_dir: Path) -> tuple[VLGPT, dict, HFTextTokenizer | None]:
     under model/lm/); None means the run's BPE (`ImageCodecPipeline.text_tokenizer`)."""
     directory = find_vlgpt(run_or_dir)
     config = read_config(directory, "vlgpt")
-    vlgpt_config = VLGPTConfig(config["vocab_size"], config["num_image_tokens"], config["image_token_dim"],
-                               from_dict(LanguageModelConfig, config["lm"]))
+    vlgpt_config = VLGPTConfig(
+        config["vocab_size"],
+        config["num_image_tokens"],
+        config["image_token_dim"],
+        from_dict(LanguageModelConfig, config["lm"]),
+    )
     if config.get("backbone", "vlgpt") == "hf":
         hf_model, tokenizer = rebuild_lm(directory / LM_DIR)
         model = HFVLGPT(vlgpt_config, hf_model)

@@ -33,8 +33,7 @@ class Pipeline:
 
     # --- the five verbs ------------------------------------------------------------------------
     def caption(self, image, **sampling) -> str:
-        return self._answer([{"type": "image", "image": image}, {"type": "text", "text": DESCRIBE}],
-                            sampling)
+        return self._answer([{"type": "image", "image": image}, {"type": "text", "text": DESCRIBE}], sampling)
 
     def ask(self, image, question: str, **sampling) -> str:
         if not question or not question.strip():
@@ -50,19 +49,31 @@ class Pipeline:
     def edit(self, image, instruction: str, **sampling):
         if not instruction or not instruction.strip():
             raise GenerationError("the instruction is empty")
-        messages = [{"role": "user", "content": [{"type": "image", "image": image},
-                                                 {"type": "text", "text": instruction}]}]
+        messages = [
+            {
+                "role": "user",
+                "content": [{"type": "image", "image": image}, {"type": "text", "text": instruction}],
+            }
+        ]
         return self._image(messages, sampling)
 
-    def chat(self, messages: list[dict], *, on_part: OnPart | None = None,
-             should_stop: Callable[[], bool] | None = None, **sampling) -> Output:
+    def chat(
+        self,
+        messages: list[dict],
+        *,
+        on_part: OnPart | None = None,
+        should_stop: Callable[[], bool] | None = None,
+        **sampling,
+    ) -> Output:
         """Continue a conversation; the answer may hold text and images.
 
         `on_part` receives the answer as it grows (text deltas, then each drawn image), for
         streaming; `should_stop` is polled every position and ends the answer early when true.
         """
         segments = self.segments(messages)
-        return self.generator.generate(segments, SamplingConfig(**sampling), on_part=on_part, should_stop=should_stop)
+        return self.generator.generate(
+            segments, SamplingConfig(**sampling), on_part=on_part, should_stop=should_stop
+        )
 
     # --- plumbing ------------------------------------------------------------------------------
     def segments(self, messages: list[dict]) -> list[S.Segment]:
@@ -79,7 +90,9 @@ class Pipeline:
     @staticmethod
     def _load(part: dict):
         if part.get("type") == "image_url":
-            url = part["image_url"]["url"] if isinstance(part.get("image_url"), dict) else part.get("image_url")
+            url = (
+                part["image_url"]["url"] if isinstance(part.get("image_url"), dict) else part.get("image_url")
+            )
             return load_image_from_data_uri(url)
         if "image" not in part:
             raise GenerationError("an image part has no 'image' (path, bytes or PIL image)")
@@ -91,8 +104,13 @@ class Pipeline:
     def _image(self, messages: list[dict], sampling: dict, plan_first: bool = False):
         """The answer's image. A drawing is planned first (the model writes its layout, then draws);
         an edit starts drawing at once."""
-        out = self.generator.generate(self.segments(messages), SamplingConfig(**sampling), force_image=not plan_first,
-                                      require_image=plan_first, stop_after_image=True)
+        out = self.generator.generate(
+            self.segments(messages),
+            SamplingConfig(**sampling),
+            force_image=not plan_first,
+            require_image=plan_first,
+            stop_after_image=True,
+        )
         return out.images[0]
 
 

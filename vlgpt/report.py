@@ -12,7 +12,7 @@ from PIL import Image
 
 
 def fmt_metric(value: dict | float) -> str:
-    """"0.912 [0.88, 0.94] n=300" for a summary dict, plain for a number."""
+    """ "0.912 [0.88, 0.94] n=300" for a summary dict, plain for a number."""
     if isinstance(value, dict) and "mean" in value:
         return f"{value['mean']:.3f} [{value['ci_low']:.3f}, {value['ci_high']:.3f}] n={value['n']}"
     return f"{value:.3f}" if isinstance(value, float) else str(value)
@@ -53,8 +53,10 @@ def image_tag(image: Image.Image, scale: int = 2, alt: str = "") -> str:
 
 PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>{title}</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}}
-h1,h2{{font-weight:600}} table{{border-collapse:collapse}} td,th{{border:1px solid #ddd;padding:4px 8px;text-align:left}}
-.cards{{display:flex;flex-wrap:wrap;gap:12px}} .card{{border:1px solid #ddd;border-radius:6px;padding:8px;width:200px;font-size:13px}}
+h1,h2{{font-weight:600}} table{{border-collapse:collapse}}
+td,th{{border:1px solid #ddd;padding:4px 8px;text-align:left}}
+.cards{{display:flex;flex-wrap:wrap;gap:12px}}
+.card{{border:1px solid #ddd;border-radius:6px;padding:8px;width:200px;font-size:13px}}
 img{{image-rendering:pixelated}} pre{{background:#f6f6f6;padding:8px;overflow:auto}}</style></head>
 <body><h1>{title}</h1>{body}</body></html>"""
 
@@ -64,8 +66,10 @@ def html_page(title: str, sections: list[str]) -> str:
 
 
 def metrics_table_html(metrics: dict) -> str:
-    rows = "".join(f"<tr><td>{html.escape(name)}</td><td>{html.escape(value)}</td></tr>"
-                   for name, value in metric_rows(metrics))
+    rows = "".join(
+        f"<tr><td>{html.escape(name)}</td><td>{html.escape(value)}</td></tr>"
+        for name, value in metric_rows(metrics)
+    )
     return f"<table><tr><th>metric</th><th>value [95% CI] n</th></tr>{rows}</table>"
 
 

@@ -53,8 +53,14 @@ class Report:
         self.problems.append(Problem(where, what))
 
     def to_dict(self) -> dict:
-        return {"path": self.path, "format": self.format, "examples": self.examples, "images": self.images,
-                "ok": self.ok, "problems": [asdict(p) for p in self.problems]}
+        return {
+            "path": self.path,
+            "format": self.format,
+            "examples": self.examples,
+            "images": self.images,
+            "ok": self.ok,
+            "problems": [asdict(p) for p in self.problems],
+        }
 
 
 def conversation_problems(conversations, n_images: int) -> list[str]:
@@ -74,8 +80,9 @@ def conversation_problems(conversations, n_images: int) -> list[str]:
     if not assistant:
         problems.append("the conversation has no assistant (gpt) turn, so nothing would be trained")
     if placeholders != n_images:
-        problems.append(f"{placeholders} <image> placeholder(s) for {n_images} image(s); each image needs one, "
-                        "in order")
+        problems.append(
+            f"{placeholders} <image> placeholder(s) for {n_images} image(s); each image needs one, in order"
+        )
     return problems
 
 
@@ -84,8 +91,9 @@ def check_dataset(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Rep
     holds no dataset at all)."""
     kind = detect_format(path)
     report = Report(str(path), kind)
-    {"imagefolder": _check_imagefolder, "llava": _check_llava, "wds": _check_wds}[kind](Path(path), report,
-                                                                                       max_pixels)
+    {"imagefolder": _check_imagefolder, "llava": _check_llava, "wds": _check_wds}[kind](
+        Path(path), report, max_pixels
+    )
     if report.examples == 0 and report.ok:
         report.add(str(path), "the dataset holds no examples")
     return report
@@ -97,7 +105,9 @@ def _check_image(source, where: str, report: Report, max_pixels: int) -> None:
         report.add(where, f"image {source} does not exist")
         return
     try:
-        load_image(source if not isinstance(source, Path) else str(source), max_pixels=max_pixels, label=where)
+        load_image(
+            source if not isinstance(source, Path) else str(source), max_pixels=max_pixels, label=where
+        )
     except ImageError as error:
         report.add(where, str(error).removeprefix(f"{where}: "))
 

@@ -37,15 +37,19 @@ def llava_messages(conversations: list[dict]) -> list[dict]:
 class ConversationSource:
     """Examples of a dataset as (messages, images as RGB arrays), with a held-out part for evaluation."""
 
-    def __init__(self, path: str | Path, image_size: int, seed: int = 0, holdout: int = 0, part: str = "train"):
+    def __init__(
+        self, path: str | Path, image_size: int, seed: int = 0, holdout: int = 0, part: str = "train"
+    ):
         examples = []
         for example in read_examples(path):
             n_images = len(example.image_paths) or (1 if example._images else 0)
             if example.conversations is not None:
                 problems = conversation_problems(example.conversations, n_images)
                 if problems:
-                    raise DatasetError(f"{path}: example {example.id}: {problems[0]} "
-                                       f"(`vlgpt data check {path}` lists every problem)")
+                    raise DatasetError(
+                        f"{path}: example {example.id}: {problems[0]} "
+                        f"(`vlgpt data check {path}` lists every problem)"
+                    )
                 examples.append(example)
             elif example.caption and n_images == 1:
                 examples.append(example)
@@ -53,7 +57,9 @@ class ConversationSource:
             raise DatasetError(f"{path} has no conversations or image-caption pairs to instruction-tune on")
         holdout = min(holdout, len(examples) // 10)
         if holdout:
-            examples = examples[len(examples) - holdout:] if part == "val" else examples[: len(examples) - holdout]
+            examples = (
+                examples[len(examples) - holdout :] if part == "val" else examples[: len(examples) - holdout]
+            )
         self.examples, self.image_size, self.seed = examples, image_size, seed
 
     def __len__(self) -> int:
@@ -61,7 +67,9 @@ class ConversationSource:
 
     def _example(self, index: int) -> Example:
         epoch, offset = divmod(index, len(self.examples))
-        return self.examples[int(np.random.default_rng([self.seed, epoch, 5]).permutation(len(self.examples))[offset])]
+        return self.examples[
+            int(np.random.default_rng([self.seed, epoch, 5]).permutation(len(self.examples))[offset])
+        ]
 
     def get(self, index: int) -> tuple[list[dict], list[np.ndarray]]:
         example = self._example(index)
@@ -69,8 +77,10 @@ class ConversationSource:
         if example.image_paths:
             example._images = None  # decoded again next epoch rather than held for the whole run
         if example.conversations is None:
-            messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": DESCRIBE}]},
-                        {"role": "assistant", "content": [{"type": "text", "text": example.caption}]}]
+            messages = [
+                {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": DESCRIBE}]},
+                {"role": "assistant", "content": [{"type": "text", "text": example.caption}]},
+            ]
         else:
             messages = llava_messages(example.conversations)
         return messages, images

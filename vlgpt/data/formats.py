@@ -63,6 +63,7 @@ class Example:
 
 # --- writing -----------------------------------------------------------------------------------
 
+
 def prepare_output(out: str | os.PathLike, overwrite: bool = False) -> Path:
     """Check that `out` can be created; returns a fresh temporary sibling folder to write into."""
     out = Path(out)
@@ -73,7 +74,9 @@ def prepare_output(out: str | os.PathLike, overwrite: bool = False) -> Path:
         parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
     except OSError as error:
-        raise DatasetError(f"cannot write into {parent}: {error.strerror or error}; choose a writable --out") from None
+        raise DatasetError(
+            f"cannot write into {parent}: {error.strerror or error}; choose a writable --out"
+        ) from None
     return staging
 
 
@@ -93,6 +96,7 @@ def save_png(image: Image.Image, path: Path) -> None:
 
 # --- reading -----------------------------------------------------------------------------------
 
+
 def detect_format(path: str | os.PathLike) -> str:
     """Which of FORMATS the folder (or shard pattern) holds."""
     p = Path(path)
@@ -111,7 +115,8 @@ def detect_format(path: str | os.PathLike) -> str:
         return "wds"
     raise DatasetError(
         f"{p} holds no dataset vlgpt can read: expected {METADATA_FILE} (imagefolder), {LLAVA_FILE} "
-        "(LLaVA) or .tar shards (WebDataset)")
+        "(LLaVA) or .tar shards (WebDataset)"
+    )
 
 
 def read_examples(path: str | os.PathLike) -> Iterator[Example]:
@@ -148,8 +153,12 @@ def _read_metadata(metadata: Path) -> Iterator[Example]:
             raise DatasetError(f"{root / METADATA_FILE}:{number}: row has no file_name")
         caption = row.get("text", row.get("caption"))
         meta = {k: v for k, v in row.items() if k not in ("file_name", "text", "caption")}
-        yield Example(id=str(row.get("id", Path(row["file_name"]).stem)),
-                      image_paths=[str(root / row["file_name"])], caption=caption, meta=meta)
+        yield Example(
+            id=str(row.get("id", Path(row["file_name"]).stem)),
+            image_paths=[str(root / row["file_name"])],
+            caption=caption,
+            meta=meta,
+        )
 
 
 def _read_llava(path) -> Iterator[Example]:
@@ -169,8 +178,13 @@ def _read_llava(path) -> Iterator[Example]:
         if not isinstance(conversations, list):
             raise DatasetError(f"{file}: entry {number} ({entry.get('id')}) has no conversations list")
         meta = {k: v for k, v in entry.items() if k not in ("id", "image", "conversations")}
-        yield Example(id=str(entry.get("id", number)), image_paths=[str(root / i) for i in images],
-                      conversations=conversations, caption=meta.pop("caption", None), meta=meta)
+        yield Example(
+            id=str(entry.get("id", number)),
+            image_paths=[str(root / i) for i in images],
+            conversations=conversations,
+            caption=meta.pop("caption", None),
+            meta=meta,
+        )
 
 
 def shard_urls(path) -> list[str]:
@@ -179,7 +193,9 @@ def shard_urls(path) -> list[str]:
 
     text = str(path)
     if Path(text).is_dir():
-        found = sorted(glob.glob(os.path.join(text, "shards", "*.tar")) or glob.glob(os.path.join(text, "*.tar")))
+        found = sorted(
+            glob.glob(os.path.join(text, "shards", "*.tar")) or glob.glob(os.path.join(text, "*.tar"))
+        )
     elif "{" in text:
         found = list(braceexpand.braceexpand(text))
     else:
@@ -202,7 +218,9 @@ def _read_wds(path) -> Iterator[Example]:
         caption = sample["txt"].decode("utf-8") if "txt" in sample else meta.get("caption")
         blobs = [sample[k] for k in ("png", "jpg", "jpeg", "webp") if k in sample]
         if not blobs:
-            raise DatasetError(f"{sample.get('__url__', path)}: sample {key} has no image member (png/jpg/webp)")
+            raise DatasetError(
+                f"{sample.get('__url__', path)}: sample {key} has no image member (png/jpg/webp)"
+            )
         example = Example(id=key, caption=caption, meta=meta, conversations=meta.get("conversations"))
         example._images = [load_image(blobs[0], label=f"{sample.get('__url__', path)}:{key}")]
         yield example

@@ -156,8 +156,7 @@ def load_image_from_data_uri(
     allowed = tuple(sorted({m.strip().lower() for m in allowed_mime}))
     if mime not in allowed:
         raise InvalidDataURI(
-            f"{name}: MIME type {mime or '(none)'!r} is not allowed; "
-            f"send one of {', '.join(allowed)}"
+            f"{name}: MIME type {mime or '(none)'!r} is not allowed; send one of {', '.join(allowed)}"
         )
     data = _decode_base64(payload, name)
     return _load(data, max_pixels=max_pixels, label=name, formats=_formats_for_mime(allowed))
@@ -202,18 +201,14 @@ def to_pil(image: torch.Tensor) -> Image.Image:
     return Image.fromarray(array, mode="RGB")
 
 
-def _load(
-    source: ImageSource, *, max_pixels: int, label: str | None, formats: Sequence[str]
-) -> Image.Image:
+def _load(source: ImageSource, *, max_pixels: int, label: str | None, formats: Sequence[str]) -> Image.Image:
     _check_max_pixels(max_pixels)
     if isinstance(source, Image.Image):
         return _finish(source, label or "<image>", max_pixels)
     if isinstance(source, (bytes, bytearray, memoryview)):
         name = label or "<bytes>"
         if len(source) == 0:
-            raise UnreadableImage(
-                f"{name}: input is empty (0 bytes); pass the image's encoded bytes"
-            )
+            raise UnreadableImage(f"{name}: input is empty (0 bytes); pass the image's encoded bytes")
         with io.BytesIO(source) as fp:
             return _decode(fp, name, max_pixels, formats)
     if isinstance(source, (str, os.PathLike)):
@@ -222,9 +217,7 @@ def _load(
         _refuse_data_uri_as_path(path, label)
         with _open_file(path, name) as fp:
             return _decode(fp, name, max_pixels, formats)
-    raise TypeError(
-        f"load_image() takes a path, bytes or PIL.Image.Image, not {type(source).__name__}"
-    )
+    raise TypeError(f"load_image() takes a path, bytes or PIL.Image.Image, not {type(source).__name__}")
 
 
 def _check_max_pixels(max_pixels: int) -> None:
@@ -249,20 +242,16 @@ def _open_file(path: str | bytes, name: str) -> IO[bytes]:
     except (OSError, ValueError) as exc:
         raise UnreadableImage(f"{name}: cannot access the file ({exc}); check the path") from None
     if stat.S_ISDIR(info.st_mode):
-        raise UnreadableImage(
-            f"{name}: is a directory, not an image file; pass an image file's path"
-        )
+        raise UnreadableImage(f"{name}: is a directory, not an image file; pass an image file's path")
     if not stat.S_ISREG(info.st_mode):
         raise UnreadableImage(f"{name}: not a regular file; pass an image file's path")
     if info.st_size == 0:
         raise UnreadableImage(f"{name}: file is empty (0 bytes); re-download or re-export it")
     try:
-        return open(path, "rb")  # noqa: SIM115 - closed by the caller's `with`
+        return open(path, "rb")
     except OSError as exc:
         reason = exc.strerror or exc
-        raise UnreadableImage(
-            f"{name}: cannot open the file ({reason}); check its permissions"
-        ) from None
+        raise UnreadableImage(f"{name}: cannot open the file ({reason}); check its permissions") from None
 
 
 def _decode(fp: IO[bytes], name: str, max_pixels: int, formats: Sequence[str]) -> Image.Image:
@@ -273,9 +262,7 @@ def _decode(fp: IO[bytes], name: str, max_pixels: int, formats: Sequence[str]) -
         im.close()
 
 
-def _open_header(
-    fp: IO[bytes], name: str, max_pixels: int, formats: Sequence[str]
-) -> Image.Image:
+def _open_header(fp: IO[bytes], name: str, max_pixels: int, formats: Sequence[str]) -> Image.Image:
     """``Image.open``: identify the format and read the header, decode nothing."""
     available = _available_formats(formats)
     try:
@@ -437,8 +424,7 @@ def _parse_data_uri(uri: str, name: str) -> tuple[str, str]:
     match = _DATA_URI.fullmatch(uri.strip())
     if match is None:
         raise InvalidDataURI(
-            f"{name}: malformed data URI ({_preview(uri)}); "
-            "expected 'data:<mime>;base64,<payload>'"
+            f"{name}: malformed data URI ({_preview(uri)}); expected 'data:<mime>;base64,<payload>'"
         )
     params = [p.strip().lower() for p in match["params"].split(";")[1:]]
     if "base64" not in params:

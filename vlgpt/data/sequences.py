@@ -39,8 +39,12 @@ def eos(train: bool = True) -> Segment:
     return Segment("eos", None, train)
 
 
-def chat_segments(messages: list[dict], images: list[torch.Tensor], train_assistant: bool = True,
-                  add_generation_prompt: bool = False) -> list[Segment]:
+def chat_segments(
+    messages: list[dict],
+    images: list[torch.Tensor],
+    train_assistant: bool = True,
+    add_generation_prompt: bool = False,
+) -> list[Segment]:
     """Messages [{role, content: [{"type": "text"|"image"}...] or str}] -> segments.
 
     Image parts consume `images` in order (their N embeddings each).
@@ -112,16 +116,24 @@ def build(segments: list[Segment], tokenizer: TextTokenizer, image_dim: int, add
     text_targets[:-1][text_next] = ids_tensor[nxt][text_next]
     image_targets[:-1][image_next] = image_embeds[nxt][image_next]
     image_target_mask[:-1] = image_next
-    return {"ids": ids_tensor, "image_embeds": image_embeds, "is_image": is_image, "text_targets": text_targets,
-            "image_targets": image_targets, "image_target_mask": image_target_mask}
+    return {
+        "ids": ids_tensor,
+        "image_embeds": image_embeds,
+        "is_image": is_image,
+        "text_targets": text_targets,
+        "image_targets": image_targets,
+        "image_target_mask": image_target_mask,
+    }
 
 
 def collate(sequences: list[dict], pad_id: int, max_len: int | None = None) -> dict:
     """Right-pad sequences to one length; attention_mask marks real positions."""
     longest = max(len(s["ids"]) for s in sequences)
     if max_len is not None and longest > max_len:
-        raise ValueError(f"a sequence of {longest} positions exceeds the context of {max_len}; "
-                         "shorten the prompt or raise lm.max_seq_len")
+        raise ValueError(
+            f"a sequence of {longest} positions exceeds the context of {max_len}; "
+            "shorten the prompt or raise lm.max_seq_len"
+        )
     B, d = len(sequences), sequences[0]["image_embeds"].shape[1]
     batch = {
         "ids": torch.full((B, longest), pad_id, dtype=torch.long),

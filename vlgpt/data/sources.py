@@ -72,17 +72,25 @@ class WorldSource:
 class DatasetSource:
     """A dataset folder in any supported format; epochs are reshuffled deterministically."""
 
-    def __init__(self, path: str | Path, image_size: int, seed: int = 0, holdout: int = 0, part: str = "train"):
+    def __init__(
+        self, path: str | Path, image_size: int, seed: int = 0, holdout: int = 0, part: str = "train"
+    ):
         examples = [e for e in read_examples(path) if e.caption and (e.image_paths or e._images)]
         if not examples:
-            raise DatasetError(f"{path} has no image-caption pairs (every stage before pretrain needs captions)")
+            raise DatasetError(
+                f"{path} has no image-caption pairs (every stage before pretrain needs captions)"
+            )
         holdout = min(holdout, len(examples) // 10)
         if holdout == 0:  # a separate validation set (or none): use every example
             self.examples = examples
         else:
-            self.examples = examples[len(examples) - holdout:] if part == "val" else examples[: len(examples) - holdout]
+            self.examples = (
+                examples[len(examples) - holdout :] if part == "val" else examples[: len(examples) - holdout]
+            )
         if not self.examples:
-            raise DatasetError(f"{path} is too small to hold out a validation part; add data or pass --val-data")
+            raise DatasetError(
+                f"{path} is too small to hold out a validation part; add data or pass --val-data"
+            )
         self.image_size, self.seed = image_size, seed
         self.has_scenes = all("scene" in e.meta for e in self.examples)
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()

@@ -72,7 +72,9 @@ class StreamingSource:
     file order.
     """
 
-    def __init__(self, path: str | Path, image_size: int, seed: int = 0, holdout: int = 0, part: str = "train"):
+    def __init__(
+        self, path: str | Path, image_size: int, seed: int = 0, holdout: int = 0, part: str = "train"
+    ):
         self.urls = shard_urls(path)
         counts = [len(index_shard(url)) for url in self.urls]
         total = sum(counts)
@@ -82,7 +84,9 @@ class StreamingSource:
         first, stop = (total - holdout, total) if part == "val" and holdout else (0, total - holdout)
         self.spans = part_spans(counts, first, stop)
         if not self.spans:
-            raise DatasetError(f"{path} is too small to hold out a validation part; add data or pass --val-data")
+            raise DatasetError(
+                f"{path} is too small to hold out a validation part; add data or pass --val-data"
+            )
         self.length = stop - first
         self.image_size, self.seed, self.shuffle = image_size, seed, part == "train"
         self._epochs: OrderedDict[int, tuple[np.ndarray, list[int]]] = OrderedDict()
@@ -98,8 +102,11 @@ class StreamingSource:
     def _epoch_layout(self, epoch: int) -> tuple[np.ndarray, list[int]]:
         """The order of the spans in `epoch` and where each begins in the epoch's stream."""
         if epoch not in self._epochs:
-            order = (np.random.default_rng([self.seed, epoch]).permutation(len(self.spans)) if self.shuffle
-                     else np.arange(len(self.spans)))
+            order = (
+                np.random.default_rng([self.seed, epoch]).permutation(len(self.spans))
+                if self.shuffle
+                else np.arange(len(self.spans))
+            )
             sizes = [self.spans[s][2] - self.spans[s][1] for s in order]
             self._epochs[epoch] = (order, np.cumsum([0] + sizes[:-1]).tolist())
             if len(self._epochs) > 2:  # ranks straddle at most one epoch boundary
@@ -111,8 +118,11 @@ class StreamingSource:
         key = (epoch, span)
         if key not in self._orders:
             size = self.spans[span][2] - self.spans[span][1]
-            self._orders[key] = (np.random.default_rng([self.seed, epoch, span]).permutation(size) if self.shuffle
-                                 else np.arange(size))
+            self._orders[key] = (
+                np.random.default_rng([self.seed, epoch, span]).permutation(size)
+                if self.shuffle
+                else np.arange(size)
+            )
             if len(self._orders) > 4:
                 self._orders.popitem(last=False)
         return self._orders[key]

@@ -27,12 +27,23 @@ def few_shot(model: Pipeline, world: ShapesWorld, k: int, n: int) -> dict:
         messages, images = [], []
         for demo in episode["demos"]:
             images.append(render(Scene.from_dict(demo["scene"])))
-            messages += [{"role": "user", "content": [{"type": "image", "image": images[-1]},
-                                                      {"type": "text", "text": episode["prompt"]}]},
-                         {"role": "assistant", "content": demo["answer"]}]
+            messages += [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "image", "image": images[-1]},
+                        {"type": "text", "text": episode["prompt"]},
+                    ],
+                },
+                {"role": "assistant", "content": demo["answer"]},
+            ]
         query = render(Scene.from_dict(episode["query"]))
-        messages.append({"role": "user", "content": [{"type": "image", "image": query},
-                                                     {"type": "text", "text": episode["prompt"]}]})
+        messages.append(
+            {
+                "role": "user",
+                "content": [{"type": "image", "image": query}, {"type": "text", "text": episode["prompt"]}],
+            }
+        )
         answer = model.chat(messages, max_new_tokens=6).text
         scores.append(float(normalize_vqa_answer(answer) == normalize_vqa_answer(episode["answer"])))
     return summarize(scores)
@@ -42,16 +53,23 @@ def evaluate_all(model: Pipeline, n: int = 100, progress: bool = True) -> dict:
     size = model.codec.image_size
     test = ShapesWorld("test", size, size)
     rows = [test[i] for i in tqdm(range(n), desc="rows", disable=not progress)]
-    bar = lambda items, desc: tqdm(items, desc=desc, disable=not progress)  # noqa: E731
+    bar = lambda items, desc: tqdm(items, desc=desc, disable=not progress)
     result = {
         "captioning": evaluate_captions(lambda im: model.caption(im, max_new_tokens=48), rows),
         "vqa": evaluate_vqa(lambda im, q: model.ask(im, q, max_new_tokens=6), rows),
-        "t2i": evaluate_t2i(lambda p: model.imagine(p.description), judge, make_prompts(max(1, n // 6), width=size, height=size),
-                            progress=lambda p: bar(p, "t2i")),
+        "t2i": evaluate_t2i(
+            lambda p: model.imagine(p.description),
+            judge,
+            make_prompts(max(1, n // 6), width=size, height=size),
+            progress=lambda p: bar(p, "t2i"),
+        ),
         "editing": evaluate_edits(model.edit, rows),
-        "compositional_t2i": evaluate_t2i(lambda p: model.imagine(p.description), judge,
-                                          make_prompts(max(1, n // 6), seed=1, width=size, height=size,
-                                                       compositional=True), progress=lambda p: bar(p, "comp")),
+        "compositional_t2i": evaluate_t2i(
+            lambda p: model.imagine(p.description),
+            judge,
+            make_prompts(max(1, n // 6), seed=1, width=size, height=size, compositional=True),
+            progress=lambda p: bar(p, "comp"),
+        ),
         "few_shot": {f"k={k}": few_shot(model, test, k, max(10, n // 2)) for k in (0, 2, 4)},
     }
     return result
@@ -76,15 +94,31 @@ def report_examples(model: Pipeline, n: int = 6) -> dict:
     test = ShapesWorld("test", size, size)
     rows = [test[i] for i in range(n)]
     images = [render(Scene.from_dict(r["scene"])) for r in rows]
-    prompts = ["a red circle", "two blue squares", "a green triangle to the left of a yellow star",
-               "a large purple diamond and a small orange cross", "three pink stars", "a gray circle above a cyan square"]
+    prompts = [
+        "a red circle",
+        "two blue squares",
+        "a green triangle to the left of a yellow star",
+        "a large purple diamond and a small orange cross",
+        "three pink stars",
+        "a gray circle above a cyan square",
+    ]
     edits = [(im, r["edit"]["instruction"]) for im, r in zip(images, rows) if r["edit"]][:4]
-    interleaved = model.chat([{"role": "user", "content": [
-        {"type": "text", "text": draw_prompt("a red circle and a blue star")}]}], max_new_tokens=24)
+    interleaved = model.chat(
+        [
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": draw_prompt("a red circle and a blue star")}],
+            }
+        ],
+        max_new_tokens=24,
+    )
     return {
         "captions": [(im, model.caption(im, max_new_tokens=48), r["caption"]) for im, r in zip(images, rows)],
-        "vqa": [(im, q["question"], model.ask(im, q["question"], max_new_tokens=6), q["answer"])
-                for im, r in zip(images[:4], rows[:4]) for q in r["questions"][:2]],
+        "vqa": [
+            (im, q["question"], model.ask(im, q["question"], max_new_tokens=6), q["answer"])
+            for im, r in zip(images[:4], rows[:4])
+            for q in r["questions"][:2]
+        ],
         "drawings": [(p, model.imagine(p)) for p in prompts],
         "edits": [(im, text, model.edit(im, text)) for im, text in edits],
         "interleaved": interleaved.parts,

@@ -60,7 +60,9 @@ def score_prompt(prompt: T2IPrompt, judged: Scene) -> float:
         found.append(objs)
     if prompt.relation is not None:
         margin = POSITION_MARGIN * min(judged.width, judged.height)
-        ok = any(relation_holds(prompt.relation, a, b, margin) for a in found[0] for b in found[1] if a is not b)
+        ok = any(
+            relation_holds(prompt.relation, a, b, margin) for a in found[0] for b in found[1] if a is not b
+        )
         return float(ok)
     return 1.0
 
@@ -69,8 +71,9 @@ def _pick(rng, items):
     return items[int(rng.integers(len(items)))]
 
 
-def make_prompts(n_per_category: int = 50, seed: int = 0, *, width: int = 64, height: int = 64,
-                 compositional: bool = False) -> list[T2IPrompt]:
+def make_prompts(
+    n_per_category: int = 50, seed: int = 0, *, width: int = 64, height: int = 64, compositional: bool = False
+) -> list[T2IPrompt]:
     """Prompts of every category. `compositional`: colour prompts use only held-out pairs.
 
     Non-compositional prompts never name a held-out pair, so training never sees them either.
@@ -92,46 +95,76 @@ def make_prompts(n_per_category: int = 50, seed: int = 0, *, width: int = 64, he
 
 def _make(category, rng, allowed, any_pairs, width, height) -> T2IPrompt:
     seed = int(rng.integers(2**31))
-    size = lambda: _pick(rng, SIZES)  # noqa: E731
+    size = lambda: _pick(rng, SIZES)
     if category == "single_object":
         color, shape = _pick(rng, allowed)
         scene = compose([(shape, color, size())], width=width, height=height, seed=seed)
-        return T2IPrompt(category, f"An image of {article(shape)} {shape}.", (Requirement(shape),), None,
-                         scene.to_dict())
+        return T2IPrompt(
+            category, f"An image of {article(shape)} {shape}.", (Requirement(shape),), None, scene.to_dict()
+        )
     if category == "colors":
         color, shape = _pick(rng, allowed)
         scene = compose([(shape, color, size())], width=width, height=height, seed=seed)
-        return T2IPrompt(category, f"An image of {article(color)} {color} {shape}.",
-                         (Requirement(shape, color),), None, scene.to_dict())
+        return T2IPrompt(
+            category,
+            f"An image of {article(color)} {color} {shape}.",
+            (Requirement(shape, color),),
+            None,
+            scene.to_dict(),
+        )
     if category == "counting":
         color, shape = _pick(rng, allowed)
         n = int(rng.integers(2, 5))
         scene = compose([(shape, color, "small")] * n, width=width, height=height, seed=seed)
-        return T2IPrompt(category, f"An image of {NUMBER_WORDS[n]} {plural(shape)}.",
-                         (Requirement(shape, None, n),), None, scene.to_dict())
+        return T2IPrompt(
+            category,
+            f"An image of {NUMBER_WORDS[n]} {plural(shape)}.",
+            (Requirement(shape, None, n),),
+            None,
+            scene.to_dict(),
+        )
     (c1, s1) = _pick(rng, allowed)
     (c2, s2) = _pick(rng, [p for p in any_pairs if p[1] != s1])
     if category == "two_object":
         scene = compose([(s1, c1, size()), (s2, c2, size())], width=width, height=height, seed=seed)
-        return T2IPrompt(category, f"An image of {article(s1)} {s1} and {article(s2)} {s2}.",
-                         (Requirement(s1), Requirement(s2)), None, scene.to_dict())
+        return T2IPrompt(
+            category,
+            f"An image of {article(s1)} {s1} and {article(s2)} {s2}.",
+            (Requirement(s1), Requirement(s2)),
+            None,
+            scene.to_dict(),
+        )
     if category == "color_attr":
         scene = compose([(s1, c1, size()), (s2, c2, size())], width=width, height=height, seed=seed)
-        return T2IPrompt(category, f"An image of {article(c1)} {c1} {s1} and {article(c2)} {c2} {s2}.",
-                         (Requirement(s1, c1), Requirement(s2, c2)), None, scene.to_dict())
+        return T2IPrompt(
+            category,
+            f"An image of {article(c1)} {c1} {s1} and {article(c2)} {c2} {s2}.",
+            (Requirement(s1, c1), Requirement(s2, c2)),
+            None,
+            scene.to_dict(),
+        )
     # position: retry placements until the relation clearly holds, so the oracle scene is valid.
     rel = _pick(rng, RELATIONS)
     for attempt in range(50):
         scene = compose([(s1, c1, size()), (s2, c2, size())], width=width, height=height, seed=seed + attempt)
         a, b = scene.objects
         if relation_holds(rel, a, b, POSITION_MARGIN * 2 * min(width, height)):
-            return T2IPrompt(category, f"An image of {article(s1)} {s1} {RELATION_PHRASES[rel]} {article(s2)} {s2}.",
-                             (Requirement(s1), Requirement(s2)), rel, scene.to_dict())
+            return T2IPrompt(
+                category,
+                f"An image of {article(s1)} {s1} {RELATION_PHRASES[rel]} {article(s2)} {s2}.",
+                (Requirement(s1), Requirement(s2)),
+                rel,
+                scene.to_dict(),
+            )
     raise SceneError("no placement satisfies the relation")
 
 
-def evaluate_t2i(generate: Callable[[T2IPrompt], Image.Image], judge: Callable[[Image.Image], Scene],
-                 prompts: list[T2IPrompt], progress: Callable | None = None) -> dict:
+def evaluate_t2i(
+    generate: Callable[[T2IPrompt], Image.Image],
+    judge: Callable[[Image.Image], Scene],
+    prompts: list[T2IPrompt],
+    progress: Callable | None = None,
+) -> dict:
     """Per-category and overall scores, each with n and a bootstrap 95% CI."""
     scores: dict[str, list[float]] = {c: [] for c in CATEGORIES}
     items = progress(prompts) if progress else prompts
@@ -147,5 +180,9 @@ def stratified_summary(groups: list[list[float]], n_resamples: int = 1000, seed:
     rng = np.random.default_rng(seed)
     arrays = [np.asarray(g, dtype=float) for g in groups]
     boot = np.mean([a[rng.integers(len(a), size=(n_resamples, len(a)))].mean(1) for a in arrays], axis=0)
-    return {"mean": float(np.mean([a.mean() for a in arrays])), "ci_low": float(np.percentile(boot, 2.5)),
-            "ci_high": float(np.percentile(boot, 97.5)), "n": int(sum(len(a) for a in arrays))}
+    return {
+        "mean": float(np.mean([a.mean() for a in arrays])),
+        "ci_low": float(np.percentile(boot, 2.5)),
+        "ci_high": float(np.percentile(boot, 97.5)),
+        "n": int(sum(len(a) for a in arrays)),
+    }

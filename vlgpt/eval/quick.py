@@ -24,29 +24,39 @@ def quick_eval(stage, n: int = 20) -> dict:
     f1, vqa, t2i = [], [], []
     for row, scene, emb in zip(rows, scenes, embeddings):
         if chat:
-            segments = S.chat_segments([{"role": "user", "content": [{"type": "image"},
-                                                                     {"type": "text", "text": DESCRIBE}]}],
-                                       [emb], False, True)
+            segments = S.chat_segments(
+                [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": DESCRIBE}]}],
+                [emb],
+                False,
+                True,
+            )
         else:
             segments = [S.image(emb)]
         caption = generator.generate(segments, SamplingConfig(max_new_tokens=40)).text
         f1.append(caption_attribute_scores(caption, scene)["f1"])
         if chat and row["questions"]:
             qa = row["questions"][0]
-            segments = S.chat_segments([{"role": "user", "content": [{"type": "image"},
-                                                                     {"type": "text", "text": qa["question"]}]}],
-                                       [emb], False, True)
+            segments = S.chat_segments(
+                [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": qa["question"]}]}],
+                [emb],
+                False,
+                True,
+            )
             answer = generator.generate(segments, SamplingConfig(max_new_tokens=8)).text
             vqa.append(float(normalize_vqa_answer(answer) == normalize_vqa_answer(qa["answer"])))
-    for prompt in make_prompts(n_per_category=max(1, n // 6), width=stage.codec.image_size,
-                               height=stage.codec.image_size)[:n]:
+    for prompt in make_prompts(
+        n_per_category=max(1, n // 6), width=stage.codec.image_size, height=stage.codec.image_size
+    )[:n]:
         text = prompt.description
         if chat:
-            segments = S.chat_segments([{"role": "user", "content": [{"type": "text", "text": draw_prompt(text)}]}],
-                                       [], False, True)
+            segments = S.chat_segments(
+                [{"role": "user", "content": [{"type": "text", "text": draw_prompt(text)}]}], [], False, True
+            )
         else:
             segments = [S.text(t2i_prompt(text))]
-        image = generator.generate(segments, SamplingConfig(), require_image=True, stop_after_image=True).images[0]
+        image = generator.generate(
+            segments, SamplingConfig(), require_image=True, stop_after_image=True
+        ).images[0]
         t2i.append(score_prompt(prompt, judge(image)))
     result = {"caption_f1": float(np.mean(f1)), "t2i": float(np.mean(t2i))}
     if vqa:

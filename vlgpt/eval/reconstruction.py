@@ -22,15 +22,16 @@ from .text_metrics import summarize
 ASPECTS = ("count", "colors", "shapes", "sizes", "kinds", "relations", "exact")
 
 
-def evaluate_reconstruction(run: str | Path, n: int = 500, split: str = "val", batch_size: int = 100,
-                            grid_path: Path | None = None) -> dict:
+def evaluate_reconstruction(
+    run: str | Path, n: int = 500, split: str = "val", batch_size: int = 100, grid_path: Path | None = None
+) -> dict:
     codec = ImageCodecPipeline.load(run)
     size = codec.image_size
     world = ShapesWorld(split, size, size)
     scenes = [world.scene(i) for i in range(n)]
     results, pairs = [], []
     for start in range(0, n, batch_size):
-        chunk = scenes[start:start + batch_size]
+        chunk = scenes[start : start + batch_size]
         sources = [render(s) for s in chunk]
         outputs = codec.reconstruct(sources)
         results += [compare_scenes(judge(out), scene) for out, scene in zip(outputs, chunk)]
@@ -53,6 +54,6 @@ def _retrieval(codec: ImageCodecPipeline, world: ShapesWorld, n: int, run: Path)
     pixels = codec.pixels([a for a, _, _ in items])
     ids, lengths = codec.text_tokenizer.batch([c for _, c, _ in items], codec.clip.config.text.context_length)
     clip, _ = load_clip(run)  # the contrastive CLIP itself, not the codec's end-to-end tuned encoder
-    image = torch.cat([clip.encode_image(pixels[i:i + 100]) for i in range(0, n, 100)])
-    text = torch.cat([clip.encode_text(ids[i:i + 100], lengths[i:i + 100]) for i in range(0, n, 100)])
+    image = torch.cat([clip.encode_image(pixels[i : i + 100]) for i in range(0, n, 100)])
+    text = torch.cat([clip.encode_text(ids[i : i + 100], lengths[i : i + 100]) for i in range(0, n, 100)])
     return {k: float(v) for k, v in retrieval_r1(image, text, [g for _, _, g in items]).items()}

@@ -65,57 +65,169 @@ __all__ = [
 #: quirks, e.g. the capitalized "Im" keys that never match after lowercasing and
 #: the inverted "somebody'd" entry) so scores match the official evaluation.
 VQA_CONTRACTIONS: dict[str, str] = {
-    "aint": "ain't", "arent": "aren't", "cant": "can't", "couldve": "could've",
-    "couldnt": "couldn't", "couldn'tve": "couldn't've", "couldnt've": "couldn't've",
-    "didnt": "didn't", "doesnt": "doesn't", "dont": "don't", "hadnt": "hadn't",
-    "hadnt've": "hadn't've", "hadn'tve": "hadn't've", "hasnt": "hasn't",
-    "havent": "haven't", "hed": "he'd", "hed've": "he'd've", "he'dve": "he'd've",
-    "hes": "he's", "howd": "how'd", "howll": "how'll", "hows": "how's",
-    "Id've": "I'd've", "I'dve": "I'd've", "Im": "I'm", "Ive": "I've",
-    "isnt": "isn't", "itd": "it'd", "itd've": "it'd've", "it'dve": "it'd've",
-    "itll": "it'll", "let's": "let's", "maam": "ma'am", "mightnt": "mightn't",
-    "mightnt've": "mightn't've", "mightn'tve": "mightn't've", "mightve": "might've",
-    "mustnt": "mustn't", "mustve": "must've", "neednt": "needn't", "notve": "not've",
-    "oclock": "o'clock", "oughtnt": "oughtn't", "ow's'at": "'ow's'at",
-    "'ows'at": "'ow's'at", "'ow'sat": "'ow's'at", "shant": "shan't",
-    "shed've": "she'd've", "she'dve": "she'd've", "she's": "she's",
-    "shouldve": "should've", "shouldnt": "shouldn't", "shouldnt've": "shouldn't've",
-    "shouldn'tve": "shouldn't've", "somebody'd": "somebodyd",
-    "somebodyd've": "somebody'd've", "somebody'dve": "somebody'd've",
-    "somebodyll": "somebody'll", "somebodys": "somebody's", "someoned": "someone'd",
-    "someoned've": "someone'd've", "someone'dve": "someone'd've",
-    "someonell": "someone'll", "someones": "someone's", "somethingd": "something'd",
-    "somethingd've": "something'd've", "something'dve": "something'd've",
-    "somethingll": "something'll", "thats": "that's", "thered": "there'd",
-    "thered've": "there'd've", "there'dve": "there'd've", "therere": "there're",
-    "theres": "there's", "theyd": "they'd", "theyd've": "they'd've",
-    "they'dve": "they'd've", "theyll": "they'll", "theyre": "they're",
-    "theyve": "they've", "twas": "'twas", "wasnt": "wasn't", "wed've": "we'd've",
-    "we'dve": "we'd've", "weve": "we've", "werent": "weren't", "whatll": "what'll",
-    "whatre": "what're", "whats": "what's", "whatve": "what've", "whens": "when's",
-    "whered": "where'd", "wheres": "where's", "whereve": "where've", "whod": "who'd",
-    "whod've": "who'd've", "who'dve": "who'd've", "wholl": "who'll", "whos": "who's",
-    "whove": "who've", "whyll": "why'll", "whyre": "why're", "whys": "why's",
-    "wont": "won't", "wouldve": "would've", "wouldnt": "wouldn't",
-    "wouldnt've": "wouldn't've", "wouldn'tve": "wouldn't've", "yall": "y'all",
-    "yall'll": "y'all'll", "y'allll": "y'all'll", "yall'd've": "y'all'd've",
-    "y'alld've": "y'all'd've", "y'all'dve": "y'all'd've", "youd": "you'd",
-    "youd've": "you'd've", "you'dve": "you'd've", "youll": "you'll",
-    "youre": "you're", "youve": "you've",
+    "aint": "ain't",
+    "arent": "aren't",
+    "cant": "can't",
+    "couldve": "could've",
+    "couldnt": "couldn't",
+    "couldn'tve": "couldn't've",
+    "couldnt've": "couldn't've",
+    "didnt": "didn't",
+    "doesnt": "doesn't",
+    "dont": "don't",
+    "hadnt": "hadn't",
+    "hadnt've": "hadn't've",
+    "hadn'tve": "hadn't've",
+    "hasnt": "hasn't",
+    "havent": "haven't",
+    "hed": "he'd",
+    "hed've": "he'd've",
+    "he'dve": "he'd've",
+    "hes": "he's",
+    "howd": "how'd",
+    "howll": "how'll",
+    "hows": "how's",
+    "Id've": "I'd've",
+    "I'dve": "I'd've",
+    "Im": "I'm",
+    "Ive": "I've",
+    "isnt": "isn't",
+    "itd": "it'd",
+    "itd've": "it'd've",
+    "it'dve": "it'd've",
+    "itll": "it'll",
+    "let's": "let's",
+    "maam": "ma'am",
+    "mightnt": "mightn't",
+    "mightnt've": "mightn't've",
+    "mightn'tve": "mightn't've",
+    "mightve": "might've",
+    "mustnt": "mustn't",
+    "mustve": "must've",
+    "neednt": "needn't",
+    "notve": "not've",
+    "oclock": "o'clock",
+    "oughtnt": "oughtn't",
+    "ow's'at": "'ow's'at",
+    "'ows'at": "'ow's'at",
+    "'ow'sat": "'ow's'at",
+    "shant": "shan't",
+    "shed've": "she'd've",
+    "she'dve": "she'd've",
+    "she's": "she's",
+    "shouldve": "should've",
+    "shouldnt": "shouldn't",
+    "shouldnt've": "shouldn't've",
+    "shouldn'tve": "shouldn't've",
+    "somebody'd": "somebodyd",
+    "somebodyd've": "somebody'd've",
+    "somebody'dve": "somebody'd've",
+    "somebodyll": "somebody'll",
+    "somebodys": "somebody's",
+    "someoned": "someone'd",
+    "someoned've": "someone'd've",
+    "someone'dve": "someone'd've",
+    "someonell": "someone'll",
+    "someones": "someone's",
+    "somethingd": "something'd",
+    "somethingd've": "something'd've",
+    "something'dve": "something'd've",
+    "somethingll": "something'll",
+    "thats": "that's",
+    "thered": "there'd",
+    "thered've": "there'd've",
+    "there'dve": "there'd've",
+    "therere": "there're",
+    "theres": "there's",
+    "theyd": "they'd",
+    "theyd've": "they'd've",
+    "they'dve": "they'd've",
+    "theyll": "they'll",
+    "theyre": "they're",
+    "theyve": "they've",
+    "twas": "'twas",
+    "wasnt": "wasn't",
+    "wed've": "we'd've",
+    "we'dve": "we'd've",
+    "weve": "we've",
+    "werent": "weren't",
+    "whatll": "what'll",
+    "whatre": "what're",
+    "whats": "what's",
+    "whatve": "what've",
+    "whens": "when's",
+    "whered": "where'd",
+    "wheres": "where's",
+    "whereve": "where've",
+    "whod": "who'd",
+    "whod've": "who'd've",
+    "who'dve": "who'd've",
+    "wholl": "who'll",
+    "whos": "who's",
+    "whove": "who've",
+    "whyll": "why'll",
+    "whyre": "why're",
+    "whys": "why's",
+    "wont": "won't",
+    "wouldve": "would've",
+    "wouldnt": "wouldn't",
+    "wouldnt've": "wouldn't've",
+    "wouldn'tve": "wouldn't've",
+    "yall": "y'all",
+    "yall'll": "y'all'll",
+    "y'allll": "y'all'll",
+    "yall'd've": "y'all'd've",
+    "y'alld've": "y'all'd've",
+    "y'all'dve": "y'all'd've",
+    "youd": "you'd",
+    "youd've": "you'd've",
+    "you'dve": "you'd've",
+    "youll": "you'll",
+    "youre": "you're",
+    "youve": "you've",
 }
 
 #: Number words mapped to digits ("none" counts as zero, as in the official map).
 VQA_NUMBER_WORDS: dict[str, str] = {
-    "none": "0", "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4",
-    "five": "5", "six": "6", "seven": "7", "eight": "8", "nine": "9", "ten": "10",
+    "none": "0",
+    "zero": "0",
+    "one": "1",
+    "two": "2",
+    "three": "3",
+    "four": "4",
+    "five": "5",
+    "six": "6",
+    "seven": "7",
+    "eight": "8",
+    "nine": "9",
+    "ten": "10",
 }
 
 VQA_ARTICLES: frozenset[str] = frozenset({"a", "an", "the"})
 
 #: Punctuation handled by processPunctuation (note: no apostrophe, colon or period).
 VQA_PUNCTUATION: tuple[str, ...] = (
-    ";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-",
-    ">", "<", "@", "`", ",", "?", "!",
+    ";",
+    "/",
+    "[",
+    "]",
+    '"',
+    "{",
+    "}",
+    "(",
+    ")",
+    "=",
+    "+",
+    "\\",
+    "_",
+    "-",
+    ">",
+    "<",
+    "@",
+    "`",
+    ",",
+    "?",
+    "!",
 )
 
 # The official periodStrip pattern is "(?!<=\d)(\.)(?!\d)"; its first group is a
@@ -167,9 +279,7 @@ def _vqa_consensus_score(prediction: str, human_answers: Sequence[str]) -> float
     return sum(subset_scores) / len(subset_scores)
 
 
-def vqa_accuracy(
-    predictions: Sequence[str], answers: Sequence[str] | Sequence[Sequence[str]]
-) -> list[float]:
+def vqa_accuracy(predictions: Sequence[str], answers: Sequence[str] | Sequence[Sequence[str]]) -> list[float]:
     """Per-item VQA accuracy.
 
     An item whose ground truth is a list of human answers gets the official
@@ -177,9 +287,7 @@ def vqa_accuracy(
     (after normalization) as 1.0/0.0.
     """
     if len(predictions) != len(answers):
-        raise ValueError(
-            f"predictions ({len(predictions)}) and answers ({len(answers)}) differ in length"
-        )
+        raise ValueError(f"predictions ({len(predictions)}) and answers ({len(answers)}) differ in length")
     scores: list[float] = []
     for pred, gt in zip(predictions, answers):
         if isinstance(gt, str):
@@ -194,16 +302,37 @@ def vqa_accuracy(
 # ---------------------------------------------------------------------------
 
 #: Tokens that coco-caption removes after PTB tokenization.
-PTB_PUNCTUATION: frozenset[str] = frozenset({
-    "''", "'", "``", "`", "-LRB-", "-RRB-", "-LCB-", "-RCB-",
-    ".", "?", "!", ",", ":", "-", "--", "...", ";",
-})
+PTB_PUNCTUATION: frozenset[str] = frozenset(
+    {
+        "''",
+        "'",
+        "``",
+        "`",
+        "-LRB-",
+        "-RRB-",
+        "-LCB-",
+        "-RCB-",
+        ".",
+        "?",
+        "!",
+        ",",
+        ":",
+        "-",
+        "--",
+        "...",
+        ";",
+    }
+)
 
 # PTBTokenizer (-lowerCase) turns brackets into these *lowercase* tokens, which
 # coco-caption's uppercase punctuation list therefore does not remove.
 _BRACKET_TOKENS: dict[str, str] = {
-    "(": " -lrb- ", ")": " -rrb- ", "[": " -lsb- ", "]": " -rsb- ",
-    "{": " -lcb- ", "}": " -rcb- ",
+    "(": " -lrb- ",
+    ")": " -rrb- ",
+    "[": " -lsb- ",
+    "]": " -rsb- ",
+    "{": " -lcb- ",
+    "}": " -rcb- ",
 }
 _BRACKET_TOKEN_SET = frozenset(t.strip() for t in _BRACKET_TOKENS.values())
 _SPLIT_SYMBOLS = re.compile(r"([*+~=|^%$&])")  # split off, kept as tokens
@@ -212,7 +341,9 @@ _NON_NUMERIC_SEPARATOR = re.compile(r"(?<!\d)[,:]|[,:](?!\d)")  # "1,000" / "3:0
 _EDGE_PUNCT = ".,:'`-"
 _CLITIC = re.compile(r"^(.+?)(n't|'s|'re|'ve|'ll|'d|'m)$")
 _SPECIAL_SPLITS: dict[str, tuple[str, ...]] = {
-    "cannot": ("can", "not"), "gonna": ("gon", "na"), "wanna": ("wan", "na"),
+    "cannot": ("can", "not"),
+    "gonna": ("gon", "na"),
+    "wanna": ("wan", "na"),
     "gotta": ("got", "ta"),
 }
 _DOTTED_ABBREVIATION = re.compile(r"^(?:[a-z]\.)+$")  # "u.s.", "a.m."
@@ -224,9 +355,7 @@ def _strip_edges(chunk: str, keep_final_period: bool) -> str:
     if chunk in _BRACKET_TOKEN_SET:
         return chunk
     chunk = chunk.lstrip(_EDGE_PUNCT)
-    if keep_final_period and (
-        _DOTTED_ABBREVIATION.match(chunk) or chunk in _TITLE_ABBREVIATIONS
-    ):
+    if keep_final_period and (_DOTTED_ABBREVIATION.match(chunk) or chunk in _TITLE_ABBREVIATIONS):
         return chunk
     return chunk.rstrip(_EDGE_PUNCT)
 
@@ -327,9 +456,7 @@ def _closest_ref_len(ref_lens: Sequence[int], hyp_len: int) -> int:
     return min(ref_lens, key=lambda length: (abs(length - hyp_len), length))
 
 
-def _bleu_python(
-    hyps: Sequence[str], refs: Sequence[Sequence[str]], n: int = 4
-) -> tuple[float, list[float]]:
+def _bleu_python(hyps: Sequence[str], refs: Sequence[Sequence[str]], n: int = 4) -> tuple[float, list[float]]:
     """Corpus BLEU-n plus per-item BLEU-n, as coco-caption's BleuScorer("closest")."""
     tot_correct, tot_guess = [0] * n, [0] * n
     tot_hyp_len, tot_ref_len = 0, 0
@@ -396,8 +523,7 @@ def _cider_d_python(
     for hyp, counts_of_image in zip(hyps, ref_counts):
         h = _tfidf_vectors(_ngram_counts(hyp.split(), n), doc_freq, log_n_docs, n)
         sims = [
-            _cider_similarity(h, _tfidf_vectors(rc, doc_freq, log_n_docs, n), sigma)
-            for rc in counts_of_image
+            _cider_similarity(h, _tfidf_vectors(rc, doc_freq, log_n_docs, n), sigma) for rc in counts_of_image
         ]
         per_item.append(10.0 * sum(sims) / len(sims))
     return float(np.mean(per_item)), per_item
@@ -429,9 +555,7 @@ def _rouge_l_single(hyp: str, ref_list: Sequence[str], beta: float = 1.2) -> flo
     return (1 + beta**2) * p * r / (r + beta**2 * p)
 
 
-def _rouge_l_python(
-    hyps: Sequence[str], refs: Sequence[Sequence[str]]
-) -> tuple[float, list[float]]:
+def _rouge_l_python(hyps: Sequence[str], refs: Sequence[Sequence[str]]) -> tuple[float, list[float]]:
     per_item = [_rouge_l_single(h, r) for h, r in zip(hyps, refs)]
     return float(np.mean(per_item)), per_item
 
@@ -477,8 +601,12 @@ def _score_pycocoevalcap(hyps: Sequence[str], refs: Sequence[Sequence[str]]) -> 
 
 
 def _pack_scores(
-    bleu: float, cider: float, rouge: float,
-    bleu_items: Sequence[float], cider_items: Sequence[float], rouge_items: Sequence[float],
+    bleu: float,
+    cider: float,
+    rouge: float,
+    bleu_items: Sequence[float],
+    cider_items: Sequence[float],
+    rouge_items: Sequence[float],
 ) -> dict[str, Any]:
     return {
         "bleu4": float(bleu),
@@ -522,8 +650,7 @@ def _as_ordered_pairs(
     else:
         if len(predictions) != len(references):
             raise ValueError(
-                f"predictions ({len(predictions)}) and references ({len(references)}) "
-                "differ in length"
+                f"predictions ({len(predictions)}) and references ({len(references)}) differ in length"
             )
         keys, hyps, raw_refs = list(range(len(predictions))), list(predictions), list(references)
     if not hyps:
@@ -551,7 +678,7 @@ def _tokenize(hyps: list[str], refs: list[list[str]]) -> tuple[list[str], list[l
     if _java_available():
         try:
             tokenized, backend = _ptb_tokenize_java(captions), BACKEND_PTB
-        except Exception as exc:  # noqa: BLE001 - any failure means "use the fallback"
+        except Exception as exc:
             logger.debug("PTBTokenizer failed (%s); using the Python tokenizer", exc)
             backend = BACKEND_PTB_FAILED
     if tokenized is None:

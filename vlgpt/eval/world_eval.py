@@ -34,8 +34,9 @@ def evaluate_captions(caption: Callable[[Image.Image], str], rows: list[dict]) -
         result[key] = summarize(text_scores["per_item"][key])
         result[key]["mean"] = text_scores[key]  # corpus-level score, as coco-caption reports it
     result["text_metric_backend"] = text_scores["backend"]
-    result["examples"] = [{"id": r["id"], "prediction": p, "reference": r["caption"]}
-                          for r, p in zip(rows[:8], predictions[:8])]
+    result["examples"] = [
+        {"id": r["id"], "prediction": p, "reference": r["caption"]} for r, p in zip(rows[:8], predictions[:8])
+    ]
     return result
 
 
@@ -62,8 +63,11 @@ def edit_correct(judged: Scene, target: Scene, kind: str) -> bool:
     return ok and (checks["positions"] if kind == "move" else True)
 
 
-def evaluate_edits(edit: Callable[[Image.Image, str], Image.Image], rows: list[dict],
-                   judge_fn: Callable[[Image.Image], Scene] = judge) -> dict:
+def evaluate_edits(
+    edit: Callable[[Image.Image, str], Image.Image],
+    rows: list[dict],
+    judge_fn: Callable[[Image.Image], Scene] = judge,
+) -> dict:
     by_kind: dict[str, list[float]] = {}
     everything = []
     for row in rows:
@@ -71,7 +75,9 @@ def evaluate_edits(edit: Callable[[Image.Image, str], Image.Image], rows: list[d
             continue
         source = render(Scene.from_dict(row["scene"]))
         result = edit(source, row["edit"]["instruction"])
-        score = float(edit_correct(judge_fn(result), Scene.from_dict(row["edit"]["target"]), row["edit"]["kind"]))
+        score = float(
+            edit_correct(judge_fn(result), Scene.from_dict(row["edit"]["target"]), row["edit"]["kind"])
+        )
         by_kind.setdefault(row["edit"]["kind"], []).append(score)
         everything.append(score)
     result = {"overall": summarize(everything)}
@@ -84,8 +90,9 @@ def gaussian_noise(image: Image.Image, sigma: float, rng: np.random.Generator) -
     return np.clip(array + rng.normal(0.0, sigma, size=array.shape), 0.0, 1.0)
 
 
-def judge_accuracy(scenes: Iterable[Scene], blur_sigma: float = 1.0, noise_sigma: float = 0.05,
-                   seed: int = 0) -> dict:
+def judge_accuracy(
+    scenes: Iterable[Scene], blur_sigma: float = 1.0, noise_sigma: float = 0.05, seed: int = 0
+) -> dict:
     """Share of scenes the judge reads fully correctly: clean, blurred and noisy renders."""
     rng = np.random.default_rng(seed)
     corrupt = {

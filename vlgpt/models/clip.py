@@ -3,8 +3,9 @@
 VL-GPT §3.1 supervises its detokenizer with a frozen CLIP: e_v, the image embedding, and e_t, the
 text embedding of the image's caption. Here `image_embeddings` gives e_v as the pooled image
 embedding followed by the projected patch tokens average-pooled to a coarse G x G grid
-([1 + G^2, D]: what the image shows, and roughly where), and `encode_text` gives e_t. Both are L2-normalised then scaled by sqrt(D), so each element has unit RMS and the
-MSE losses downstream do not depend on D.
+([1 + G^2, D]: what the image shows, and roughly where), and `encode_text` gives e_t. Both are
+L2-normalised then scaled by sqrt(D), so each element has unit RMS and the MSE losses downstream do
+not depend on D.
 """
 
 from __future__ import annotations
@@ -48,7 +49,9 @@ class CLIP(nn.Module):
         B, _, D = tokens.shape
         g = self.config.vision.grid
         grid = tokens[:, 1:].transpose(1, 2).reshape(B, D, g, g)
-        regions = F.adaptive_avg_pool2d(grid, self.config.condition_grid).flatten(2).transpose(1, 2)  # [B, G^2, D]
+        regions = (
+            F.adaptive_avg_pool2d(grid, self.config.condition_grid).flatten(2).transpose(1, 2)
+        )  # [B, G^2, D]
         return scaled_normalize(torch.cat([tokens.mean(dim=1, keepdim=True), regions], dim=1))
 
     def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -68,8 +71,13 @@ class CLIP(nn.Module):
         ids, lengths = text_tokenizer.batch(captions, self.config.text.context_length)
         return self.encode_text(ids, lengths)
 
-    def forward(self, pixels: torch.Tensor, ids: torch.Tensor, lengths: torch.Tensor,
-                groups: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self,
+        pixels: torch.Tensor,
+        ids: torch.Tensor,
+        lengths: torch.Tensor,
+        groups: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Symmetric InfoNCE loss and the [B, B] image-to-text logits.
 
         `groups` [B] marks samples that describe the same content (two scenes whose captions say

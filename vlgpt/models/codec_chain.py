@@ -24,8 +24,13 @@ from .image_detokenizer import ImageCodec
 class CodecChain(nn.Module):
     """The `decoder` stage's model when `decoder.train_codec` is on."""
 
-    def __init__(self, config: PixelDecoderConfig, codec: ImageCodec, decoder: nn.Module,
-                 vision: nn.Module | None = None):
+    def __init__(
+        self,
+        config: PixelDecoderConfig,
+        codec: ImageCodec,
+        decoder: nn.Module,
+        vision: nn.Module | None = None,
+    ):
         super().__init__()
         self.config = config
         self.vision, self.codec, self.decoder = vision, codec, decoder
@@ -36,8 +41,9 @@ class CodecChain(nn.Module):
             features = self.vision(pixels)
         return self.codec.tokenizer(features)
 
-    def forward(self, pixels: torch.Tensor, features: torch.Tensor | None, e_v: torch.Tensor,
-                e_t: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    def forward(
+        self, pixels: torch.Tensor, features: torch.Tensor | None, e_v: torch.Tensor, e_t: torch.Tensor
+    ) -> tuple[torch.Tensor, dict]:
         tokens = self.tokens(pixels, features)  # [B, N, d]
         if self.training and self.config.token_noise > 0:
             rms = tokens.detach().pow(2).mean(dim=-1, keepdim=True).sqrt()

@@ -37,7 +37,9 @@ class HFBackbone(nn.Module):
 
     def __init__(self, model: nn.Module):
         super().__init__()
-        self.model = model  # the *ForCausalLM; its decoder is `model.base_model`, its LM head the output embeddings
+        self.model = (
+            model  # the *ForCausalLM; its decoder is `model.base_model`, its LM head the output embeddings
+        )
         # transformers 5.x names the KV cache argument (and output) `cache`; 4.x `past_key_values`.
         parameters = inspect.signature(model.base_model.forward).parameters
         self.cache_name = "cache" if "cache" in parameters else "past_key_values"
@@ -57,8 +59,9 @@ class HFBackbone(nn.Module):
     def lm_head(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.model.get_output_embeddings()(hidden)
 
-    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                cache: HFCache | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, attention_mask: torch.Tensor | None = None, cache: HFCache | None = None
+    ) -> torch.Tensor:
         """Same contract as Transformer.forward: `attention_mask` [B, T_total] marks real positions;
         with `cache`, x continues the cached sequence. Returns the final-norm hidden states."""
         start = cache.length if cache is not None else 0
@@ -66,8 +69,9 @@ class HFBackbone(nn.Module):
         if total > self.max_seq_len:
             raise ValueError(f"sequence of {total} positions exceeds max_seq_len {self.max_seq_len}")
         past = {self.cache_name: cache.past} if cache is not None else {}
-        out = self.model.base_model(inputs_embeds=x, attention_mask=attention_mask, use_cache=cache is not None,
-                                    **past)
+        out = self.model.base_model(
+            inputs_embeds=x, attention_mask=attention_mask, use_cache=cache is not None, **past
+        )
         if cache is not None:
             cache.past, cache.length = out[self.cache_name], total
         return out.last_hidden_state  # [B, T, width], after the LM's final norm
@@ -80,7 +84,9 @@ class HFVLGPT(VLGPT):
     `config.vocab_size` is the LM's embedding rows (after adding [IMG] and [/IMG]).
     """
 
-    lora_targets = "all-linear"  # peft: every nn.Linear / GPT-2 Conv1D of the decoder (the LM head is outside it)
+    lora_targets = (
+        "all-linear"  # peft: every nn.Linear / GPT-2 Conv1D of the decoder (the LM head is outside it)
+    )
     lora_trains_embeddings = True  # [IMG] and [/IMG] are new rows of the embedding and the LM head
 
     def __init__(self, config: VLGPTConfig, model: nn.Module):

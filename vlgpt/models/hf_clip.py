@@ -32,28 +32,38 @@ from .clip import scaled_normalize
 
 FAMILIES = ("clip", "siglip")
 PROCESSOR_FILE = "preprocessor_config.json"
-DEFAULT_STATS = {"clip": ([0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.26130258, 0.27577711]),
-                 "siglip": ([0.5, 0.5, 0.5], [0.5, 0.5, 0.5])}
+DEFAULT_STATS = {
+    "clip": ([0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.26130258, 0.27577711]),
+    "siglip": ([0.5, 0.5, 0.5], [0.5, 0.5, 0.5]),
+}
 
 
 def read_hf_config(path: Path) -> dict:
     """The checkpoint's config.json, refusing remote code and non-safetensors weights."""
     file = path / "config.json"
     if not file.is_file():
-        raise CheckpointError(f"{path} is not a Hugging Face model folder: no config.json (save one with "
-                              "`model.save_pretrained(folder)`)")
+        raise CheckpointError(
+            f"{path} is not a Hugging Face model folder: no config.json (save one with "
+            "`model.save_pretrained(folder)`)"
+        )
     try:
         config = json.loads(file.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
         raise CheckpointError(f"{file}: not valid JSON ({error.msg})") from None
     if "auto_map" in config:
-        raise CheckpointError(f"{file} asks for remote code (auto_map); vlgpt never runs code from a checkpoint")
+        raise CheckpointError(
+            f"{file} asks for remote code (auto_map); vlgpt never runs code from a checkpoint"
+        )
     if config.get("model_type") not in FAMILIES:
-        raise CheckpointError(f"{file}: model_type {config.get('model_type')!r} is not a CLIP or SigLIP model with "
-                              "both towers (the text tower gives e_t); save a CLIPModel or SiglipModel folder")
+        raise CheckpointError(
+            f"{file}: model_type {config.get('model_type')!r} is not a CLIP or SigLIP model with "
+            "both towers (the text tower gives e_t); save a CLIPModel or SiglipModel folder"
+        )
     if not any(path.glob("*.safetensors")):
-        raise CheckpointError(f"{path} has no .safetensors weights; vlgpt loads safetensors only "
-                              "(convert with `model.save_pretrained(folder, safe_serialization=True)`)")
+        raise CheckpointError(
+            f"{path} has no .safetensors weights; vlgpt loads safetensors only "
+            "(convert with `model.save_pretrained(folder, safe_serialization=True)`)"
+        )
     return config
 
 
@@ -68,13 +78,19 @@ class HFClip(nn.Module):
         hf_config = read_hf_config(path)
         self.family = hf_config["model_type"]
         cls = CLIPModel if self.family == "clip" else SiglipModel
-        self.model = cls.from_pretrained(path, local_files_only=True, trust_remote_code=False, use_safetensors=True)
+        self.model = cls.from_pretrained(
+            path, local_files_only=True, trust_remote_code=False, use_safetensors=True
+        )
         self.model.eval().requires_grad_(False)
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False)
+            self.tokenizer = AutoTokenizer.from_pretrained(
+                path, local_files_only=True, trust_remote_code=False
+            )
         except (OSError, ValueError) as error:
-            raise CheckpointError(f"{path}: cannot load the text tokenizer ({error}); save it beside the model "
-                                  "with `tokenizer.save_pretrained(folder)`") from None
+            raise CheckpointError(
+                f"{path}: cannot load the text tokenizer ({error}); save it beside the model "
+                "with `tokenizer.save_pretrained(folder)`"
+            ) from None
         mean, std = DEFAULT_STATS[self.family]
         if (path / PROCESSOR_FILE).is_file():
             processor = json.loads((path / PROCESSOR_FILE).read_text(encoding="utf-8"))
@@ -85,11 +101,23 @@ class HFClip(nn.Module):
         embed_dim = getattr(self.model.config, "projection_dim", None) or text.hidden_size
         grid = vision.image_size // vision.patch_size
         self.config = ClipConfig(
-            VisionConfig(image_size=vision.image_size, patch_size=vision.patch_size, width=vision.hidden_size,
-                         depth=vision.num_hidden_layers, heads=vision.num_attention_heads),
-            TextConfig(vocab_size=text.vocab_size, context_length=text.max_position_embeddings, width=text.hidden_size,
-                       depth=text.num_hidden_layers, heads=text.num_attention_heads),
-            embed_dim=embed_dim, condition_grid=min(condition_grid, grid))
+            VisionConfig(
+                image_size=vision.image_size,
+                patch_size=vision.patch_size,
+                width=vision.hidden_size,
+                depth=vision.num_hidden_layers,
+                heads=vision.num_attention_heads,
+            ),
+            TextConfig(
+                vocab_size=text.vocab_size,
+                context_length=text.max_position_embeddings,
+                width=text.hidden_size,
+                depth=text.num_hidden_layers,
+                heads=text.num_attention_heads,
+            ),
+            embed_dim=embed_dim,
+            condition_grid=min(condition_grid, grid),
+        )
         self.source = path
 
     def _vision(self, pixels: torch.Tensor):
@@ -104,7 +132,9 @@ class HFClip(nn.Module):
     def _project(self, features: torch.Tensor) -> torch.Tensor:
         """Hidden states -> the joint embedding space, token by token."""
         if self.family == "siglip":
-            return features  # SigLIP's image and text towers share the width; the first token is pooled already
+            return (
+                features  # SigLIP's image and text towers share the width; the first token is pooled already
+            )
         return self.model.visual_projection(self.model.vision_model.post_layernorm(features))
 
     def image_embeddings(self, pixels: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:
@@ -121,9 +151,16 @@ class HFClip(nn.Module):
 
     def embed_captions(self, captions: list[str], text_tokenizer=None) -> torch.Tensor:
         """Unit-norm text embeddings [B, D] from the checkpoint's own tokenizer and text tower."""
-        padding = "max_length" if self.family == "siglip" else True  # SigLIP was trained on max-length padding
-        batch = self.tokenizer(captions, padding=padding, truncation=True, return_tensors="pt",
-                               max_length=self.config.text.context_length)
+        padding = (
+            "max_length" if self.family == "siglip" else True
+        )  # SigLIP was trained on max-length padding
+        batch = self.tokenizer(
+            captions,
+            padding=padding,
+            truncation=True,
+            return_tensors="pt",
+            max_length=self.config.text.context_length,
+        )
         out = self.model.text_model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"))
         pooled = out.pooler_output
         if self.family == "clip":

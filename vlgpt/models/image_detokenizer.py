@@ -22,10 +22,23 @@ class ImageDetokenizer(nn.Module):
         bias = None
         if config.locality:  # queries: [pooled, G x G regions, text]; keys: the N tokens with their homes
             regions = num_image_condition_tokens - 1
-            bias = locality_bias(grid_homes(regions), grid_homes(config.num_tokens), config.heads,
-                                 num_image_condition_tokens + 1, config.num_tokens, query_offset=1)
-        self.transformer = QueryTransformer(num_image_condition_tokens + 1, config.width, config.detokenizer_depth,
-                                            config.heads, config.mlp_ratio, config.token_dim, bias)
+            bias = locality_bias(
+                grid_homes(regions),
+                grid_homes(config.num_tokens),
+                config.heads,
+                num_image_condition_tokens + 1,
+                config.num_tokens,
+                query_offset=1,
+            )
+        self.transformer = QueryTransformer(
+            num_image_condition_tokens + 1,
+            config.width,
+            config.detokenizer_depth,
+            config.heads,
+            config.mlp_ratio,
+            config.token_dim,
+            bias,
+        )
         self.out_image = nn.Linear(config.width, embed_dim)
         self.out_text = nn.Linear(config.width, embed_dim)
         init_weights(self.out_image)
@@ -40,8 +53,14 @@ class ImageDetokenizer(nn.Module):
 class ImageCodec(nn.Module):
     """Tokenizer and detokenizer trained together: the `tokenizer` stage's model."""
 
-    def __init__(self, config: ImageTokenizerConfig, feature_width: int, num_image_condition_tokens: int,
-                 embed_dim: int, num_patches: int | None = None):
+    def __init__(
+        self,
+        config: ImageTokenizerConfig,
+        feature_width: int,
+        num_image_condition_tokens: int,
+        embed_dim: int,
+        num_patches: int | None = None,
+    ):
         super().__init__()
         self.config = config
         self.tokenizer = ImageTokenizer(config, feature_width, num_patches)

@@ -61,8 +61,16 @@ class FlowHead(nn.Module):
     transformer's forward (MAR uses 4).
     """
 
-    def __init__(self, width: int, dim: int, hidden: int = 256, depth: int = 3, draws: int = 4, steps: int = 24,
-                 temperature: float = 1.0):
+    def __init__(
+        self,
+        width: int,
+        dim: int,
+        hidden: int = 256,
+        depth: int = 3,
+        draws: int = 4,
+        steps: int = 24,
+        temperature: float = 1.0,
+    ):
         super().__init__()
         self.dim, self.draws, self.steps, self.temperature = dim, draws, steps, temperature
         self.cond = nn.Linear(width, hidden)

@@ -32,8 +32,15 @@ def grid_homes(n: int) -> torch.Tensor:
     return torch.stack([(i % cols + 0.5) / cols, (i // cols + 0.5) / rows], dim=1)
 
 
-def locality_bias(query_homes: torch.Tensor | None, key_homes: torch.Tensor | None, heads: int,
-                  num_queries: int, num_keys: int, query_offset: int = 0, key_offset: int = 0) -> torch.Tensor:
+def locality_bias(
+    query_homes: torch.Tensor | None,
+    key_homes: torch.Tensor | None,
+    heads: int,
+    num_queries: int,
+    num_keys: int,
+    query_offset: int = 0,
+    key_offset: int = 0,
+) -> torch.Tensor:
     """[heads, num_queries, num_keys] additive bias: -slope_h * |home_q - home_k|^2 where both have homes.
 
     Homes cover queries query_offset.. and keys key_offset..; the others (pooled, text, CLS) get 0.
@@ -53,8 +60,16 @@ def locality_bias(query_homes: torch.Tensor | None, key_homes: torch.Tensor | No
 class QueryTransformer(nn.Module):
     """Learned queries -> causal self-attention + cross-attention to a context -> outputs."""
 
-    def __init__(self, num_queries: int, width: int, depth: int, heads: int, mlp_ratio: float, context_width: int,
-                 context_bias: torch.Tensor | None = None):
+    def __init__(
+        self,
+        num_queries: int,
+        width: int,
+        depth: int,
+        heads: int,
+        mlp_ratio: float,
+        context_width: int,
+        context_bias: torch.Tensor | None = None,
+    ):
         super().__init__()
         self.register_buffer("context_bias", context_bias, persistent=False)
         self.queries = nn.Parameter(torch.zeros(1, num_queries, width))
@@ -77,10 +92,17 @@ class ImageTokenizer(nn.Module):
         bias = None
         if config.locality and num_patches:  # features are [CLS, patches on a g x g grid]
             g = math.isqrt(num_patches)
-            bias = locality_bias(grid_homes(config.num_tokens), grid_homes(g * g), config.heads, config.num_tokens,
-                                 1 + num_patches, key_offset=1)
-        self.transformer = QueryTransformer(config.num_tokens, config.width, config.depth, config.heads,
-                                            config.mlp_ratio, feature_width, bias)
+            bias = locality_bias(
+                grid_homes(config.num_tokens),
+                grid_homes(g * g),
+                config.heads,
+                config.num_tokens,
+                1 + num_patches,
+                key_offset=1,
+            )
+        self.transformer = QueryTransformer(
+            config.num_tokens, config.width, config.depth, config.heads, config.mlp_ratio, feature_width, bias
+        )
         self.out = nn.Linear(config.width, config.token_dim)
         init_weights(self.out)
 

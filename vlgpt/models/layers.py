@@ -19,12 +19,19 @@ class Attention(nn.Module):
         self.kv = nn.Linear(kv_width or width, 2 * width)
         self.out = nn.Linear(width, width)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, causal: bool = False,
-                mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        context: torch.Tensor | None = None,
+        causal: bool = False,
+        mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         B, T, C = x.shape
         context = x if context is None else context
         q = self.q(x).view(B, T, self.heads, C // self.heads).transpose(1, 2)  # [B, h, T, d]
-        k, v = self.kv(context).view(B, context.shape[1], 2, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)
+        k, v = (
+            self.kv(context).view(B, context.shape[1], 2, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)
+        )
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and mask is None)
         return self.out(y.transpose(1, 2).reshape(B, T, C))
 
@@ -48,7 +55,9 @@ class Block(nn.Module):
         self.norm1, self.attn = nn.LayerNorm(width), Attention(width, heads)
         self.norm2, self.mlp = nn.LayerNorm(width), MLP(width, mlp_ratio)
 
-    def forward(self, x: torch.Tensor, causal: bool = False, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, causal: bool = False, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         x = x + self.attn(self.norm1(x), causal=causal, mask=mask)
         return x + self.mlp(self.norm2(x))
 
@@ -64,8 +73,13 @@ class QueryBlock(nn.Module):
         self.norm_context = nn.LayerNorm(context_width)
         self.norm3, self.mlp = nn.LayerNorm(width), MLP(width, mlp_ratio)
 
-    def forward(self, queries: torch.Tensor, context: torch.Tensor, causal: bool = True,
-                context_bias: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        queries: torch.Tensor,
+        context: torch.Tensor,
+        causal: bool = True,
+        context_bias: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """context_bias [heads, T_queries, T_context], added to the cross-attention logits."""
         x = queries + self.self_attn(self.norm1(queries), causal=causal)
         x = x + self.cross_attn(self.norm2(x), context=self.norm_context(context), mask=context_bias)

@@ -26,8 +26,14 @@ def add_lora(model: nn.Module, rank: int, alpha: float, dropout: float = 0.0) ->
     targets = model.lora_targets if isinstance(model.lora_targets, str) else list(model.lora_targets)
     # GPT-2's linear layers are transformers' Conv1D, whose weight is stored transposed.
     transposed = any(type(m).__name__ == "Conv1D" for m in model.lora_root.modules())
-    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, bias="none",
-                        fan_in_fan_out=transposed)
+    config = LoraConfig(
+        r=rank,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=targets,
+        bias="none",
+        fan_in_fan_out=transposed,
+    )
     inject_adapter_in_model(config, model.lora_root)
     for name, param in model.named_parameters():
         if "lora_" in name:

@@ -50,20 +50,25 @@ class ConvPixelDecoder(nn.Module):
         self.grid, self.image_size = grid, image_size
         ups = int(math.log2(image_size // grid))
         if grid * 2**ups != image_size:
-            raise ValueError(f"image_size {image_size} must be the condition grid {grid} times a power of two")
+            raise ValueError(
+                f"image_size {image_size} must be the condition grid {grid} times a power of two"
+            )
         # The last doublings as k x k sub-pixels of a coarser map (pixel shuffle): full-resolution 3x3
         # convolutions were 40% of the decoder's training time on CPU.
         self.shuffle = config.pixel_shuffle
         shuffled = int(math.log2(self.shuffle))
         if 2**shuffled != self.shuffle or shuffled > ups:
-            raise ValueError(f"decoder.pixel_shuffle must be a power of two up to {image_size // grid}, "
-                             f"got {self.shuffle}")
+            raise ValueError(
+                f"decoder.pixel_shuffle must be a power of two up to {image_size // grid}, got {self.shuffle}"
+            )
         ups -= shuffled
         # Channels halve at each doubling, down to 16 at the last stage (where convolutions cost most).
         channels = [max(config.channels // 2**i, 16) for i in range(ups + 1)]
         cond_dim = 2 * embed_dim
         self.position = nn.Parameter(torch.zeros(1, grid * grid + 2, embed_dim))
-        self.mixer = nn.ModuleList(Block(embed_dim, max(embed_dim // 32, 1), 2.0) for _ in range(config.mixer_depth))
+        self.mixer = nn.ModuleList(
+            Block(embed_dim, max(embed_dim // 32, 1), 2.0) for _ in range(config.mixer_depth)
+        )
         self.mixer.apply(init_weights)
         self.stem = nn.Conv2d(embed_dim, channels[0], 1)
         self.stages = nn.ModuleList(FiLMStage(c, cond_dim) for c in channels)
@@ -114,7 +119,9 @@ class ConvPixelDecoder(nn.Module):
             cover = torch.maximum(cover, foreground(pred.detach(), images))
         weight = 1.0 + self.config.foreground_weight * cover
         l1 = (weight * (pred - images).abs()).mean() / weight.mean()
-        edges = (F.l1_loss(pred.diff(dim=-1), images.diff(dim=-1)) + F.l1_loss(pred.diff(dim=-2), images.diff(dim=-2)))
+        edges = F.l1_loss(pred.diff(dim=-1), images.diff(dim=-1)) + F.l1_loss(
+            pred.diff(dim=-2), images.diff(dim=-2)
+        )
         return l1 + self.config.edge_weight * edges, {"l1": l1.detach(), "edge_l1": edges.detach()}
 
 

@@ -15,7 +15,9 @@ class TextTransformer(nn.Module):
         self.config = config
         self.token_embed = nn.Embedding(config.vocab_size, config.width)
         self.pos_embed = nn.Parameter(torch.zeros(1, config.context_length, config.width))
-        self.blocks = nn.ModuleList(Block(config.width, config.heads, config.mlp_ratio) for _ in range(config.depth))
+        self.blocks = nn.ModuleList(
+            Block(config.width, config.heads, config.mlp_ratio) for _ in range(config.depth)
+        )
         self.norm = nn.LayerNorm(config.width)
         self.apply(init_weights)
         nn.init.normal_(self.pos_embed, std=0.01)

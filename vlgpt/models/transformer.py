@@ -84,15 +84,27 @@ class SelfAttention(nn.Module):
         self.qkv = nn.Linear(config.width, 3 * config.width, bias=False)
         self.out = nn.Linear(config.width, config.width, bias=False)
 
-    def forward(self, x, cos, sin, mask, causal: bool, cache: KVCache | None, layer: int,
-                real: RealTokens | None = None):
+    def forward(
+        self,
+        x,
+        cos,
+        sin,
+        mask,
+        causal: bool,
+        cache: KVCache | None,
+        layer: int,
+        real: RealTokens | None = None,
+    ):
         """x [B, T, C], or [M, C] with `real` (a right-padded batch's real tokens); cos, sin [T or M, 1, hd].
-        Attention uses `mask`, or SDPA's own causal masking when `causal` (no mask tensor: the fast kernel)."""
+        Attention uses `mask`, or SDPA's own causal masking when `causal` (no mask tensor: the fast
+        kernel)."""
         C = x.shape[-1]
         hd = C // self.heads
         qkv = self.qkv(x)  # [..., 3C]
         qk, v = qkv.split([2 * C, C], dim=-1)
-        qk = apply_rope(qk.unflatten(-1, (2 * self.heads, hd)), cos, sin).flatten(-2)  # q and k rotated together
+        qk = apply_rope(qk.unflatten(-1, (2 * self.heads, hd)), cos, sin).flatten(
+            -2
+        )  # q and k rotated together
         # Under CPU bf16 autocast, attention runs in fp32: the bf16 flash-attention backward is
         # several times slower than fp32's at these head sizes (benchmarks/train_speed.py). The
         # cast happens here, on contiguous rows of real tokens, ~5x cheaper than on permuted heads.
@@ -106,8 +118,8 @@ class SelfAttention(nn.Module):
         v = v.unflatten(-1, (self.heads, hd)).transpose(1, 2)
         if cache is not None:
             start = cache.length
-            cache.keys[layer, :, :, start:start + T] = k
-            cache.values[layer, :, :, start:start + T] = v
+            cache.keys[layer, :, :, start : start + T] = k
+            cache.values[layer, :, :, start : start + T] = v
             k, v = cache.keys[layer, :, :, : start + T], cache.values[layer, :, :, : start + T]
         if fp32_attention:
             with torch.autocast("cpu", enabled=False):
@@ -154,11 +166,14 @@ class Transformer(nn.Module):
         for name, p in self.named_parameters():
             if p.ndim == 2:
                 # LeCun-normal, with residual projections scaled down by depth (GPT-2 §2.3).
-                std = p.shape[1] ** -0.5 * ((2 * config.depth) ** -0.5 if name.endswith(("out.weight", "down.weight")) else 1)
+                std = p.shape[1] ** -0.5 * (
+                    (2 * config.depth) ** -0.5 if name.endswith(("out.weight", "down.weight")) else 1
+                )
                 nn.init.normal_(p, std=std)
 
-    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                cache: KVCache | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, attention_mask: torch.Tensor | None = None, cache: KVCache | None = None
+    ) -> torch.Tensor:
         """x [B, T, width] -> hidden [B, T, width].
 
         `attention_mask` [B, T_total] marks real (1) vs padding (0) positions, left-padded or packed
@@ -181,14 +196,24 @@ class Transformer(nn.Module):
             x = real.gather(x)  # [M, width]
             positions = real.index % T  # each real token's position in its row
         # RoPE in token layout, in the dtype q will have (bf16 under autocast, as HF Llama does).
-        dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
-        cos, sin = self.rope_cos[positions, None].to(dtype), self.rope_sin[positions, None].to(dtype)  # [T or M, 1, hd]
+        dtype = (
+            torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
+        )
+        cos, sin = (
+            self.rope_cos[positions, None].to(dtype),
+            self.rope_sin[positions, None].to(dtype),
+        )  # [T or M, 1, hd]
         mask, causal = None, False
         if attention_mask is not None:  # left padding or holes: an explicit mask
-            causal_mask = torch.ones(T, total, dtype=torch.bool, device=x.device).tril(diagonal=start)  # [T, total]
+            causal_mask = torch.ones(T, total, dtype=torch.bool, device=x.device).tril(
+                diagonal=start
+            )  # [T, total]
             mask = causal_mask[None, None] & attention_mask[:, None, None, :total].bool()
             # A fully masked row (a padding query) would give NaN; let it attend to itself.
-            own = torch.arange(T, device=x.device)[:, None] + start == torch.arange(total, device=x.device)[None, :]
+            own = (
+                torch.arange(T, device=x.device)[:, None] + start
+                == torch.arange(total, device=x.device)[None, :]
+            )
             mask = mask | own[None, None]
         elif start == 0:
             causal = T > 1

@@ -34,11 +34,16 @@ class VisionTransformer(nn.Module):
     def __init__(self, config: VisionConfig):
         super().__init__()
         if config.image_size % config.patch_size:
-            raise ValueError(f"image_size {config.image_size} is not a multiple of patch_size {config.patch_size}")
+            raise ValueError(
+                f"image_size {config.image_size} is not a multiple of patch_size {config.patch_size}"
+            )
         self.config = config
         w = config.width
-        self.patch_embed = conv_stem(w, config.patch_size) if config.conv_stem else \
-            nn.Conv2d(3, w, kernel_size=config.patch_size, stride=config.patch_size)
+        self.patch_embed = (
+            conv_stem(w, config.patch_size)
+            if config.conv_stem
+            else nn.Conv2d(3, w, kernel_size=config.patch_size, stride=config.patch_size)
+        )
         self.cls_token = nn.Parameter(torch.zeros(1, 1, w))
         self.pos_embed = nn.Parameter(torch.zeros(1, config.num_patches + 1, w))
         self.blocks = nn.ModuleList(Block(w, config.heads, config.mlp_ratio) for _ in range(config.depth))

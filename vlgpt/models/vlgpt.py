@@ -29,7 +29,13 @@ class VLGPTConfig:
 
 
 class VLGPT(nn.Module):
-    lora_targets: tuple[str, ...] | str = ("qkv", "out", "gate", "up", "down")  # every linear layer of a block
+    lora_targets: tuple[str, ...] | str = (
+        "qkv",
+        "out",
+        "gate",
+        "up",
+        "down",
+    )  # every linear layer of a block
     lora_trains_embeddings = False  # with LoRA, the token embedding and LM head stay frozen (VL-GPT §3.2)
 
     def __init__(self, config: VLGPTConfig):
@@ -82,19 +88,25 @@ class VLGPT(nn.Module):
             targets = batch["text_targets"]
             scored = targets != -100
             if scored.any():
-                logits = self.next_token_logits(hidden[scored])  # [M, V]: only the positions with a text target
+                logits = self.next_token_logits(
+                    hidden[scored]
+                )  # [M, V]: only the positions with a text target
                 ce = F.cross_entropy(logits.float(), targets[scored])
             else:
                 ce = hidden.new_zeros(())
             mask = batch["image_target_mask"]
             if mask.any():
-                mse = self.regression_head.loss(hidden[mask], batch["image_targets"][mask])  # the head's own loss
+                mse = self.regression_head.loss(
+                    hidden[mask], batch["image_targets"][mask]
+                )  # the head's own loss
             else:
                 mse = hidden.new_zeros(())
             out.update(loss=ce + self.config.lm.regression_weight * mse, ce=ce.detach(), mse=mse.detach())
         return out
 
-    def step(self, cache: KVCache, token: int | None = None, embedding: torch.Tensor | None = None) -> torch.Tensor:
+    def step(
+        self, cache: KVCache, token: int | None = None, embedding: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """One decoding position, a text token or an image embedding [d], through the cache -> its
         hidden state [width]. The same computation as `forward` on one position, without the
         splice: only the input that is used is embedded."""
@@ -110,6 +122,8 @@ class VLGPT(nn.Module):
     def next_token_logits(self, hidden_last: torch.Tensor) -> torch.Tensor:
         return self.lm_head(hidden_last)
 
-    def next_image_embedding(self, hidden_last: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def next_image_embedding(
+        self, hidden_last: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """The next image embedding [d]: the regression (mse head) or a sample (flow head)."""
         return self.regression_head.sample(hidden_last[None], generator)[0].to(hidden_last.dtype)

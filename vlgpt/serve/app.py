@@ -57,15 +57,21 @@ def create_app(pipeline, settings: ServeSettings) -> FastAPI:
         yield
         worker.shutdown()
 
-    app = FastAPI(title="vlgpt", version="1", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    app = FastAPI(
+        title="vlgpt", version="1", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan
+    )
     app.state.settings, app.state.worker, app.state.pipeline = settings, worker, pipeline
     install_error_handlers(app, settings.max_body_bytes)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     if settings.api_key:  # outside the body limit: a client without the key learns nothing
         app.add_middleware(BearerAuth, key=settings.api_key)
     if settings.cors_origins:  # added last, so it is outermost and answers preflights itself
-        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
-                           allow_headers=["Authorization", "Content-Type"])
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
     ui_page, ui_headers = _ui_page()
     image_size = pipeline.codec.image_size
 
@@ -94,12 +100,25 @@ def create_app(pipeline, settings: ServeSettings) -> FastAPI:
     async def chat_completions(body: ChatCompletionRequest, request: Request):
         check_model(body.model, settings)
         worker.ensure_room()
-        sampling = {"max_new_tokens": check_max_tokens(body, settings), "temperature": body.temperature,
-                    "top_p": body.top_p, "top_k": body.top_k, "seed": body.seed or 0, "stop": body.stop_strings()}
+        sampling = {
+            "max_new_tokens": check_max_tokens(body, settings),
+            "temperature": body.temperature,
+            "top_p": body.top_p,
+            "top_k": body.top_k,
+            "seed": body.seed or 0,
+            "stop": body.stop_strings(),
+        }
         messages = await run_in_threadpool(load_images, chat_messages(body, settings), settings)
         if body.stream:
-            return await _stream_chat(pipeline, worker, request, messages, sampling, settings.model_name,
-                                      include_usage=bool(body.stream_options and body.stream_options.include_usage))
+            return await _stream_chat(
+                pipeline,
+                worker,
+                request,
+                messages,
+                sampling,
+                settings.model_name,
+                include_usage=bool(body.stream_options and body.stream_options.include_usage),
+            )
 
         def work(job: Job) -> Output:
             return pipeline.chat(messages, should_stop=job.should_stop, **sampling)
@@ -114,16 +133,18 @@ def create_app(pipeline, settings: ServeSettings) -> FastAPI:
         check_model(body.model, settings)
         _check_image_options(body.n, body.size, body.response_format, body.stream, image_size, settings)
         check_prompt_length(len(body.prompt), settings, "prompt")
-        return images_response(await worker.call(_draw(lambda: pipeline.imagine(body.prompt), body.n),
-                                                 request.is_disconnected))
+        return images_response(
+            await worker.call(_draw(lambda: pipeline.imagine(body.prompt), body.n), request.is_disconnected)
+        )
 
     @app.post("/v1/images/edits")
     async def images_edits(request: Request) -> dict:
         worker.ensure_room()
         data, prompt, n = await _read_edit_form(request, settings, image_size)
         image = await run_in_threadpool(load_upload, data, settings, "image")
-        return images_response(await worker.call(_draw(lambda: pipeline.edit(image, prompt), n),
-                                                 request.is_disconnected))
+        return images_response(
+            await worker.call(_draw(lambda: pipeline.edit(image, prompt), n), request.is_disconnected)
+        )
 
     return app
 
@@ -135,53 +156,91 @@ def _ui_page() -> tuple[str, dict[str, str]]:
 
     def hashes(tag: str) -> str:
         blocks = re.findall(rf"<{tag}>(.*?)</{tag}>", page, re.DOTALL)
-        return " ".join(f"'sha256-{base64.b64encode(hashlib.sha256(b.encode()).digest()).decode()}'" for b in blocks)
+        return " ".join(
+            f"'sha256-{base64.b64encode(hashlib.sha256(b.encode()).digest()).decode()}'" for b in blocks
+        )
 
-    policy = (f"default-src 'none'; script-src {hashes('script')}; style-src {hashes('style')}; img-src data: blob:; "
-              "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
-    return page, {"Content-Security-Policy": policy, "X-Content-Type-Options": "nosniff",
-                  "Referrer-Policy": "no-referrer"}
+    policy = (
+        f"default-src 'none'; script-src {hashes('script')}; style-src {hashes('style')}; "
+        "img-src data: blob:; "
+        "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    )
+    return page, {
+        "Content-Security-Policy": policy,
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "no-referrer",
+    }
 
 
 def _model_card(settings: ServeSettings) -> dict:
     return {"id": settings.model_name, "object": "model", "created": 0, "owned_by": "vlgpt"}
 
 
-def _check_image_options(n: int, size: str | None, response_format: str | None, stream: bool, image_size: int,
-                         settings: ServeSettings) -> None:
+def _check_image_options(
+    n: int,
+    size: str | None,
+    response_format: str | None,
+    stream: bool,
+    image_size: int,
+    settings: ServeSettings,
+) -> None:
     if not 1 <= n <= settings.max_n:
-        raise APIError(400, f"n is {n}; this server draws 1 to {settings.max_n} images a request (--max-n)",
-                       param="n", code="n_out_of_range")
+        raise APIError(
+            400,
+            f"n is {n}; this server draws 1 to {settings.max_n} images a request (--max-n)",
+            param="n",
+            code="n_out_of_range",
+        )
     native = f"{image_size}x{image_size}"
     if size not in (None, "auto", native):
-        raise APIError(400, f"size {size!r} is not available: this model draws {native} images; send "
-                            f"size={native!r} or leave it out", param="size")
+        raise APIError(
+            400,
+            f"size {size!r} is not available: this model draws {native} images; send "
+            f"size={native!r} or leave it out",
+            param="size",
+        )
     if response_format not in (None, "b64_json"):
-        raise APIError(400, f"response_format {response_format!r} is not supported; use 'b64_json' "
-                            "(this server keeps no files to link to)", param="response_format")
+        raise APIError(
+            400,
+            f"response_format {response_format!r} is not supported; use 'b64_json' "
+            "(this server keeps no files to link to)",
+            param="response_format",
+        )
     if stream:
         raise APIError(400, "streaming images is not supported; leave 'stream' out", param="stream")
 
 
-async def _read_edit_form(request: Request, settings: ServeSettings, image_size: int) -> tuple[bytes, str, int]:
+async def _read_edit_form(
+    request: Request, settings: ServeSettings, image_size: int
+) -> tuple[bytes, str, int]:
     """The multipart form the openai client sends for images.edit -> (image bytes, prompt, n)."""
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-        raise APIError(400, "send the edit as multipart/form-data with an 'image' file and a 'prompt' field",
-                       code="invalid_content_type")
+        raise APIError(
+            400,
+            "send the edit as multipart/form-data with an 'image' file and a 'prompt' field",
+            code="invalid_content_type",
+        )
     async with request.form(max_files=4, max_fields=32) as form:
         files = [f for f in form.getlist("image") + form.getlist("image[]") if isinstance(f, UploadFile)]
         if len(files) != 1:
             raise APIError(400, f"send exactly one 'image' file to edit, got {len(files)}", param="image")
         if form.get("mask") is not None:
-            raise APIError(400, "masks are not supported: VL-GPT edits the whole image by the instruction",
-                           param="mask")
+            raise APIError(
+                400, "masks are not supported: VL-GPT edits the whole image by the instruction", param="mask"
+            )
         prompt = form.get("prompt")
         if not isinstance(prompt, str) or not prompt.strip():
             raise APIError(400, "'prompt' is required: the edit instruction", param="prompt")
         check_model(_text_field(form, "model"), settings)
         n = _int_field(form, "n", 1)
-        _check_image_options(n, _text_field(form, "size"), _text_field(form, "response_format"),
-                             _text_field(form, "stream") in ("true", "True", "1"), image_size, settings)
+        _check_image_options(
+            n,
+            _text_field(form, "size"),
+            _text_field(form, "response_format"),
+            _text_field(form, "stream") in ("true", "True", "1"),
+            image_size,
+            settings,
+        )
         check_prompt_length(len(prompt), settings, "prompt")
         return await files[0].read(), prompt, n
 
@@ -218,8 +277,15 @@ def _int_field(form, name: str, default: int) -> int:
 # --------------------------------------------------------------------------- streaming
 
 
-async def _stream_chat(pipeline, worker: ModelWorker, request: Request, messages: list[dict], sampling: dict,
-                       model: str, include_usage: bool) -> StreamingResponse:
+async def _stream_chat(
+    pipeline,
+    worker: ModelWorker,
+    request: Request,
+    messages: list[dict],
+    sampling: dict,
+    model: str,
+    include_usage: bool,
+) -> StreamingResponse:
     """Start the job, wait for its first piece (errors before it are plain JSON errors), then stream SSE."""
     loop = asyncio.get_running_loop()
     pieces: asyncio.Queue[tuple[str, object]] = asyncio.Queue()
@@ -268,8 +334,11 @@ async def _stream_chat(pipeline, worker: ModelWorker, request: Request, messages
         finally:
             job.cancelled.set()  # a client that left mid-stream stops the generation at the next token
 
-    return StreamingResponse(events(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return StreamingResponse(
+        events(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
 
 
 async def _next_piece(pieces: asyncio.Queue, job: Job) -> tuple[str, object]:
@@ -287,5 +356,11 @@ def _sse(payload: dict) -> str:
 
 
 def _error_body(error: APIError) -> dict:
-    return {"error": {"message": error.message, "type": error_type(error.status), "param": error.param,
-                      "code": error.code}}
+    return {
+        "error": {
+            "message": error.message,
+            "type": error_type(error.status),
+            "param": error.param,
+            "code": error.code,
+        }
+    }

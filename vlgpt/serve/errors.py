@@ -17,15 +17,29 @@ from starlette.exceptions import HTTPException
 from ..data.images import ImageError, ImageTooLarge
 from ..generate import GenerationError
 
-_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error", 408: "timeout_error",
-          429: "rate_limit_error", 503: "overloaded_error", 504: "timeout_error"}
+_TYPES = {
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    408: "timeout_error",
+    429: "rate_limit_error",
+    503: "overloaded_error",
+    504: "timeout_error",
+}
 
 
 class APIError(Exception):
     """An error with an HTTP status, raised anywhere in a request and answered in OpenAI's shape."""
 
-    def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None,
-                 headers: dict[str, str] | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ):
         super().__init__(message)
         self.status, self.message, self.param, self.code, self.headers = status, message, param, code, headers
 
@@ -34,15 +48,25 @@ def error_type(status: int) -> str:
     return _TYPES.get(status, "invalid_request_error" if status < 500 else "server_error")
 
 
-def error_response(status: int, message: str, *, param: str | None = None, code: str | None = None,
-                   headers: dict[str, str] | None = None) -> JSONResponse:
+def error_response(
+    status: int,
+    message: str,
+    *,
+    param: str | None = None,
+    code: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
     body = {"error": {"message": message, "type": error_type(status), "param": param, "code": code}}
     return JSONResponse(body, status_code=status, headers=headers)
 
 
 def too_large(max_body_bytes: int) -> JSONResponse:
-    return error_response(413, f"the request body is larger than the server's limit of "
-                               f"{max_body_bytes / 2**20:.1f} MB (--max-body-mb)", code="body_too_large")
+    return error_response(
+        413,
+        f"the request body is larger than the server's limit of "
+        f"{max_body_bytes / 2**20:.1f} MB (--max-body-mb)",
+        code="body_too_large",
+    )
 
 
 def install_error_handlers(app: FastAPI, max_body_bytes: int) -> None:
@@ -50,14 +74,18 @@ def install_error_handlers(app: FastAPI, max_body_bytes: int) -> None:
 
     @app.exception_handler(APIError)
     async def api_error(request: Request, error: APIError) -> JSONResponse:
-        return error_response(error.status, error.message, param=error.param, code=error.code, headers=error.headers)
+        return error_response(
+            error.status, error.message, param=error.param, code=error.code, headers=error.headers
+        )
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException) -> JSONResponse:
         if error.status_code == 413:
             return too_large(max_body_bytes)
-        message = {404: f"no route {request.method} {request.url.path}",
-                   405: f"{request.method} is not allowed on {request.url.path}"}.get(error.status_code, str(error.detail))
+        message = {
+            404: f"no route {request.method} {request.url.path}",
+            405: f"{request.method} is not allowed on {request.url.path}",
+        }.get(error.status_code, str(error.detail))
         return error_response(error.status_code, message, headers=getattr(error, "headers", None))
 
     @app.exception_handler(RequestValidationError)
@@ -104,6 +132,13 @@ def _param(loc: tuple) -> str | None:
     for part in loc[1:] if loc[:1] == ("body",) else loc:
         if isinstance(part, int):
             param += f"[{part}]"
-        elif not any(c in part for c in "[(-") and part not in ("str", "int", "float", "bool", "list", "dict"):
+        elif not any(c in part for c in "[(-") and part not in (
+            "str",
+            "int",
+            "float",
+            "bool",
+            "list",
+            "dict",
+        ):
             param += f".{part}" if param else part
     return param or None

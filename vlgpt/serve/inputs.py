@@ -28,14 +28,23 @@ REMOTE_TIMEOUT_S = 10.0
 
 def check_model(name: str | None, settings: ServeSettings) -> None:
     if name is not None and name != settings.model_name:
-        raise APIError(404, f"the model {name!r} does not exist; this server serves {settings.model_name!r}",
-                       param="model", code="model_not_found")
+        raise APIError(
+            404,
+            f"the model {name!r} does not exist; this server serves {settings.model_name!r}",
+            param="model",
+            code="model_not_found",
+        )
 
 
 def check_prompt_length(chars: int, settings: ServeSettings, param: str) -> None:
     if chars > settings.max_prompt_chars:
-        raise APIError(400, f"the prompt has {chars} characters; this server takes at most "
-                            f"{settings.max_prompt_chars} (--max-prompt-chars)", param=param, code="prompt_too_long")
+        raise APIError(
+            400,
+            f"the prompt has {chars} characters; this server takes at most "
+            f"{settings.max_prompt_chars} (--max-prompt-chars)",
+            param=param,
+            code="prompt_too_long",
+        )
 
 
 def check_max_tokens(request: ChatCompletionRequest, settings: ServeSettings) -> int:
@@ -43,8 +52,12 @@ def check_max_tokens(request: ChatCompletionRequest, settings: ServeSettings) ->
     asked = request.max_completion_tokens or request.max_tokens
     if asked is not None and asked > settings.max_tokens:
         param = "max_completion_tokens" if request.max_completion_tokens else "max_tokens"
-        raise APIError(400, f"{param} is {asked}; this server allows at most {settings.max_tokens} (--max-tokens)",
-                       param=param, code="max_tokens_too_large")
+        raise APIError(
+            400,
+            f"{param} is {asked}; this server allows at most {settings.max_tokens} (--max-tokens)",
+            param=param,
+            code="max_tokens_too_large",
+        )
     return asked or settings.max_tokens
 
 
@@ -57,7 +70,11 @@ def chat_messages(request: ChatCompletionRequest, settings: ServeSettings) -> li
         out: list[dict] = []
         for part in parts:
             if isinstance(part, TextPart):
-                pieces = _split_markdown_images(part.text) if message.role == "assistant" else [("text", part.text)]
+                pieces = (
+                    _split_markdown_images(part.text)
+                    if message.role == "assistant"
+                    else [("text", part.text)]
+                )
             else:
                 pieces = [("image_url", part.image_url.url)]
             for kind, value in pieces:
@@ -71,8 +88,13 @@ def chat_messages(request: ChatCompletionRequest, settings: ServeSettings) -> li
         messages.append({"role": role, "content": out})
     check_prompt_length(chars, settings, "messages")
     if images > settings.max_images:
-        raise APIError(400, f"the request has {images} images; this server takes at most {settings.max_images} "
-                            "(--max-images)", param="messages", code="too_many_images")
+        raise APIError(
+            400,
+            f"the request has {images} images; this server takes at most {settings.max_images} "
+            "(--max-images)",
+            param="messages",
+            code="too_many_images",
+        )
     return messages
 
 
@@ -97,12 +119,20 @@ def load_request_image(url: str, settings: ServeSettings, param: str) -> Image.I
             return load_image_from_data_uri(url, max_pixels=settings.max_pixels, label=param)
         if scheme in ("http", "https"):
             if not settings.allow_remote_images:
-                raise APIError(400, f"{param}: remote image URLs are refused; send the image as a data: URI "
-                                    "(or start the server with --allow-remote-images)", param=param,
-                               code="remote_images_disabled")
+                raise APIError(
+                    400,
+                    f"{param}: remote image URLs are refused; send the image as a data: URI "
+                    "(or start the server with --allow-remote-images)",
+                    param=param,
+                    code="remote_images_disabled",
+                )
             return load_image(_fetch(url, settings, param), max_pixels=settings.max_pixels, label=param)
-        raise APIError(400, f"{param}: unsupported image URL scheme {scheme or '(none)'!r}; send a data: URI",
-                       param=param, code="invalid_image_url")
+        raise APIError(
+            400,
+            f"{param}: unsupported image URL scheme {scheme or '(none)'!r}; send a data: URI",
+            param=param,
+            code="invalid_image_url",
+        )
     except ImageError as error:
         raise image_error(error, param) from None
 
@@ -115,20 +145,27 @@ def load_upload(data: bytes, settings: ServeSettings, param: str) -> Image.Image
 
 
 def image_error(error: ImageError, param: str) -> APIError:
-    return APIError(400, str(error), param=param, code="image_too_large" if isinstance(error, ImageTooLarge)
-                    else "invalid_image")
+    return APIError(
+        400,
+        str(error),
+        param=param,
+        code="image_too_large" if isinstance(error, ImageTooLarge) else "invalid_image",
+    )
 
 
 def _split_markdown_images(text: str) -> list[tuple[str, str]]:
     """'a ![image](data:...) b' -> [("text", "a"), ("image_url", "data:..."), ("text", "b")]."""
     pieces, last = [], 0
     for match in MARKDOWN_IMAGE.finditer(text):
-        pieces.append(("text", text[last:match.start()]))
+        pieces.append(("text", text[last : match.start()]))
         pieces.append(("image_url", match.group(1)))
         last = match.end()
     pieces.append(("text", text[last:]))
-    return [(kind, value.strip() if kind == "text" else value) for kind, value in pieces
-            if kind == "image_url" or value.strip()]
+    return [
+        (kind, value.strip() if kind == "text" else value)
+        for kind, value in pieces
+        if kind == "image_url" or value.strip()
+    ]
 
 
 def _fetch(url: str, settings: ServeSettings, param: str) -> bytes:
@@ -138,9 +175,14 @@ def _fetch(url: str, settings: ServeSettings, param: str) -> bytes:
         with urllib.request.urlopen(url, timeout=REMOTE_TIMEOUT_S) as response:
             data = response.read(limit + 1)
     except (urllib.error.URLError, OSError, ValueError) as error:
-        raise APIError(400, f"{param}: could not fetch the image ({error})", param=param,
-                       code="image_fetch_failed") from None
+        raise APIError(
+            400, f"{param}: could not fetch the image ({error})", param=param, code="image_fetch_failed"
+        ) from None
     if len(data) > limit:
-        raise APIError(400, f"{param}: the remote image is larger than {limit / 2**20:.1f} MB", param=param,
-                       code="image_too_large")
+        raise APIError(
+            400,
+            f"{param}: the remote image is larger than {limit / 2**20:.1f} MB",
+            param=param,
+            code="image_too_large",
+        )
     return data

@@ -27,8 +27,12 @@ class BearerAuth:
         if scope["type"] != "http" or scope["path"] in OPEN_PATHS or self._authorized(scope):
             await self.app(scope, receive, send)
             return
-        response = error_response(401, "missing or wrong API key: send 'Authorization: Bearer KEY'",
-                                  code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
+        response = error_response(
+            401,
+            "missing or wrong API key: send 'Authorization: Bearer KEY'",
+            code="invalid_api_key",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
         await response(scope, receive, send)
 
     def _authorized(self, scope: Scope) -> bool:
@@ -55,8 +59,11 @@ class BodyLimit:
             return
         declared = next((value for name, value in scope["headers"] if name == b"content-length"), None)
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            response = too_large(self.max_bytes) if declared.isdigit() else error_response(
-                400, "the Content-Length header is not a number")
+            response = (
+                too_large(self.max_bytes)
+                if declared.isdigit()
+                else error_response(400, "the Content-Length header is not a number")
+            )
             await response(scope, receive, send)
             return
         received = 0
@@ -71,4 +78,3 @@ class BodyLimit:
             return message
 
         await self.app(scope, counted_receive, send)
-

@@ -47,32 +47,62 @@ def completion_id() -> str:
 
 
 def usage(output: Output) -> dict:
-    return {"prompt_tokens": output.prompt_tokens, "completion_tokens": output.completion_tokens,
-            "total_tokens": output.prompt_tokens + output.completion_tokens}
+    return {
+        "prompt_tokens": output.prompt_tokens,
+        "completion_tokens": output.completion_tokens,
+        "total_tokens": output.prompt_tokens + output.completion_tokens,
+    }
 
 
 def chat_completion(output: Output, model: str) -> dict:
     writer = ContentWriter()
     for kind, value in output.parts:
         writer.add(kind, value)
-    return {"id": completion_id(), "object": "chat.completion", "created": int(time.time()), "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": writer.content},
-                         "finish_reason": output.finish_reason, "logprobs": None}],
-            "usage": usage(output)}
+    return {
+        "id": completion_id(),
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": writer.content},
+                "finish_reason": output.finish_reason,
+                "logprobs": None,
+            }
+        ],
+        "usage": usage(output),
+    }
 
 
-def chat_chunk(chunk_id: str, model: str, created: int, delta: dict, finish_reason: str | None = None,
-               usage_: dict | None = None) -> dict:
+def chat_chunk(
+    chunk_id: str,
+    model: str,
+    created: int,
+    delta: dict,
+    finish_reason: str | None = None,
+    usage_: dict | None = None,
+) -> dict:
     """One `chat.completion.chunk`; the usage chunk (stream_options.include_usage) has no choices."""
-    chunk = {"id": chunk_id, "object": "chat.completion.chunk", "created": created, "model": model,
-             "choices": [] if usage_ is not None else [{"index": 0, "delta": delta, "finish_reason": finish_reason,
-                                                        "logprobs": None}]}
+    chunk = {
+        "id": chunk_id,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "choices": []
+        if usage_ is not None
+        else [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}],
+    }
     if usage_ is not None:
         chunk["usage"] = usage_
     return chunk
 
 
 def images_response(images: list[Image.Image]) -> dict:
-    return {"created": int(time.time()),
-            "data": [{"b64_json": base64.b64encode(image_to_png_bytes(im)).decode("ascii"), "revised_prompt": None}
-                     for im in images]}
+    return {
+        "created": int(time.time()),
+        "data": [
+            {"b64_json": base64.b64encode(image_to_png_bytes(im)).decode("ascii"), "revised_prompt": None}
+            for im in images
+        ],
+    }

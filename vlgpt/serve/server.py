@@ -16,8 +16,17 @@ def serve(ckpt: str | Path, settings: ServeSettings) -> int:
     app = create_app(load(ckpt), settings)
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     auth = "API key required" if settings.api_key else "no API key (loopback only)"
-    print(f"vlgpt serve: {ckpt} as model {settings.model_name!r} on http://{host}:{settings.port}/ "
-          f"(browser UI at /, OpenAI API at /v1; {auth})", flush=True)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", server_header=False,
-                timeout_graceful_shutdown=5)
+    print(
+        f"vlgpt serve: {ckpt} as model {settings.model_name!r} on http://{host}:{settings.port}/ "
+        f"(browser UI at /, OpenAI API at /v1; {auth})",
+        flush=True,
+    )
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="info",
+        server_header=False,
+        timeout_graceful_shutdown=5,
+    )
     return 0

@@ -27,8 +27,11 @@ class ServeSettingsError(ConfigError):
 class ServeSettings:
     host: str = f("127.0.0.1", "address to bind; anything but loopback needs an API key")
     port: int = f(8000, "TCP port to listen on")
-    api_key: str | None = f(None, f"require 'Authorization: Bearer KEY' on every API route (default: ${API_KEY_ENV}); "
-                                  "/health and the static UI page stay open")
+    api_key: str | None = f(
+        None,
+        f"require 'Authorization: Bearer KEY' on every API route (default: ${API_KEY_ENV}); "
+        "/health and the static UI page stay open",
+    )
     model_name: str = f("vlgpt", "model id listed by /v1/models and expected in requests")
     max_body_mb: float = f(16.0, "largest request body in MB; a bigger one gets 413 before it is read")
     max_pixels: int = f(4_000_000, "largest image (width x height) accepted, checked before decoding")
@@ -39,11 +42,20 @@ class ServeSettings:
     queue_size: int = f(8, "requests that may wait while one runs; more get 429 with Retry-After")
     timeout_s: float = f(60.0, "seconds a request may wait and run before it is cancelled (504)")
     allow_remote_images: bool = f(False, "fetch http(s) image URLs (off: images must come as data: URIs)")
-    cors_origins: tuple[str, ...] = f((), "an origin allowed by CORS (repeatable); none given: no CORS headers")
+    cors_origins: tuple[str, ...] = f(
+        (), "an origin allowed by CORS (repeatable); none given: no CORS headers"
+    )
 
     def __post_init__(self) -> None:
-        for name in ("max_body_mb", "max_pixels", "max_images", "max_n", "max_prompt_chars", "max_tokens",
-                     "timeout_s"):
+        for name in (
+            "max_body_mb",
+            "max_pixels",
+            "max_images",
+            "max_n",
+            "max_prompt_chars",
+            "max_tokens",
+            "timeout_s",
+        ):
             if getattr(self, name) <= 0:
                 raise ServeSettingsError(f"{name} must be positive, got {getattr(self, name)}")
         if self.queue_size < 0:
@@ -53,11 +65,14 @@ class ServeSettings:
         if self.api_key is not None and not self.api_key.strip():
             raise ServeSettingsError("the API key is empty; pass a real secret or leave --api-key out")
         if "*" in self.cors_origins:
-            raise ServeSettingsError("--cors-origin '*' would let any web page use this server; name the origins")
+            raise ServeSettingsError(
+                "--cors-origin '*' would let any web page use this server; name the origins"
+            )
         if not is_loopback(self.host) and not self.api_key:
             raise ServeSettingsError(
-                f"refusing to bind {self.host} without an API key: anyone who can reach this machine could use "
-                f"the model. Pass --api-key KEY (or set {API_KEY_ENV}), or bind 127.0.0.1")
+                f"refusing to bind {self.host} without an API key: anyone who can reach this machine "
+                f"could use the model. Pass --api-key KEY (or set {API_KEY_ENV}), or bind 127.0.0.1"
+            )
 
     @property
     def max_body_bytes(self) -> int:
@@ -88,12 +103,19 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         if kind is bool:
             parser.add_argument(flag, dest=field.name, action="store_true", help=help_text)
         elif typing.get_origin(kind) is tuple:
-            parser.add_argument(flag, dest=field.name, action="append", default=[], metavar="ORIGIN", help=help_text)
+            parser.add_argument(
+                flag, dest=field.name, action="append", default=[], metavar="ORIGIN", help=help_text
+            )
         else:
             base = next((t for t in typing.get_args(kind) if t is not type(None)), kind)
-            parser.add_argument(flag, dest=field.name, type=base, default=field.default,
-                                metavar=flag[2:].upper().replace("-", "_"),
-                                help=f"{help_text} (default: {field.default})" if field.default else help_text)
+            parser.add_argument(
+                flag,
+                dest=field.name,
+                type=base,
+                default=field.default,
+                metavar=flag[2:].upper().replace("-", "_"),
+                help=f"{help_text} (default: {field.default})" if field.default else help_text,
+            )
 
 
 def settings_from_args(args: argparse.Namespace) -> ServeSettings:

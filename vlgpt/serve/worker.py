@@ -65,8 +65,13 @@ class ModelWorker:
     def _refuse_if_full(self) -> None:
         if self.pending >= self.capacity:
             retry = self.retry_after()
-            raise APIError(429, f"the server is busy ({self.capacity - 1} requests already wait for the model); "
-                                f"retry in {retry} s", code="queue_full", headers={"Retry-After": str(retry)})
+            raise APIError(
+                429,
+                f"the server is busy ({self.capacity - 1} requests already wait for the model); "
+                f"retry in {retry} s",
+                code="queue_full",
+                headers={"Retry-After": str(retry)},
+            )
 
     def submit(self, fn: Callable[[Job], T]) -> tuple[Job, asyncio.Future[T]]:
         """Queue `fn(job)` on the model thread, or raise APIError 429 when the queue is full.
@@ -82,7 +87,8 @@ class ModelWorker:
         result: asyncio.Future[T] = loop.create_future()
         result.add_done_callback(_retrieve)
         self._executor.submit(self._run, fn, job).add_done_callback(
-            lambda done: loop.call_soon_threadsafe(_copy_outcome, done, result))
+            lambda done: loop.call_soon_threadsafe(_copy_outcome, done, result)
+        )
         return job, result
 
     def _run(self, fn: Callable[[Job], T], job: Job) -> T:
@@ -106,7 +112,9 @@ class ModelWorker:
         job, result = self.submit(fn)
         return await self.watch(job, result, is_disconnected)
 
-    async def watch(self, job: Job, awaitable: Awaitable[T], is_disconnected: Callable[[], Awaitable[bool]]) -> T:
+    async def watch(
+        self, job: Job, awaitable: Awaitable[T], is_disconnected: Callable[[], Awaitable[bool]]
+    ) -> T:
         """Await `awaitable` for `job`'s request; cancel the job if the client leaves or time runs out.
 
         A job that ends in Cancelled was stopped by its deadline: that becomes a 504.
@@ -135,8 +143,11 @@ class ModelWorker:
 
 
 def timeout_error(timeout_s: float) -> APIError:
-    return APIError(504, f"the request took longer than the server's {timeout_s:g} s limit (--timeout) and was "
-                         "cancelled", code="timeout")
+    return APIError(
+        504,
+        f"the request took longer than the server's {timeout_s:g} s limit (--timeout) and was cancelled",
+        code="timeout",
+    )
 
 
 def _copy_outcome(done: Future, result: asyncio.Future) -> None:

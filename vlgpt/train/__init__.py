@@ -21,8 +21,13 @@ from .engine import Trainer, TrainingError
 from .registry import get_stage, list_stages
 
 
-def resolve_configs(stage: str, preset_name: str, yaml_file: str | None = None, model_overrides: tuple = (),
-                    train_overrides: dict | None = None) -> tuple[ModelConfig, TrainConfig]:
+def resolve_configs(
+    stage: str,
+    preset_name: str,
+    yaml_file: str | None = None,
+    model_overrides: tuple = (),
+    train_overrides: dict | None = None,
+) -> tuple[ModelConfig, TrainConfig]:
     """Preset, then YAML (`model:` / `train:` sections), then CLI overrides: the last one wins."""
     chosen = preset(preset_name)
     if stage not in chosen.train:
@@ -32,7 +37,9 @@ def resolve_configs(stage: str, preset_name: str, yaml_file: str | None = None, 
         data = load_yaml(yaml_file)
         unknown = set(data) - {"model", "train"}
         if unknown:
-            raise ConfigError(f"{yaml_file}: unknown section(s) {', '.join(sorted(unknown))}; use model: and train:")
+            raise ConfigError(
+                f"{yaml_file}: unknown section(s) {', '.join(sorted(unknown))}; use model: and train:"
+            )
         if "model" in data:
             model = from_dict(ModelConfig, _merge(to_dict(model), data["model"]), f"{yaml_file}:model")
         if "train" in data:
@@ -48,30 +55,53 @@ def _merge(base: dict, update: dict) -> dict:
         raise ConfigError(f"expected a mapping, got {update!r}")
     out = dict(base)
     for key, value in update.items():
-        out[key] = _merge(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+        out[key] = (
+            _merge(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+        )
     return out
 
 
-def train_stage(stage: str, run: str | Path, *, preset_name: str = "small", data: str = "world",
-                val_data: str | None = None, yaml_file: str | None = None, model_overrides: tuple = (),
-                train_overrides: dict | None = None, resume: bool = False, progress: bool = True,
-                clip: str | Path | None = None, vision: str | Path | None = None) -> dict:
+def train_stage(
+    stage: str,
+    run: str | Path,
+    *,
+    preset_name: str = "small",
+    data: str = "world",
+    val_data: str | None = None,
+    yaml_file: str | None = None,
+    model_overrides: tuple = (),
+    train_overrides: dict | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    clip: str | Path | None = None,
+    vision: str | Path | None = None,
+) -> dict:
     """Train one stage into RUN/<stage>/; returns the final evaluation metrics.
 
     Under torchrun every process runs this same call; they form one data-parallel job."""
     stage_class = get_stage(stage)
-    model_config, train_config = resolve_configs(stage, preset_name, yaml_file, model_overrides, train_overrides)
+    model_config, train_config = resolve_configs(
+        stage, preset_name, yaml_file, model_overrides, train_overrides
+    )
     run = Path(run)
-    common = dict(model_config=model_config, data=data, seed=train_config.seed, eval_size=train_config.eval_size,
-                  val_data=val_data)
+    common = dict(
+        model_config=model_config,
+        data=data,
+        seed=train_config.seed,
+        eval_size=train_config.eval_size,
+        val_data=val_data,
+    )
     if vision is not None:
         if stage != "clip":
-            raise ConfigError("--vision belongs to the clip stage: `vlgpt train clip --vision PATH` makes the "
-                              "checkpoint the run's frozen CLIP, and later stages read it from there")
+            raise ConfigError(
+                "--vision belongs to the clip stage: `vlgpt train clip --vision PATH` makes the "
+                "checkpoint the run's frozen CLIP, and later stages read it from there"
+            )
         from .stages import VisionImport
 
-        return VisionImport(vision, model_config, data, train_config.seed, train_config.eval_size, val_data).run(
-            run / "clip")
+        return VisionImport(
+            vision, model_config, data, train_config.seed, train_config.eval_size, val_data
+        ).run(run / "clip")
     with process_group(train_config) as dist:
         task = stage_class.from_run(run, common, train_config, clip)
         trainer = Trainer(task, train_config, run / stage, resume=resume, progress=progress, dist=dist)

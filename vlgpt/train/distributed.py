@@ -125,7 +125,9 @@ def process_group(config: TrainConfig, timeout: timedelta = timedelta(minutes=30
         return
     if not launched_by_torchrun():
         if config.strategy == "fsdp":
-            raise ConfigError(f"--strategy fsdp shards the model across processes; launch with torchrun: {TORCHRUN}")
+            raise ConfigError(
+                f"--strategy fsdp shards the model across processes; launch with torchrun: {TORCHRUN}"
+            )
         yield Distributed(device=_device(config.device, 0))
         return
     local_rank = int(os.environ["LOCAL_RANK"])
@@ -150,6 +152,7 @@ def peer_failure(error: BaseException) -> bool:
 
 
 # --- the model across processes ----------------------------------------------------------------
+
 
 class TaskLoss(nn.Module):
     """A task's loss as a module. DDP and FSDP act around a module's forward, and a task reaches
@@ -195,8 +198,11 @@ class DataParallel:
 
             # Buffers are constants here: synced once at the start, not before every forward.
             self.loss = DistributedDataParallel(
-                loss, device_ids=[dist.device.index] if dist.device.type == "cuda" else None,
-                forward_sync_buffers=False, find_unused_parameters=leaves_parameters_unused(task))
+                loss,
+                device_ids=[dist.device.index] if dist.device.type == "cuda" else None,
+                forward_sync_buffers=False,
+                find_unused_parameters=leaves_parameters_unused(task),
+            )
 
     def gradient_sync(self, sync: bool):
         """DDP: skip the all-reduce on all but the last micro-batch. FSDP reduce-scatters every
@@ -256,10 +262,16 @@ class DataParallel:
 
     def _full_state_dict(self) -> dict[str, torch.Tensor]:
         if not self.sharded:
-            return {k: v.detach().cpu() for k, v in self.task.model.state_dict().items()} if self.dist.is_main else {}
+            return (
+                {k: v.detach().cpu() for k, v in self.task.model.state_dict().items()}
+                if self.dist.is_main
+                else {}
+            )
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-        return get_model_state_dict(self.task.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        return get_model_state_dict(
+            self.task.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
+        )
 
 
 def shard(root: TaskLoss, model: nn.Module, replicated: set[nn.Parameter], dist: Distributed) -> TaskLoss:
@@ -284,6 +296,7 @@ def shard(root: TaskLoss, model: nn.Module, replicated: set[nn.Parameter], dist:
 
 
 # --- checkpoints -------------------------------------------------------------------------------
+
 
 @contextmanager
 def shared_staging(target: Path, dist: Distributed) -> Iterator[Path]:
@@ -311,8 +324,9 @@ def save_sharded(directory: Path, model: nn.Module, optimizer: torch.optim.Optim
     return optim_state["param_groups"]
 
 
-def load_sharded(directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
-                 param_groups: list[dict]) -> None:
+def load_sharded(
+    directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer, param_groups: list[dict]
+) -> None:
     """Read a sharded checkpoint into the (already sharded) model and optimizer; a collective."""
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
@@ -323,27 +337,45 @@ def load_sharded(directory: Path, model: nn.Module, optimizer: torch.optim.Optim
     try:
         dcp.load(state, checkpoint_id=directory)
     except (dcp.api.CheckpointException, RuntimeError, ValueError, KeyError) as error:
-        raise CheckpointError(f"{directory}: sharded checkpoint does not fit this run "
-                              f"({str(error).splitlines()[0][:300]})") from None
-    set_state_dict(model, optimizer, model_state_dict=state["model"],
-                   optim_state_dict={"state": state["optimizer"], "param_groups": param_groups})
+        raise CheckpointError(
+            f"{directory}: sharded checkpoint does not fit this run ({str(error).splitlines()[0][:300]})"
+        ) from None
+    set_state_dict(
+        model,
+        optimizer,
+        model_state_dict=state["model"],
+        optim_state_dict={"state": state["optimizer"], "param_groups": param_groups},
+    )
 
 
 # DCP's `.metadata` is a pickle. These are the only globals a checkpoint we wrote refers to.
 _METADATA_GLOBALS = {
-    *(("torch.distributed.checkpoint.metadata", name) for name in (
-        "Metadata", "MetadataIndex", "TensorStorageMetadata", "BytesStorageMetadata", "ChunkStorageMetadata",
-        "TensorProperties", "StorageMeta", "_MEM_FORMAT_ENCODING")),
+    *(
+        ("torch.distributed.checkpoint.metadata", name)
+        for name in (
+            "Metadata",
+            "MetadataIndex",
+            "TensorStorageMetadata",
+            "BytesStorageMetadata",
+            "ChunkStorageMetadata",
+            "TensorProperties",
+            "StorageMeta",
+            "_MEM_FORMAT_ENCODING",
+        )
+    ),
     ("torch.distributed.checkpoint.filesystem", "_StorageInfo"),
-    ("torch", "Size"), ("torch.serialization", "_get_layout"), ("pathlib", "PosixPath"),
+    ("torch", "Size"),
+    ("torch.serialization", "_get_layout"),
+    ("pathlib", "PosixPath"),
     ("collections", "OrderedDict"),
 }
 
 
 class _MetadataUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str):
-        if (module, name) in _METADATA_GLOBALS or (module == "torch" and isinstance(getattr(torch, name, None),
-                                                                                   torch.dtype)):
+        if (module, name) in _METADATA_GLOBALS or (
+            module == "torch" and isinstance(getattr(torch, name, None), torch.dtype)
+        ):
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"{module}.{name} is not allowed in checkpoint metadata")
 
@@ -361,8 +393,12 @@ def check_sharded_metadata(directory: Path) -> None:
             metadata = _MetadataUnpickler(handle).load()
         entries = metadata.state_dict_metadata
     except Exception as error:  # unpickling fails in many ways
-        raise CheckpointError(f"{file} is damaged or not a vlgpt sharded checkpoint ({type(error).__name__}: "
-                              f"{str(error).splitlines()[0][:200] if str(error) else ''})") from None
+        raise CheckpointError(
+            f"{file} is damaged or not a vlgpt sharded checkpoint ({type(error).__name__}: "
+            f"{str(error).splitlines()[0][:200] if str(error) else ''})"
+        ) from None
     others = [key for key, entry in entries.items() if not isinstance(entry, TensorStorageMetadata)]
     if others:
-        raise CheckpointError(f"{file} holds non-tensor entries ({', '.join(others[:3])}); vlgpt never writes those")
+        raise CheckpointError(
+            f"{file} holds non-tensor entries ({', '.join(others[:3])}); vlgpt never writes those"
+        )

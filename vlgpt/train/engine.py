@@ -118,6 +118,7 @@ def lr_lambda(config: TrainConfig):
         progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
         cosine = 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
         return config.min_lr_ratio + (1 - config.min_lr_ratio) * cosine
+
     return schedule
 
 
@@ -126,8 +127,13 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if p.requires_grad:
-            (decay if p.ndim >= 2 and "pos_embed" not in name and "queries" not in name else no_decay).append(p)
-    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+            (decay if p.ndim >= 2 and "pos_embed" not in name and "queries" not in name else no_decay).append(
+                p
+            )
+    groups = [
+        {"params": decay, "weight_decay": config.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
     kwargs = dict(lr=config.lr, betas=config.betas)
     try:
         return torch.optim.AdamW(groups, fused=True, **kwargs)
@@ -137,8 +143,10 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
 
 def rng_state() -> dict:
     np_state = np.random.get_state()
-    return {"python": _jsonable(random.getstate()),
-            "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]]}
+    return {
+        "python": _jsonable(random.getstate()),
+        "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
+    }
 
 
 def set_rng_state(state: dict, torch_state: torch.Tensor, cuda_state: torch.Tensor | None = None) -> None:
@@ -152,8 +160,11 @@ def set_rng_state(state: dict, torch_state: torch.Tensor, cuda_state: torch.Tens
 
 def rank_rng_states(device: torch.device) -> dict:
     """This process's python, numpy and torch (CPU, and CUDA when used) generators."""
-    return {"rng": rng_state(), "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+    return {
+        "rng": rng_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+    }
 
 
 def per_rank(saved) -> list:
@@ -178,12 +189,22 @@ def seed_everything(seed: int) -> None:
 def to_device(batch: dict, device: torch.device) -> dict:
     if device.type == "cpu":
         return batch
-    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    return {
+        k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()
+    }
 
 
 class Trainer:
-    def __init__(self, task: Task, config: TrainConfig, out: Path, *, resume: bool = False,
-                 progress: bool = True, dist: Distributed | None = None):
+    def __init__(
+        self,
+        task: Task,
+        config: TrainConfig,
+        out: Path,
+        *,
+        resume: bool = False,
+        progress: bool = True,
+        dist: Distributed | None = None,
+    ):
         self.task, self.config, self.out = task, config, Path(out)
         self.dist = dist or Distributed(device=torch.device(config.device))
         self.device = self.dist.device
@@ -198,7 +219,9 @@ class Trainer:
         self.saved_step = -1
         self.stop_requested = False
         self.checkpoint_dir = self.out / "checkpoints"
-        self.parallel = DataParallel(task, self.dist, config.strategy)  # before the optimizer: FSDP swaps params
+        self.parallel = DataParallel(
+            task, self.dist, config.strategy
+        )  # before the optimizer: FSDP swaps params
         self.model = task.model
         self.optimizer = make_optimizer(self.model, config)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(config))
@@ -208,8 +231,11 @@ class Trainer:
     def finished_checkpoints(self) -> list[Path]:
         if not self.checkpoint_dir.is_dir():
             return []
-        done = [p for p in self.checkpoint_dir.glob("step-*") if p.is_dir() and (p / MANIFEST).is_file()
-                and not p.name.endswith((".tmp", ".old"))]
+        done = [
+            p
+            for p in self.checkpoint_dir.glob("step-*")
+            if p.is_dir() and (p / MANIFEST).is_file() and not p.name.endswith((".tmp", ".old"))
+        ]
         return sorted(done, key=lambda p: int(p.name.split("-")[1]))
 
     def clean_partial_checkpoints(self) -> None:
@@ -227,19 +253,37 @@ class Trainer:
             if self.device.type == "cuda":
                 state["cuda_rng"] = [r["cuda"] for r in rngs]
             if self.parallel.sharded:
-                state["optimizer_param_groups"] = save_sharded(staging / SHARDED_DIR, self.model, self.optimizer)
+                state["optimizer_param_groups"] = save_sharded(
+                    staging / SHARDED_DIR, self.model, self.optimizer
+                )
             if self.dist.is_main:
                 if not self.parallel.sharded:
                     self._save_weights(staging)
                     state["optimizer"] = self.optimizer.state_dict()
                 save_state(staging / "state.pt", state)
-                (staging / "state.json").write_text(json.dumps({
-                    "step": self.step, "data_position": self.data_position, "world_size": self.dist.world_size,
-                    "bad_streak": self.bad_streak, "skipped_steps": self.skipped_steps,
-                    "rng": [r["rng"] for r in rngs], "train_config": asdict(self.config)}))
+                (staging / "state.json").write_text(
+                    json.dumps(
+                        {
+                            "step": self.step,
+                            "data_position": self.data_position,
+                            "world_size": self.dist.world_size,
+                            "bad_streak": self.bad_streak,
+                            "skipped_steps": self.skipped_steps,
+                            "rng": [r["rng"] for r in rngs],
+                            "train_config": asdict(self.config),
+                        }
+                    )
+                )
                 self._before_manifest(staging)
-                (staging / MANIFEST).write_text(json.dumps({"step": self.step, "stage": self.task.name,
-                                                            "files": sorted(p.name for p in staging.iterdir())}))
+                (staging / MANIFEST).write_text(
+                    json.dumps(
+                        {
+                            "step": self.step,
+                            "stage": self.task.name,
+                            "files": sorted(p.name for p in staging.iterdir()),
+                        }
+                    )
+                )
         if self.dist.is_main:
             for old in self.finished_checkpoints()[: -self.config.keep_checkpoints]:
                 shutil.rmtree(old, ignore_errors=True)
@@ -262,8 +306,14 @@ class Trainer:
         """Every rank loads the same checkpoint (under FSDP, a collective)."""
         was_sharded = (path / SHARDED_DIR).is_dir()
         if was_sharded != self.parallel.sharded:
-            how = "--strategy fsdp under torchrun (any process count)" if was_sharded else "--strategy ddp or alone"
-            raise CheckpointError(f"{path} holds {'sharded' if was_sharded else 'whole'} weights; resume it with {how}")
+            how = (
+                "--strategy fsdp under torchrun (any process count)"
+                if was_sharded
+                else "--strategy ddp or alone"
+            )
+            raise CheckpointError(
+                f"{path} holds {'sharded' if was_sharded else 'whole'} weights; resume it with {how}"
+            )
         if not was_sharded:
             load_weights(path, self.model)
         state = load_state(path / "state.pt")
@@ -328,8 +378,10 @@ class Trainer:
         logged = (self.out / "metrics.jsonl").exists()
         self.dist.barrier()  # every rank has looked before rank 0 changes anything
         if (existing or logged) and not self.resume:
-            raise TrainingError(f"{self.out} already holds a {self.task.name} run; pass --resume to continue "
-                                "it or choose another --out")
+            raise TrainingError(
+                f"{self.out} already holds a {self.task.name} run; pass --resume to continue "
+                "it or choose another --out"
+            )
         if self.dist.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             self.clean_partial_checkpoints()
@@ -353,14 +405,19 @@ class Trainer:
         finite = True
         for micro in range(cfg.grad_accum):
             batch = to_device(self.task.batch(self.micro_batch_start(micro), cfg.batch_size), self.device)
-            autocast = (torch.autocast(self.device.type, dtype=self.autocast_dtype)
-                        if self.autocast_dtype is not None else nullcontext())
+            autocast = (
+                torch.autocast(self.device.type, dtype=self.autocast_dtype)
+                if self.autocast_dtype is not None
+                else nullcontext()
+            )
             with self.parallel.gradient_sync(micro == cfg.grad_accum - 1):
                 with autocast:
                     loss, metrics = self.parallel.loss(batch)
                 if not torch.isfinite(loss):
                     finite = False
-                    if not self.dist.active:  # alone: stop here; with peers: finish, so collectives still pair up
+                    if (
+                        not self.dist.active
+                    ):  # alone: stop here; with peers: finish, so collectives still pair up
                         totals["loss"] = float("nan")
                         break
                 (loss / cfg.grad_accum).backward()
@@ -387,12 +444,19 @@ class Trainer:
                 last = self.finished_checkpoints()
                 raise TrainingError(
                     f"{self.bad_streak} non-finite steps in a row at step {self.step}; stopped. Last good "
-                    f"checkpoint: {last[-1] if last else 'none'}. Lower --lr or check the data.")
+                    f"checkpoint: {last[-1] if last else 'none'}. Lower --lr or check the data."
+                )
         self.scheduler.step()
         self.step += 1
         self.data_position += self.global_batch
-        return {**totals, "grad_norm": grad_norm, "lr": self.scheduler.get_last_lr()[0], "skipped": int(not finite),
-                "samples": samples, "tokens": tokens}
+        return {
+            **totals,
+            "grad_norm": grad_norm,
+            "lr": self.scheduler.get_last_lr()[0],
+            "skipped": int(not finite),
+            "samples": samples,
+            "tokens": tokens,
+        }
 
     def sync(self, record: dict) -> tuple[dict, bool]:
         """Averages the step's metrics over ranks (the global batch's loss), sums samples and tokens,
@@ -401,8 +465,9 @@ class Trainer:
             return record, self.stop_requested
         same = ("grad_norm", "lr", "skipped")  # equal on every rank already
         averaged = [k for k in record if k not in same + ("samples", "tokens")]
-        sums = self.dist.sum([record[k] for k in averaged] + [record["samples"], record["tokens"],
-                                                              float(self.stop_requested)])
+        sums = self.dist.sum(
+            [record[k] for k in averaged] + [record["samples"], record["tokens"], float(self.stop_requested)]
+        )
         merged = {**record, **{k: v / self.dist.world_size for k, v in zip(averaged, sums)}}
         merged["samples"], merged["tokens"] = int(sums[-3]), int(sums[-2])
         return merged, sums[-1] > 0
@@ -422,8 +487,13 @@ class Trainer:
                 self.log({"step": self.step, **_scalars(metrics, "eval_")})
                 with atomic_dir(self.out / "model") as staging:
                     self.task.export(staging)
-                    (staging / "metrics.json").write_text(json.dumps(
-                        {"step": self.step, "skipped_steps": self.skipped_steps, **metrics}, indent=2, default=float))
+                    (staging / "metrics.json").write_text(
+                        json.dumps(
+                            {"step": self.step, "skipped_steps": self.skipped_steps, **metrics},
+                            indent=2,
+                            default=float,
+                        )
+                    )
         return self.dist.broadcast(metrics)
 
     def _pause_for_fault_tests(self) -> None:
@@ -446,8 +516,14 @@ class Trainer:
         previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
         for s in previous:
             signal.signal(s, self._on_signal)
-        bar = tqdm(total=cfg.steps, initial=self.step, desc=self.task.name, unit="step", disable=not self.progress,
-                   dynamic_ncols=True)
+        bar = tqdm(
+            total=cfg.steps,
+            initial=self.step,
+            desc=self.task.name,
+            unit="step",
+            disable=not self.progress,
+            dynamic_ncols=True,
+        )
         window_start, window_samples, window_tokens = time.perf_counter(), 0, 0
         try:
             while self.step < cfg.steps:
@@ -459,18 +535,26 @@ class Trainer:
                 bar.update(1)
                 if self.step % cfg.log_every == 0 or self.step == cfg.steps:
                     elapsed = max(time.perf_counter() - window_start, 1e-9)
-                    record.update(step=self.step, samples_per_s=window_samples / elapsed,
-                                  tokens_per_s=window_tokens / elapsed)
+                    record.update(
+                        step=self.step,
+                        samples_per_s=window_samples / elapsed,
+                        tokens_per_s=window_tokens / elapsed,
+                    )
                     self.log(record)
-                    bar.set_postfix(loss=f"{record['loss']:.4f}", samples_s=f"{record['samples_per_s']:.0f}",
-                                    tokens_s=f"{record['tokens_per_s']:.0f}")
+                    bar.set_postfix(
+                        loss=f"{record['loss']:.4f}",
+                        samples_s=f"{record['samples_per_s']:.0f}",
+                        tokens_s=f"{record['tokens_per_s']:.0f}",
+                    )
                     window_start, window_samples, window_tokens = time.perf_counter(), 0, 0
                 if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.steps:
                     self.log({"step": self.step, **_scalars(self.evaluate(), "eval_")})
                 if stop:
                     self.save_checkpoint()
-                    self.say(f"\n[{self.task.name}] stopped by signal at step {self.step}; checkpoint saved. "
-                             "Resume with --resume.")
+                    self.say(
+                        f"\n[{self.task.name}] stopped by signal at step {self.step}; checkpoint saved. "
+                        "Resume with --resume."
+                    )
                     self.dist.barrier()  # rank 0 has committed the checkpoint before anyone exits
                     raise Preempted()
                 if cfg.save_every and self.step % cfg.save_every == 0 and self.step < cfg.steps:
@@ -481,8 +565,10 @@ class Trainer:
             return self.export()
         except RuntimeError as error:
             if self.dist.active and peer_failure(error):
-                raise TrainingError(f"rank {self.dist.rank}: lost contact with another process at step {self.step} "
-                                    f"({str(error).splitlines()[0][:200]}); that rank's own error says why") from None
+                raise TrainingError(
+                    f"rank {self.dist.rank}: lost contact with another process at step {self.step} "
+                    f"({str(error).splitlines()[0][:200]}); that rank's own error says why"
+                ) from None
             raise
         finally:
             bar.close()

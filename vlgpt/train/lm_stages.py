@@ -43,9 +43,18 @@ class LMStage:
     name = "lm"
     may_leave_parameters_unused = True  # a batch without image targets leaves the regression head unused
 
-    def __init__(self, model_config: ModelConfig, data: str, seed: int, eval_size: int, run: Path,
-                 val_data: str | None = None, init_from: Path | None = None,
-                 lora: tuple[int, float, float] = (0, 32.0, 0.0), lm_path: str | Path | None = None):
+    def __init__(
+        self,
+        model_config: ModelConfig,
+        data: str,
+        seed: int,
+        eval_size: int,
+        run: Path,
+        val_data: str | None = None,
+        init_from: Path | None = None,
+        lora: tuple[int, float, float] = (0, 32.0, 0.0),
+        lm_path: str | Path | None = None,
+    ):
         self.run, self.seed, self.eval_size = Path(run), seed, eval_size
         self.data, self.val_data = data, val_data
         self.custom = data != WORLD  # a dataset folder or shards instead of the Shapes world
@@ -57,18 +66,30 @@ class LMStage:
         torch.manual_seed(seed)
         if init_from is not None:
             if lm_path:
-                raise CheckpointError(f"--lm starts from a new language model, but {self.name} continues from "
-                                      f"{init_from} (its backbone comes along); drop --lm")
+                raise CheckpointError(
+                    f"--lm starts from a new language model, but {self.name} continues from "
+                    f"{init_from} (its backbone comes along); drop --lm"
+                )
             self.model, _, lm_tokenizer = load_vlgpt(init_from)
             self.tokenizer = lm_tokenizer or self.tokenizer
             self.model.train()
         elif lm_path:  # a local Hugging Face causal LM as the transformer; its tokenizer replaces our BPE
             hf_model, self.tokenizer = load_local_lm(lm_path)
-            self.model = HFVLGPT(VLGPTConfig(hf_model.get_input_embeddings().num_embeddings, self.codec.num_tokens,
-                                             self.codec.token_dim, model_config.lm), hf_model)
+            self.model = HFVLGPT(
+                VLGPTConfig(
+                    hf_model.get_input_embeddings().num_embeddings,
+                    self.codec.num_tokens,
+                    self.codec.token_dim,
+                    model_config.lm,
+                ),
+                hf_model,
+            )
         else:
-            self.model = VLGPT(VLGPTConfig(self.tokenizer.vocab_size, self.codec.num_tokens, self.codec.token_dim,
-                                           model_config.lm))
+            self.model = VLGPT(
+                VLGPTConfig(
+                    self.tokenizer.vocab_size, self.codec.num_tokens, self.codec.token_dim, model_config.lm
+                )
+            )
         if init_from is None and hasattr(self.model.regression_head, "fit_scale"):
             # A generative head works in unit-RMS units: measure the codec's embedding scale once.
             probe = make_source(data if self.custom else WORLD, size, seed, part="train")
@@ -88,8 +109,10 @@ class LMStage:
         the last `eval_size` examples of `--data` held out."""
         holdout = self.eval_size if self.val_data is None else 0
         size = self.codec.image_size
-        return (make(self.data, size, self.seed, part="train", holdout=holdout),
-                make(self.val_data or self.data, size, self.seed, part="val", holdout=holdout))
+        return (
+            make(self.data, size, self.seed, part="train", holdout=holdout),
+            make(self.val_data or self.data, size, self.seed, part="val", holdout=holdout),
+        )
 
     def encode_images(self, images: list[Scene | np.ndarray]) -> list[torch.Tensor]:
         """N embeddings per image; an image is a Shapes scene (rendered here) or an RGB array."""
@@ -101,14 +124,16 @@ class LMStage:
         samples = [self.sample(i, part) for i in range(start, start + size)]  # (segments, their images)
         embeddings = self.encode_images([image for _, images in samples for image in images])
         sequences = []
-        for segments, scenes in samples:
+        for segments, _ in samples:
             resolved = []
             for seg in segments:
                 if seg.kind == "image":  # the value is an index into this sample's scenes
                     seg = S.image(embeddings.pop(0), seg.train)
                 resolved.append(seg)
             seq = S.build(resolved, self.tokenizer, self.codec.token_dim)
-            if len(seq["ids"]) > self.max_len:  # over-long documents are cut (never seen with Shapes defaults)
+            if (
+                len(seq["ids"]) > self.max_len
+            ):  # over-long documents are cut (never seen with Shapes defaults)
                 seq = {k: v[: self.max_len] for k, v in seq.items()}
             sequences.append(seq)
         return S.collate(sequences, self.tokenizer.pad_id)
@@ -130,7 +155,11 @@ class LMStage:
 
     @torch.no_grad()
     def validation_loss(self, batch_size: int = 8) -> dict:
-        n = min(self.eval_size, len(self.val_source)) if hasattr(self.val_source, "__len__") else self.eval_size
+        n = (
+            min(self.eval_size, len(self.val_source))
+            if hasattr(self.val_source, "__len__")
+            else self.eval_size
+        )
         totals, count = {"loss": 0.0, "ce": 0.0, "mse": 0.0}, 0
         for start in range(0, n, batch_size):
             size = min(batch_size, n - start)
@@ -146,13 +175,22 @@ class LMStage:
         tokenizer files go to lm/ (its weights are in model.safetensors)."""
         model = self.model
         if has_lora(model):
-            save_file({k: v.contiguous() for k, v in lora_state_dict(model).items()}, str(directory / ADAPTER_FILE))
+            save_file(
+                {k: v.contiguous() for k, v in lora_state_dict(model).items()}, str(directory / ADAPTER_FILE)
+            )
             model = merge_lora(copy.deepcopy(model))
         config = model.config
-        meta = {"kind": "vlgpt", "stage": self.name, "vocab_size": config.vocab_size,
-                "num_image_tokens": config.num_image_tokens, "image_token_dim": config.image_token_dim,
-                "lm": to_dict(config.lm)}
-        if isinstance(model, HFVLGPT):  # the HF LM's config and tokenizer in lm/, so loading needs no --lm folder
+        meta = {
+            "kind": "vlgpt",
+            "stage": self.name,
+            "vocab_size": config.vocab_size,
+            "num_image_tokens": config.num_image_tokens,
+            "image_token_dim": config.image_token_dim,
+            "lm": to_dict(config.lm),
+        }
+        if isinstance(
+            model, HFVLGPT
+        ):  # the HF LM's config and tokenizer in lm/, so loading needs no --lm folder
             meta.update(backbone="hf", lm={"regression_weight": config.lm.regression_weight})
             save_lm(directory / LM_DIR, model.transformer.model, self.tokenizer)
         else:
@@ -187,7 +225,11 @@ class PretrainStage(LMStage):
     def export_meta(self) -> dict:
         # What instruct replays (`--replay`) to keep what pretraining taught: this stage's data, and the
         # part of it held out for validation.
-        data = self.data if self.data == WORLD or not Path(self.data).exists() else str(Path(self.data).resolve())
+        data = (
+            self.data
+            if self.data == WORLD or not Path(self.data).exists()
+            else str(Path(self.data).resolve())
+        )
         return {"pretrain_data": {"data": data, "holdout": self.eval_size if self.val_data is None else 0}}
 
 
@@ -200,23 +242,27 @@ def pair_sample(source, index: int, rng) -> tuple[list[S.Segment], list]:
 
 
 def world_pretrain_sample(world: ShapesWorld, index: int, rng) -> tuple[list[S.Segment], list[Scene]]:
-        scene = world.scene(index)
-        caption = language.captions(scene, rng)[0]
-        kind = rng.random()
-        if kind < 0.4:  # image then caption
-            return [S.Segment("image", 0, False), S.text(caption, True), S.eos()], [scene]
-        if kind < 0.85:  # caption then layout then image: "An image of <caption>. Layout: ... [IMG] ... [/IMG]"
-            return [S.text(t2i_prompt(caption), True), S.text(" " + language.layout(scene), True),
-                    S.Segment("image", 0, True), S.eos()], [scene]
-        doc = world.document(index)  # interleaved: a scene changed step by step
-        segments, scenes = [], []
-        for part in doc:
-            if part["type"] == "text":
-                segments.append(S.text(part["text"], True))
-            else:
-                segments.append(S.Segment("image", len(scenes), True))
-                scenes.append(Scene.from_dict(part["scene"]))
-        return segments + [S.eos()], scenes
+    scene = world.scene(index)
+    caption = language.captions(scene, rng)[0]
+    kind = rng.random()
+    if kind < 0.4:  # image then caption
+        return [S.Segment("image", 0, False), S.text(caption, True), S.eos()], [scene]
+    if kind < 0.85:  # caption then layout then image: "An image of <caption>. Layout: ... [IMG] ... [/IMG]"
+        return [
+            S.text(t2i_prompt(caption), True),
+            S.text(" " + language.layout(scene), True),
+            S.Segment("image", 0, True),
+            S.eos(),
+        ], [scene]
+    doc = world.document(index)  # interleaved: a scene changed step by step
+    segments, scenes = [], []
+    for part in doc:
+        if part["type"] == "text":
+            segments.append(S.text(part["text"], True))
+        else:
+            segments.append(S.Segment("image", len(scenes), True))
+            scenes.append(Scene.from_dict(part["scene"]))
+    return segments + [S.eos()], scenes
 
 
 INSTRUCT_KINDS = ("describe", "vqa", "draw", "edit", "episode")
@@ -253,10 +299,13 @@ class InstructStage(LMStage):
         if recorded["data"] == WORLD:
             return WORLD
         try:
-            return make_source(recorded["data"], self.codec.image_size, self.seed, part="train",
-                               holdout=recorded["holdout"])
+            return make_source(
+                recorded["data"], self.codec.image_size, self.seed, part="train", holdout=recorded["holdout"]
+            )
         except DatasetError as error:
-            raise DatasetError(f"instruct replays the pretraining pairs, but: {error}; or pass --replay 0") from None
+            raise DatasetError(
+                f"instruct replays the pretraining pairs, but: {error}; or pass --replay 0"
+            ) from None
 
     def sample(self, index: int, part: str = "train") -> tuple[list[S.Segment], list]:
         if self.replay is not None and part == "train":
@@ -273,21 +322,22 @@ class InstructStage(LMStage):
         row = world[index]
         scene = Scene.from_dict(row["scene"])
         kind = INSTRUCT_KINDS[int(rng.integers(len(INSTRUCT_KINDS)))]
-        user = lambda *parts: {"role": "user", "content": list(parts)}  # noqa: E731
-        bot = lambda *parts: {"role": "assistant", "content": list(parts)}  # noqa: E731
-        txt = lambda t: {"type": "text", "text": t}  # noqa: E731
+        user = lambda *parts: {"role": "user", "content": list(parts)}
+        bot = lambda *parts: {"role": "assistant", "content": list(parts)}
+        txt = lambda t: {"type": "text", "text": t}
         img = {"type": "image"}
         scenes = [scene]
         if kind == "describe":
             messages = [user(img, txt(DESCRIBE)), bot(txt(row["caption"]))]
         elif kind == "vqa":
-            questions = row["questions"][: int(rng.integers(1, 4))] or [{"question": "How many shapes are there?",
-                                                                          "answer": str(len(scene.objects))}]
+            questions = row["questions"][: int(rng.integers(1, 4))] or [
+                {"question": "How many shapes are there?", "answer": str(len(scene.objects))}
+            ]
             messages = [user(img, txt(questions[0]["question"])), bot(txt(questions[0]["answer"]))]
             for qa in questions[1:]:
                 messages += [user(txt(qa["question"])), bot(txt(qa["answer"]))]
         elif kind == "draw" or row["edit"] is None:
-            messages = [user(txt(draw_prompt(row['references'][-1]))), bot(txt(language.layout(scene)), img)]
+            messages = [user(txt(draw_prompt(row["references"][-1]))), bot(txt(language.layout(scene)), img)]
         elif kind == "edit":
             messages = [user(img, txt(row["edit"]["instruction"])), bot(img)]
             scenes.append(Scene.from_dict(row["edit"]["target"]))

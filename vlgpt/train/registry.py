@@ -20,7 +20,9 @@ _STAGES: dict[str, type] = {}
 
 def register_stage(cls: type) -> type:
     if cls.name in _STAGES:
-        raise ValueError(f"stage {cls.name!r} is registered twice ({_STAGES[cls.name].__name__}, {cls.__name__})")
+        raise ValueError(
+            f"stage {cls.name!r} is registered twice ({_STAGES[cls.name].__name__}, {cls.__name__})"
+        )
     _STAGES[cls.name] = cls
     return cls
 

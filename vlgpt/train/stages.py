@@ -36,18 +36,23 @@ from .registry import register_stage
 
 # --- shared pieces -----------------------------------------------------------------------------
 
+
 class StageBase:
     """Data plumbing shared by the three stages."""
 
     name = "stage"
 
-    def __init__(self, model_config: ModelConfig, data: str, seed: int, eval_size: int, val_data: str | None = None):
+    def __init__(
+        self, model_config: ModelConfig, data: str, seed: int, eval_size: int, val_data: str | None = None
+    ):
         self.model_config = model_config
         size = model_config.clip.vision.image_size
         holdout = eval_size if val_data is None else 0
         self.source = make_source(data, size, seed, "train", holdout)
         self.val_source = make_source(val_data or data, size, seed, "val", holdout)
-        self.eval_size = min(eval_size, len(self.val_source)) if hasattr(self.val_source, "__len__") else eval_size
+        self.eval_size = (
+            min(eval_size, len(self.val_source)) if hasattr(self.val_source, "__len__") else eval_size
+        )
         self.data, self.seed = data, seed
 
     def raw_batch(self, start: int, size: int, source=None) -> tuple[torch.Tensor, list[str], list[str]]:
@@ -71,6 +76,7 @@ def clip_retrieval(clip: CLIP, text_tokenizer: TextTokenizer, stage: StageBase) 
 
 # --- stage: clip -------------------------------------------------------------------------------
 
+
 @register_stage
 class ClipStage(StageBase):
     name = "clip"
@@ -79,14 +85,23 @@ class ClipStage(StageBase):
     def from_run(cls, run: Path, common: dict, train, clip: str | Path | None = None):
         return cls(**common)
 
-    def __init__(self, model_config: ModelConfig, data: str, seed: int, eval_size: int, val_data=None,
-                 text_tokenizer: TextTokenizer | None = None):
+    def __init__(
+        self,
+        model_config: ModelConfig,
+        data: str,
+        seed: int,
+        eval_size: int,
+        val_data=None,
+        text_tokenizer: TextTokenizer | None = None,
+    ):
         super().__init__(model_config, data, seed, eval_size, val_data)
         vocab = model_config.clip.text.vocab_size
         self.text_tokenizer = text_tokenizer or TextTokenizer.train(self.source.corpus(), vocab)
         if self.text_tokenizer.vocab_size > vocab:
-            raise CheckpointError(f"text tokenizer has {self.text_tokenizer.vocab_size} tokens, more than the "
-                                  f"configured vocab_size {vocab}")
+            raise CheckpointError(
+                f"text tokenizer has {self.text_tokenizer.vocab_size} tokens, more than the "
+                f"configured vocab_size {vocab}"
+            )
         torch.manual_seed(seed)
         self.model = CLIP(model_config.clip)
 
@@ -100,7 +115,9 @@ class ClipStage(StageBase):
         return loss, {"temperature": 1 / self.model.logit_scale.exp().item()}
 
     def tokens(self, batch: dict) -> int:
-        return int(batch["lengths"].sum()) + batch["pixels"].shape[0] * (self.model_config.clip.vision.num_patches + 1)
+        return int(batch["lengths"].sum()) + batch["pixels"].shape[0] * (
+            self.model_config.clip.vision.num_patches + 1
+        )
 
     def evaluate(self) -> dict:
         self.model.eval()
@@ -117,12 +134,21 @@ class VisionImport(StageBase):
 
     name = "clip"
 
-    def __init__(self, path: str | Path, model_config: ModelConfig, data: str, seed: int, eval_size: int,
-                 val_data: str | None = None):
+    def __init__(
+        self,
+        path: str | Path,
+        model_config: ModelConfig,
+        data: str,
+        seed: int,
+        eval_size: int,
+        val_data: str | None = None,
+    ):
         from ..models.hf_clip import HFClip
 
         self.model = HFClip(path, model_config.clip.condition_grid)
-        super().__init__(dataclasses.replace(model_config, clip=self.model.config), data, seed, eval_size, val_data)
+        super().__init__(
+            dataclasses.replace(model_config, clip=self.model.config), data, seed, eval_size, val_data
+        )
         self.text_tokenizer = TextTokenizer.train(self.source.corpus(), model_config.clip.text.vocab_size)
 
     def run(self, out: Path) -> dict:
@@ -130,20 +156,32 @@ class VisionImport(StageBase):
         with atomic_dir(out / "model") as staging:
             self.model.save(staging / HF_FOLDER)
             self.text_tokenizer.save(staging)
-            (staging / "config.json").write_text(json.dumps(
-                {"kind": "clip", "backbone": "hf", "family": self.model.family, "source": str(self.model.source),
-                 "config": to_dict(self.model.config)}, indent=2) + "\n")
+            (staging / "config.json").write_text(
+                json.dumps(
+                    {
+                        "kind": "clip",
+                        "backbone": "hf",
+                        "family": self.model.family,
+                        "source": str(self.model.source),
+                        "config": to_dict(self.model.config),
+                    },
+                    indent=2,
+                )
+                + "\n"
+            )
             (staging / "metrics.json").write_text(json.dumps({"step": 0, **metrics}, indent=2))
         return metrics
 
 
 # --- stage: tokenizer --------------------------------------------------------------------------
 
+
 class FrozenClipStage(StageBase):
     """Stages that read e_v and e_t from the frozen CLIP of the same run."""
 
-    def __init__(self, model_config: ModelConfig, data: str, seed: int, eval_size: int, clip_dir: Path,
-                 val_data=None):
+    def __init__(
+        self, model_config: ModelConfig, data: str, seed: int, eval_size: int, clip_dir: Path, val_data=None
+    ):
         self.clip, self.text_tokenizer = load_clip(clip_dir)
         if self.clip.config != model_config.clip:
             # The run's CLIP decides the image size and embedding width, not the preset.
@@ -154,8 +192,12 @@ class FrozenClipStage(StageBase):
     def targets(self, pixels: torch.Tensor, captions: list[str]) -> dict:
         features = self.clip.image_features(pixels)
         e_t = self.clip.embed_captions(captions, self.text_tokenizer) * math.sqrt(self.clip.config.embed_dim)
-        return {"pixels": pixels, "features": features, "e_v": self.clip.image_embeddings(pixels, features),
-                "e_t": e_t}
+        return {
+            "pixels": pixels,
+            "features": features,
+            "e_v": self.clip.image_embeddings(pixels, features),
+            "e_t": e_t,
+        }
 
     def batch(self, start: int, size: int) -> dict:
         pixels, captions, _ = self.raw_batch(start, size)
@@ -177,8 +219,13 @@ class TokenizerStage(FrozenClipStage):
         super().__init__(*args, **kwargs)
         clip = self.clip.config
         torch.manual_seed(self.seed)
-        self.model = ImageCodec(self.model_config.tokenizer, clip.vision.width, clip.num_condition_tokens,
-                                clip.embed_dim, clip.vision.num_patches)
+        self.model = ImageCodec(
+            self.model_config.tokenizer,
+            clip.vision.width,
+            clip.num_condition_tokens,
+            clip.embed_dim,
+            clip.vision.num_patches,
+        )
 
     def loss(self, batch: dict):
         return self.model(batch["features"], batch["e_v"], batch["e_t"])
@@ -188,7 +235,7 @@ class TokenizerStage(FrozenClipStage):
         self.model.eval()
         mse_v = mse_t = cos_t = 0.0
         z_ts, e_ts, groups = [], [], []
-        for start, (pixels, captions, group) in self.val_batches():
+        for _, (pixels, captions, group) in self.val_batches():
             batch = self.targets(pixels, captions)
             z_v, z_t = self.model.detokenizer(self.model.tokenizer(batch["features"]))
             n = len(pixels)
@@ -208,12 +255,22 @@ class TokenizerStage(FrozenClipStage):
 
 
 def save_codec(directory: Path, codec: ImageCodec, clip: ClipConfig) -> None:
-    save_model(directory, codec, {"kind": "tokenizer", "config": to_dict(codec.config),
-                                  "feature_width": clip.vision.width, "num_condition_tokens": clip.num_condition_tokens,
-                                  "embed_dim": clip.embed_dim, "num_patches": clip.vision.num_patches})
+    save_model(
+        directory,
+        codec,
+        {
+            "kind": "tokenizer",
+            "config": to_dict(codec.config),
+            "feature_width": clip.vision.width,
+            "num_condition_tokens": clip.num_condition_tokens,
+            "embed_dim": clip.embed_dim,
+            "num_patches": clip.vision.num_patches,
+        },
+    )
 
 
 # --- stage: decoder ----------------------------------------------------------------------------
+
 
 @register_stage
 class DecoderStage(FrozenClipStage):
@@ -221,21 +278,30 @@ class DecoderStage(FrozenClipStage):
 
     @classmethod
     def from_run(cls, run: Path, common: dict, train, clip: str | Path | None = None):
-        return cls(**common, clip_dir=Path(clip) if clip else run,
-                   codec_dir=run if (run / "tokenizer" / "model").is_dir() else None)
+        return cls(
+            **common,
+            clip_dir=Path(clip) if clip else run,
+            codec_dir=run if (run / "tokenizer" / "model").is_dir() else None,
+        )
 
     def __init__(self, *args, codec_dir: Path | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         vision = self.clip.config.vision
         torch.manual_seed(self.seed)
-        self.model = build_pixel_decoder(self.model_config.decoder, self.clip.config.embed_dim, vision.image_size,
-                                         self.clip.config.condition_grid)
+        self.model = build_pixel_decoder(
+            self.model_config.decoder,
+            self.clip.config.embed_dim,
+            vision.image_size,
+            self.clip.config.condition_grid,
+        )
         config = self.model_config.decoder
         self.chain = None
         if config.train_codec:  # tokenizer, detokenizer (and our ViT) learn from the pixel loss too
             if codec_dir is None:
-                raise CheckpointError("decoder.train_codec fine-tunes the run's tokenizer: run `vlgpt train "
-                                      "tokenizer` first, or pass --set decoder.train_codec=false")
+                raise CheckpointError(
+                    "decoder.train_codec fine-tunes the run's tokenizer: run `vlgpt train "
+                    "tokenizer` first, or pass --set decoder.train_codec=false"
+                )
             vision = None
             if isinstance(self.clip, CLIP):  # our own ViT trains on; a pretrained --vision CLIP stays frozen
                 vision = copy.deepcopy(self.clip.vision).requires_grad_(True).train()
@@ -247,8 +313,10 @@ class DecoderStage(FrozenClipStage):
         # The run's frozen tokenizer-detokenizer, when the recipe mixes its outputs into training.
         self.codec = load_codec(codec_dir) if fraction > 0 and codec_dir is not None else None
         if fraction > 0 and self.codec is None:
-            raise CheckpointError("decoder.detokenized_fraction > 0 needs a trained tokenizer: run `vlgpt train "
-                                  "tokenizer` first, or pass --set decoder.detokenized_fraction=0")
+            raise CheckpointError(
+                "decoder.detokenized_fraction > 0 needs a trained tokenizer: run `vlgpt train "
+                "tokenizer` first, or pass --set decoder.detokenized_fraction=0"
+            )
 
     def batch(self, start: int, size: int) -> dict:
         batch = super().batch(start, size)
@@ -278,12 +346,16 @@ class DecoderStage(FrozenClipStage):
                 images = self.chain.reconstruct(pixels, batch["features"])
             else:
                 if self.codec is not None:  # score what inference will do: decode the detokenizer's output
-                    batch["e_v"], batch["e_t"] = self.codec.detokenizer(self.codec.tokenizer(batch["features"]))
+                    batch["e_v"], batch["e_t"] = self.codec.detokenizer(
+                        self.codec.tokenizer(batch["features"])
+                    )
                 images = self.model.decode(batch["e_v"], batch["e_t"])
             l1 += torch.nn.functional.l1_loss(images, pixels).item() * len(pixels)
             if self.val_source.has_scenes:
-                agreement += [compare_scenes(judge(to_pil(img)), self.val_source.scene(start + i))
-                              for i, img in enumerate(images)]
+                agreement += [
+                    compare_scenes(judge(to_pil(img)), self.val_source.scene(start + i))
+                    for i, img in enumerate(images)
+                ]
         result = {"l1": l1 / max(self.eval_size, 1)}
         result.update(agreement_summary(agreement, prefix="judge_"))
         return result
@@ -291,9 +363,17 @@ class DecoderStage(FrozenClipStage):
     def export(self, directory: Path) -> None:
         vision = self.clip.config.vision
         decoder = self.chain.decoder if self.chain is not None else self.model
-        save_model(directory, decoder, {"kind": "decoder", "config": to_dict(self.model_config.decoder),
-                                        "embed_dim": self.clip.config.embed_dim, "image_size": vision.image_size,
-                                        "grid": self.clip.config.condition_grid})
+        save_model(
+            directory,
+            decoder,
+            {
+                "kind": "decoder",
+                "config": to_dict(self.model_config.decoder),
+                "embed_dim": self.clip.config.embed_dim,
+                "image_size": vision.image_size,
+                "grid": self.clip.config.condition_grid,
+            },
+        )
         if self.chain is None:
             return
         (directory / CODEC_FOLDER).mkdir()
@@ -311,4 +391,3 @@ def agreement_summary(results: list[dict], prefix: str = "") -> dict:
         return {}
     keys = ("count", "colors", "shapes", "sizes", "kinds", "relations", "exact")
     return {prefix + k: float(np.mean([r[k] for r in results])) for k in keys}
-

@@ -6,5 +6,20 @@ from .render import render, render_grid
 from .scene import COLORS, SHAPES, SIZES, Scene, SceneError, ShapeObject, compose
 from .splits import HELD_OUT_PAIRS, SPLITS
 
-__all__ = ["COLORS", "HELD_OUT_PAIRS", "SHAPES", "SIZES", "SPLITS", "JudgeError", "Scene", "SceneError",
-           "ShapeObject", "ShapesWorld", "compare_scenes", "compose", "judge", "render", "render_grid"]
+__all__ = [
+    "COLORS",
+    "HELD_OUT_PAIRS",
+    "SHAPES",
+    "SIZES",
+    "SPLITS",
+    "JudgeError",
+    "Scene",
+    "SceneError",
+    "ShapeObject",
+    "ShapesWorld",
+    "compare_scenes",
+    "compose",
+    "judge",
+    "render",
+    "render_grid",
+]

@@ -57,8 +57,9 @@ class ShapesWorld:
             "caption": references[0],
             "references": references,
             "questions": language.questions(scene, rng, self.excluded),
-            "edit": None if change is None else {"kind": change.kind, "instruction": change.instruction,
-                                                 "target": change.target.to_dict()},
+            "edit": None
+            if change is None
+            else {"kind": change.kind, "instruction": change.instruction, "target": change.target.to_dict()},
         }
 
     def image(self, row_or_scene: dict | Scene) -> Image.Image:
@@ -70,5 +71,11 @@ class ShapesWorld:
         return language.document(self.scene(index), rng, self.excluded, max_images)
 
     def episode(self, index: int, k: int, task: str = "color-words") -> dict:
-        return language.episode(split_seed(self.split, self.seed + index), k, width=self.width,
-                                height=self.height, task=task, excluded=self.excluded)
+        return language.episode(
+            split_seed(self.split, self.seed + index),
+            k,
+            width=self.width,
+            height=self.height,
+            task=task,
+            excluded=self.excluded,
+        )

@@ -42,7 +42,11 @@ def _area_and_centroid(shape: str) -> tuple[float, float, float]:
     x1, y1 = np.roll(x, -1), np.roll(y, -1)
     cross = x * y1 - x1 * y
     area = cross.sum() / 2
-    return abs(area), float(((x + x1) * cross).sum() / (6 * area)), float(((y + y1) * cross).sum() / (6 * area))
+    return (
+        abs(area),
+        float(((x + x1) * cross).sum() / (6 * area)),
+        float(((y + y1) * cross).sum() / (6 * area)),
+    )
 
 
 _UNIT = {s: _area_and_centroid(s) for s in SHAPES}
@@ -59,8 +63,9 @@ def _as_array(image) -> np.ndarray:
     raise JudgeError(f"the judge takes a PIL image or an H x W x 3 array, not {type(image).__name__}")
 
 
-def _template_mask(shape: str, cx: float, cy: float, radius: float, box: tuple[int, int, int, int],
-                   supersample: int = 4) -> np.ndarray:
+def _template_mask(
+    shape: str, cx: float, cy: float, radius: float, box: tuple[int, int, int, int], supersample: int = 4
+) -> np.ndarray:
     """Coverage (0..1) of `shape` over the pixel window `box` = (x0, y0, x1, y1)."""
     x0, y0, x1, y1 = box
     s = supersample
@@ -154,6 +159,7 @@ def judge(image) -> Scene:
 
 # --- comparing scenes --------------------------------------------------------------------------
 
+
 def match_objects(predicted: Scene, truth: Scene) -> list[tuple[int, int]]:
     """Pairs (i_pred, i_true) matched by nearest centres, greedily, closest first."""
     pairs = sorted(
@@ -177,6 +183,7 @@ def compare_scenes(predicted: Scene, truth: Scene, position_tolerance: float = 0
     bindings; positions requires each matched centre within `position_tolerance` x canvas side;
     relations requires every pair's relation to agree; `exact` is all of them.
     """
+
     def multiset(scene: Scene, key) -> Counter:
         return Counter(key(o) for o in scene.objects)
 
@@ -191,11 +198,20 @@ def compare_scenes(predicted: Scene, truth: Scene, position_tolerance: float = 0
     tolerance = position_tolerance * min(truth.width, truth.height)
     result["positions"] = result["count"] and all(
         math.hypot(predicted.objects[i].x - truth.objects[j].x, predicted.objects[i].y - truth.objects[j].y)
-        <= tolerance for i, j in matched)
+        <= tolerance
+        for i, j in matched
+    )
     result["relations"] = result["count"] and all(
-        relation_holds(relation(truth.objects[j1], truth.objects[j2]), predicted.objects[i1], predicted.objects[i2])
-        for (i1, j1) in matched for (i2, j2) in matched if j1 < j2)
+        relation_holds(
+            relation(truth.objects[j1], truth.objects[j2]), predicted.objects[i1], predicted.objects[i2]
+        )
+        for (i1, j1) in matched
+        for (i2, j2) in matched
+        if j1 < j2
+    )
     result["exact"] = all(result.values()) and all(
-        predicted.objects[i].kind == truth.objects[j].kind and predicted.objects[i].size == truth.objects[j].size
-        for i, j in matched)
+        predicted.objects[i].kind == truth.objects[j].kind
+        and predicted.objects[i].size == truth.objects[j].size
+        for i, j in matched
+    )
     return result

@@ -29,14 +29,38 @@ from .scene import (
 )
 
 NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
-RELATION_PHRASES = {"left of": "to the left of", "right of": "to the right of", "above": "above", "below": "below"}
+RELATION_PHRASES = {
+    "left of": "to the left of",
+    "right of": "to the right of",
+    "above": "above",
+    "below": "below",
+}
 RELATION_ANSWERS = {"left of": "left", "right of": "right", "above": "above", "below": "below"}
 REGIONS = {
-    "top left corner": (0.2, 0.2), "top middle": (0.5, 0.2), "top right corner": (0.8, 0.2),
-    "left side": (0.2, 0.5), "center": (0.5, 0.5), "right side": (0.8, 0.5),
-    "bottom left corner": (0.2, 0.8), "bottom middle": (0.5, 0.8), "bottom right corner": (0.8, 0.8),
+    "top left corner": (0.2, 0.2),
+    "top middle": (0.5, 0.2),
+    "top right corner": (0.8, 0.2),
+    "left side": (0.2, 0.5),
+    "center": (0.5, 0.5),
+    "right side": (0.8, 0.5),
+    "bottom left corner": (0.2, 0.8),
+    "bottom middle": (0.5, 0.8),
+    "bottom right corner": (0.8, 0.8),
 }
-MADE_UP_WORDS = ("dax", "blicket", "wug", "fep", "toma", "zup", "kiki", "bouba", "gazzer", "tufa", "modi", "lorp")
+MADE_UP_WORDS = (
+    "dax",
+    "blicket",
+    "wug",
+    "fep",
+    "toma",
+    "zup",
+    "kiki",
+    "bouba",
+    "gazzer",
+    "tufa",
+    "modi",
+    "lorp",
+)
 EDIT_KINDS = ("recolor", "reshape", "move", "add", "remove")
 QUESTION_KINDS = ("color", "shape", "count", "existence", "relation", "size")
 
@@ -44,6 +68,7 @@ Pair = tuple[str, str]  # (color, shape)
 
 
 # --- phrases -----------------------------------------------------------------------------------
+
 
 def plural(shape: str) -> str:
     return shape + ("es" if shape.endswith("s") else "s")
@@ -54,7 +79,7 @@ def article(word: str) -> str:
 
 
 def noun_phrase(count: int, size: str | None, color: str | None, shape: str) -> str:
-    """"a small red circle", "two large blue stars", "an orange cross"."""
+    """ "a small red circle", "two large blue stars", "an orange cross"."""
     words = [w for w in (size, color) if w]
     noun = shape if count == 1 else plural(shape)
     head = " ".join(words + [noun])
@@ -83,16 +108,32 @@ def capitalize(text: str) -> str:
 # --- captions ----------------------------------------------------------------------------------
 
 _LIST_TEMPLATES = (
-    "{Objs}.", "There {be} {objs}.", "An image of {objs}.", "A picture showing {objs}.",
-    "This scene contains {objs}.", "{Objs} on a {bg} background.", "We can see {objs}.",
-    "The canvas holds {objs}.", "A {bg} background with {objs}.", "In this image: {objs}.",
-    "Shapes: {objs}.", "{Total} {shapes_word}: {objs}.", "Here {be} {objs}.", "A drawing of {objs}.",
-    "Visible {be} {objs}.", "The picture has {objs}.", "Only {objs}.",
+    "{Objs}.",
+    "There {be} {objs}.",
+    "An image of {objs}.",
+    "A picture showing {objs}.",
+    "This scene contains {objs}.",
+    "{Objs} on a {bg} background.",
+    "We can see {objs}.",
+    "The canvas holds {objs}.",
+    "A {bg} background with {objs}.",
+    "In this image: {objs}.",
+    "Shapes: {objs}.",
+    "{Total} {shapes_word}: {objs}.",
+    "Here {be} {objs}.",
+    "A drawing of {objs}.",
+    "Visible {be} {objs}.",
+    "The picture has {objs}.",
+    "Only {objs}.",
     # Sizeless phrasings, as people (and GenEval's prompts) often leave size out.
-    "An image of {objs_plain}.", "A picture with {objs_plain}.", "{Objs_plain}.",
+    "An image of {objs_plain}.",
+    "A picture with {objs_plain}.",
+    "{Objs_plain}.",
 )
 _RELATION_TEMPLATES = (
-    "{A} {rel} {B}.", "There is {a} {rel} {b}.", "{A} sits {rel} {b}.",
+    "{A} {rel} {B}.",
+    "There is {a} {rel} {b}.",
+    "{A} sits {rel} {b}.",
 )
 _ORDER_TEMPLATES = ("From left to right: {objs}.", "From top to bottom: {objs}.")
 CAPTION_TEMPLATE_COUNT = len(_LIST_TEMPLATES) + len(_RELATION_TEMPLATES) + len(_ORDER_TEMPLATES)
@@ -127,9 +168,11 @@ def layout(scene: Scene) -> str:
     all layouts: a blur. The model therefore writes this plan first, as text that it samples, then
     draws the image the plan pins down (an interleaved answer; see docs/architecture.md).
     """
-    cell = lambda v, side: min(int(v / side * LAYOUT_GRID), LAYOUT_GRID - 1)  # noqa: E731
-    parts = [f"{o.size} {o.color} {o.shape} at {cell(o.x, scene.width)} {cell(o.y, scene.height)}"
-             for o in sorted(scene.objects, key=lambda o: (o.x, o.y))]
+    cell = lambda v, side: min(int(v / side * LAYOUT_GRID), LAYOUT_GRID - 1)
+    parts = [
+        f"{o.size} {o.color} {o.shape} at {cell(o.x, scene.width)} {cell(o.y, scene.height)}"
+        for o in sorted(scene.objects, key=lambda o: (o.x, o.y))
+    ]
     return "Layout: " + ", ".join(parts) + "."
 
 
@@ -148,9 +191,13 @@ def applicable_captions(scene: Scene) -> list[str]:
     first_count = groups(scene.objects)[0][0]
     total = len(scene.objects)
     fields = {
-        "objs": objs, "Objs": capitalize(objs), "objs_plain": describe(scene.objects, with_size=False),
-        "Objs_plain": capitalize(describe(scene.objects, with_size=False)), "be": "is" if first_count == 1 else "are",
-        "bg": scene.background, "Total": capitalize(NUMBER_WORDS[total]),
+        "objs": objs,
+        "Objs": capitalize(objs),
+        "objs_plain": describe(scene.objects, with_size=False),
+        "Objs_plain": capitalize(describe(scene.objects, with_size=False)),
+        "be": "is" if first_count == 1 else "are",
+        "bg": scene.background,
+        "Total": capitalize(NUMBER_WORDS[total]),
         "shapes_word": "shape" if total == 1 else "shapes",
     }
     out = [t.format(**fields) for t in _LIST_TEMPLATES]
@@ -223,6 +270,7 @@ def caption_attribute_scores(text: str, scene: Scene) -> dict[str, float]:
 
 # --- referring expressions -------------------------------------------------------------------
 
+
 def refer(scene: Scene, index: int, rng: np.random.Generator, without: str | None = None) -> str | None:
     """The shortest description that picks out object `index` alone ("the red circle").
 
@@ -247,6 +295,7 @@ def refer(scene: Scene, index: int, rng: np.random.Generator, without: str | Non
 
 # --- questions -------------------------------------------------------------------------------
 
+
 def questions(scene: Scene, rng: np.random.Generator, excluded: frozenset[Pair] = frozenset()) -> list[dict]:
     """One question of every kind that the scene supports: [{kind, question, answer}]."""
     out = []
@@ -258,13 +307,15 @@ def questions(scene: Scene, rng: np.random.Generator, excluded: frozenset[Pair] 
 
 
 def _ask_attribute(attribute: str):
-    """"What <attribute> is <the object>?", referring to the object without naming that attribute."""
+    """ "What <attribute> is <the object>?", referring to the object without naming that attribute."""
+
     def ask(scene, rng, excluded):
         for i in rng.permutation(len(scene.objects)):
             ref = refer(scene, int(i), rng, without=attribute)
             if ref:
                 return f"What {attribute} is {ref}?", getattr(scene.objects[i], attribute)
         return None
+
     return ask
 
 
@@ -318,11 +369,18 @@ def _ask_size(scene, rng, excluded):
     return None
 
 
-_ASKERS = {"color": _ask_attribute("color"), "shape": _ask_attribute("shape"), "count": _ask_count, "existence": _ask_existence,
-           "relation": _ask_relation, "size": _ask_size}
+_ASKERS = {
+    "color": _ask_attribute("color"),
+    "shape": _ask_attribute("shape"),
+    "count": _ask_count,
+    "existence": _ask_existence,
+    "relation": _ask_relation,
+    "size": _ask_size,
+}
 
 
 # --- edits -----------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Edit:
@@ -332,12 +390,20 @@ class Edit:
     target: Scene
 
     def to_dict(self) -> dict:
-        return {"kind": self.kind, "instruction": self.instruction, "source": self.source.to_dict(),
-                "target": self.target.to_dict()}
+        return {
+            "kind": self.kind,
+            "instruction": self.instruction,
+            "source": self.source.to_dict(),
+            "target": self.target.to_dict(),
+        }
 
 
-def edit(scene: Scene, rng: np.random.Generator, excluded: frozenset[Pair] = frozenset(),
-         kinds: tuple[str, ...] = EDIT_KINDS) -> Edit | None:
+def edit(
+    scene: Scene,
+    rng: np.random.Generator,
+    excluded: frozenset[Pair] = frozenset(),
+    kinds: tuple[str, ...] = EDIT_KINDS,
+) -> Edit | None:
     """A random applicable edit of `scene`, or None. Targets never contain `excluded` pairs."""
     for k in rng.permutation(len(kinds)):
         result = _EDITORS[kinds[k]](scene, rng, excluded)
@@ -361,7 +427,9 @@ def _edit_recolor(scene, rng, excluded):
             color = choices[rng.integers(len(choices))]
             template = ("Make {ref} {c}.", "Change the color of {ref} to {c}.", "Paint {ref} {c}.")
             text = template[rng.integers(3)].format(ref=ref, c=color)
-            return capitalize(text), _swap(scene, int(i), ShapeObject(obj.shape, color, obj.size, obj.x, obj.y))
+            return capitalize(text), _swap(
+                scene, int(i), ShapeObject(obj.shape, color, obj.size, obj.x, obj.y)
+            )
     return None
 
 
@@ -371,10 +439,16 @@ def _edit_reshape(scene, rng, excluded):
         choices = [s for s in SHAPES if s != obj.shape and (obj.color, s) not in excluded]
         if ref and choices:
             shape = choices[rng.integers(len(choices))]
-            new = noun_phrase(1, None, None, shape) if rng.random() < 0.7 else noun_phrase(1, None, obj.color, shape)
+            new = (
+                noun_phrase(1, None, None, shape)
+                if rng.random() < 0.7
+                else noun_phrase(1, None, obj.color, shape)
+            )
             template = ("Turn {ref} into {new}.", "Change {ref} into {new}.", "Replace {ref} with {new}.")
             text = template[rng.integers(3)].format(ref=ref, new=new)
-            return capitalize(text), _swap(scene, int(i), ShapeObject(shape, obj.color, obj.size, obj.x, obj.y))
+            return capitalize(text), _swap(
+                scene, int(i), ShapeObject(shape, obj.color, obj.size, obj.x, obj.y)
+            )
     return None
 
 
@@ -406,8 +480,9 @@ def _edit_add(scene, rng, excluded):
     except SceneError:
         return None
     template = ("Add {np}.", "Draw {np} too.", "Put {np} somewhere free.")
-    return template[rng.integers(3)].format(np=noun_phrase(1, size, color, shape)), \
-        scene.replace(objects=scene.objects + (obj,))
+    return template[rng.integers(3)].format(np=noun_phrase(1, size, color, shape)), scene.replace(
+        objects=scene.objects + (obj,)
+    )
 
 
 def _edit_remove(scene, rng, excluded):
@@ -417,39 +492,57 @@ def _edit_remove(scene, rng, excluded):
         ref = refer(scene, int(i), rng)
         if ref:
             template = ("Remove {ref}.", "Delete {ref}.", "Take away {ref}.")
-            objects = scene.objects[:i] + scene.objects[i + 1:]
+            objects = scene.objects[:i] + scene.objects[i + 1 :]
             return capitalize(template[rng.integers(3)].format(ref=ref)), scene.replace(objects=objects)
     return None
 
 
-_EDITORS = {"recolor": _edit_recolor, "reshape": _edit_reshape, "move": _edit_move, "add": _edit_add,
-            "remove": _edit_remove}
+_EDITORS = {
+    "recolor": _edit_recolor,
+    "reshape": _edit_reshape,
+    "move": _edit_move,
+    "add": _edit_add,
+    "remove": _edit_remove,
+}
 
 
 # --- interleaved documents and in-context episodes -------------------------------------------
 
-def document(scene: Scene, rng: np.random.Generator, excluded: frozenset[Pair] = frozenset(),
-             max_images: int = 4) -> list[dict]:
+
+def document(
+    scene: Scene, rng: np.random.Generator, excluded: frozenset[Pair] = frozenset(), max_images: int = 4
+) -> list[dict]:
     """An interleaved text-and-image document: a scene changed step by step.
 
     Returns segments [{"type": "text", "text"} | {"type": "image", "scene": dict}].
     """
-    segments = [{"type": "text", "text": capitalize(captions(scene, rng)[0])},
-                {"type": "image", "scene": scene.to_dict()}]
+    segments = [
+        {"type": "text", "text": capitalize(captions(scene, rng)[0])},
+        {"type": "image", "scene": scene.to_dict()},
+    ]
     steps = int(rng.integers(1, max_images))
     for step in range(steps):
         change = edit(scene, rng, excluded)
         if change is None:
             break
         lead = ("Then: ", "Next: ", "After that: ")[min(step, 2)]
-        segments += [{"type": "text", "text": lead + change.instruction[0].lower() + change.instruction[1:]},
-                     {"type": "image", "scene": change.target.to_dict()}]
+        segments += [
+            {"type": "text", "text": lead + change.instruction[0].lower() + change.instruction[1:]},
+            {"type": "image", "scene": change.target.to_dict()},
+        ]
         scene = change.target
     return segments
 
 
-def episode(seed: int, k: int, *, width: int = 64, height: int = 64, task: str = "color-words",
-            excluded: frozenset[Pair] = frozenset()) -> dict:
+def episode(
+    seed: int,
+    k: int,
+    *,
+    width: int = 64,
+    height: int = 64,
+    task: str = "color-words",
+    excluded: frozenset[Pair] = frozenset(),
+) -> dict:
     """A few-shot episode: k labelled demonstrations, then a query.
 
     The labels are made-up words bound to colours (or shapes) in this episode alone, so the answer
@@ -466,19 +559,33 @@ def episode(seed: int, k: int, *, width: int = 64, height: int = 64, task: str =
     def single(value: str, sub_seed: int) -> Scene:
         sub = np.random.default_rng(sub_seed)
         while True:
-            other = SHAPES[sub.integers(len(SHAPES))] if attribute == "color" else list(COLORS)[sub.integers(len(COLORS))]
+            other = (
+                SHAPES[sub.integers(len(SHAPES))]
+                if attribute == "color"
+                else list(COLORS)[sub.integers(len(COLORS))]
+            )
             color, shape = (value, other) if attribute == "color" else (other, value)
             if (color, shape) not in excluded:
-                return compose([(shape, color, SIZES[sub.integers(2)])], width=width, height=height, seed=sub_seed)
+                return compose(
+                    [(shape, color, SIZES[sub.integers(2)])], width=width, height=height, seed=sub_seed
+                )
 
     # Demonstrations alternate classes so that each class is shown when k >= 2.
     demo_classes = [(i + int(rng.integers(2))) % 2 for i in range(k)] if k else []
     if k >= 2:
         demo_classes = [i % 2 for i in range(k)]
         rng.shuffle(demo_classes)
-    demos = [{"scene": single(classes[c], seed * 31 + i + 1).to_dict(), "answer": words[c]}
-             for i, c in enumerate(demo_classes)]
+    demos = [
+        {"scene": single(classes[c], seed * 31 + i + 1).to_dict(), "answer": words[c]}
+        for i, c in enumerate(demo_classes)
+    ]
     query_class = int(rng.integers(2))
-    return {"task": task, "k": k, "prompt": "What is this?", "demos": demos,
-            "query": single(classes[query_class], seed * 31 + 1000).to_dict(), "answer": words[query_class],
-            "words": dict(zip(words, classes))}
+    return {
+        "task": task,
+        "k": k,
+        "prompt": "What is this?",
+        "demos": demos,
+        "query": single(classes[query_class], seed * 31 + 1000).to_dict(),
+        "answer": words[query_class],
+        "words": dict(zip(words, classes)),
+    }

@@ -8,7 +8,7 @@ The same `shape_polygon` serves the judge's template matching, so drawing and ju
 from __future__ import annotations
 
 import math
-from functools import lru_cache
+from functools import cache, lru_cache
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -19,7 +19,7 @@ SUPERSAMPLE = 4
 TEXTURE_AMPLITUDE = 7.0  # +- levels of the light background texture; far below any object colour
 
 
-@lru_cache(maxsize=None)
+@cache
 def unit_polygon(shape: str) -> tuple[tuple[float, float], ...]:
     """Vertices of `shape` inside the unit circle, y pointing down (image coordinates)."""
     if shape == "circle":
@@ -30,8 +30,10 @@ def unit_polygon(shape: str) -> tuple[tuple[float, float], ...]:
         return ((-h, -h), (h, -h), (h, h), (-h, h))
     if shape == "triangle":
         # Equilateral, apex up, inscribed in the unit circle.
-        return tuple((math.cos(a), -math.sin(a)) for a in (math.pi / 2, math.pi / 2 + 2 * math.pi / 3,
-                                                           math.pi / 2 + 4 * math.pi / 3))
+        return tuple(
+            (math.cos(a), -math.sin(a))
+            for a in (math.pi / 2, math.pi / 2 + 2 * math.pi / 3, math.pi / 2 + 4 * math.pi / 3)
+        )
     if shape == "diamond":
         return ((0.0, -1.0), (0.8, 0.0), (0.0, 1.0), (-0.8, 0.0))
     if shape == "star":
@@ -44,12 +46,26 @@ def unit_polygon(shape: str) -> tuple[tuple[float, float], ...]:
         return tuple(points)
     if shape == "cross":
         a, t = 0.85, 0.3  # arm half-length and half-thickness
-        return ((-t, -a), (t, -a), (t, -t), (a, -t), (a, t), (t, t), (t, a), (-t, a), (-t, t), (-a, t),
-                (-a, -t), (-t, -t))
+        return (
+            (-t, -a),
+            (t, -a),
+            (t, -t),
+            (a, -t),
+            (a, t),
+            (t, t),
+            (t, a),
+            (-t, a),
+            (-t, t),
+            (-a, t),
+            (-a, -t),
+            (-t, -t),
+        )
     raise ValueError(f"unknown shape {shape!r}")
 
 
-def shape_polygon(shape: str, x: float, y: float, radius: float, scale: float = 1.0) -> list[tuple[float, float]]:
+def shape_polygon(
+    shape: str, x: float, y: float, radius: float, scale: float = 1.0
+) -> list[tuple[float, float]]:
     """`shape` centred at (x, y) with the given radius, in a canvas scaled by `scale`."""
     return [((x + u * radius) * scale, (y + v * radius) * scale) for u, v in unit_polygon(shape)]
 
@@ -80,8 +96,13 @@ def render(scene: Scene, supersample: int = SUPERSAMPLE) -> Image.Image:
     return canvas.reduce(s) if s > 1 else canvas
 
 
-def render_grid(images: list[Image.Image], columns: int = 8, pad: int = 2, scale: int = 1,
-                fill: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
+def render_grid(
+    images: list[Image.Image],
+    columns: int = 8,
+    pad: int = 2,
+    scale: int = 1,
+    fill: tuple[int, int, int] = (255, 255, 255),
+) -> Image.Image:
     """Tile images (all the same size) into one picture: sample grids and reconstruction grids."""
     if not images:
         raise ValueError("render_grid needs at least one image")

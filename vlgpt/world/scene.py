@@ -87,7 +87,9 @@ class Scene:
     def __post_init__(self) -> None:
         check_canvas(self.width, self.height)
         if self.background not in BACKGROUNDS:
-            raise SceneError(f"unknown background {self.background!r}; choose one of {', '.join(BACKGROUNDS)}")
+            raise SceneError(
+                f"unknown background {self.background!r}; choose one of {', '.join(BACKGROUNDS)}"
+            )
 
     # --- JSON round trip -------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -97,7 +99,7 @@ class Scene:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
-    def from_dict(cls, data: dict, check_layout: bool = True) -> "Scene":
+    def from_dict(cls, data: dict, check_layout: bool = True) -> Scene:
         """A scene from its dict; with `check_layout`, objects must lie on the canvas, apart."""
         try:
             objects = tuple(ShapeObject(**o) for o in data.get("objects", ()))
@@ -114,13 +116,15 @@ class Scene:
             if not self.fits(obj, ignore=i):
                 raise SceneError(
                     f"object {i} ({obj.size} {obj.color} {obj.shape} at {obj.x:.1f},{obj.y:.1f}) leaves the "
-                    f"{self.width}x{self.height} canvas or overlaps another object; move it or make it smaller")
+                    f"{self.width}x{self.height} canvas or overlaps another object; move it or make it "
+                    "smaller"
+                )
 
     @classmethod
-    def from_json(cls, text: str) -> "Scene":
+    def from_json(cls, text: str) -> Scene:
         return cls.from_dict(json.loads(text))
 
-    def replace(self, **changes) -> "Scene":
+    def replace(self, **changes) -> Scene:
         return dataclasses.replace(self, **changes)
 
     def radius(self, obj: ShapeObject) -> float:

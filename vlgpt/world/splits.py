@@ -15,8 +15,14 @@ SPLIT_OFFSET: dict[str, int] = {name: i * SEED_BLOCK for i, name in enumerate(SP
 
 # One pair per shape, each colour at most once, so every shape and colour is still seen in training.
 HELD_OUT_PAIRS: frozenset[tuple[str, str]] = frozenset(
-    {("red", "star"), ("blue", "triangle"), ("green", "cross"),
-     ("yellow", "diamond"), ("purple", "circle"), ("orange", "square")}
+    {
+        ("red", "star"),
+        ("blue", "triangle"),
+        ("green", "cross"),
+        ("yellow", "diamond"),
+        ("purple", "circle"),
+        ("orange", "square"),
+    }
 )
 
 
