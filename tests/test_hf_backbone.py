@@ -383,3 +383,25 @@ def run_documented(blocks):
             argv = shlex.split(line)
             assert argv[0] == "vlgpt", line
             assert main(argv[1:]) == 0, line
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_caption_batch_runs_on_an_hf_backbone(family, lm_folders):
+    """Batched decoding goes through the backbone interface (embed_text, transformer, heads) only, so an
+    HF backbone decodes a batch as it decodes each prompt alone."""
+    from types import SimpleNamespace
+
+    from vlgpt.generate import Generator, SamplingConfig
+
+    model, tokenizer = hf_vlgpt(lm_folders[family])
+    g = torch.Generator().manual_seed(0)
+    generator = Generator(model, tokenizer, SimpleNamespace(token_dim=8, num_tokens=4))
+    prompts = [
+        [S.text("User:"), S.image(torch.randn(4, 8, generator=g)), S.text("Describe the image. Assistant:")],
+        [S.text("User: Describe the image. Assistant:")],
+    ]
+    config = SamplingConfig(max_new_tokens=6)
+    batched = generator.caption_batch(prompts, config)
+    for prompt, answer in zip(prompts, batched):
+        alone = generator.generate(prompt, config)
+        assert answer.text == alone.text

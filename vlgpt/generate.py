@@ -167,7 +167,7 @@ class Generator:
             if all(done) or cache.length >= max_len:
                 break
             attention[:, cache.length] = 1
-            x = self.model.token_embed(torch.tensor(tokens)[:, None])  # [B, 1, width]
+            x = self.model.embed_text(torch.tensor(tokens)[:, None])  # [B, 1, width]
             hidden = self.model.transformer(x, attention[:, : cache.length + 1], cache)[:, -1]
         outputs = []
         for i, ids in enumerate(answers):

@@ -69,6 +69,9 @@ class HFBackbone(nn.Module):
         if total > self.max_seq_len:
             raise ValueError(f"sequence of {total} positions exceeds max_seq_len {self.max_seq_len}")
         past = {self.cache_name: cache.past} if cache is not None else {}
+        if attention_mask is not None:  # left-padded rows count positions from their first real token
+            position = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, start:total]
+            past["position_ids"] = position
         out = self.model.base_model(
             inputs_embeds=x, attention_mask=attention_mask, use_cache=cache is not None, **past
         )
