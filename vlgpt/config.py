@@ -125,6 +125,9 @@ class PixelDecoderConfig:
         "draw the last log2(k) doublings as k x k sub-pixels of a coarser map (pixel "
         "shuffle) instead of convolving at full resolution; 1: none",
     )
+    position_maps: bool = f(
+        False, "add a learned position map after each upsampling, so pixels of one grid cell can differ"
+    )
     foreground_symmetric: bool = f(
         True,
         "weight a pixel by foreground_weight where the target *or* the prediction "

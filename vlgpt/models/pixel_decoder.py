@@ -73,6 +73,12 @@ class ConvPixelDecoder(nn.Module):
         self.stem = nn.Conv2d(embed_dim, channels[0], 1)
         self.stages = nn.ModuleList(FiLMStage(c, cond_dim) for c in channels)
         self.ups = nn.ModuleList(nn.Conv2d(channels[i], channels[i + 1], 3, padding=1) for i in range(ups))
+        # A learned map per upsampled stage tells each pixel where it sits inside its grid cell (nearest
+        # upsampling gives every pixel of a cell the same features): zero at the start, a no-op.
+        self.maps = nn.ParameterList(
+            nn.Parameter(torch.zeros(1, channels[i + 1], grid * 2 ** (i + 1), grid * 2 ** (i + 1)))
+            for i in range(ups if config.position_maps else 0)
+        )
         self.head = nn.Conv2d(channels[-1], 3 * self.shuffle**2, 3, padding=1)
 
     def decode(self, z_v: torch.Tensor, z_t: torch.Tensor) -> torch.Tensor:
@@ -95,6 +101,8 @@ class ConvPixelDecoder(nn.Module):
             x = stage(x, cond)
             if i < len(self.ups):
                 x = self.ups[i](F.interpolate(x, scale_factor=2, mode="nearest"))
+                if len(self.maps):
+                    x = x + self.maps[i]
         return F.pixel_shuffle(self.head(x), self.shuffle) + 0.5
 
     def loss(self, e_v: torch.Tensor, e_t: torch.Tensor, images: torch.Tensor) -> tuple[torch.Tensor, dict]:
