@@ -36,6 +36,9 @@ def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
             found |= {a.name for a in node.names if a.name in known}
         elif isinstance(node, ast.ImportFrom):
             if node.level:
+                assert node.level <= package.count(".") + 1, (
+                    f"{path}:{node.lineno}: relative import beyond vlgpt"
+                )
                 base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
                 target = f"{base}.{node.module}" if node.module else base
             else:

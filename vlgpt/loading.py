@@ -33,7 +33,7 @@ def load_clip(run_or_dir: Path) -> tuple[CLIP, TextTokenizer]:
     directory = _model_dir(run_or_dir, "clip")
     config = read_config(directory, "clip")
     if config.get("backbone") == "hf":  # `vlgpt train clip --vision PATH`: the checkpoint kept under hf/
-        from ..models.hf_clip import HFClip
+        from .models.hf_clip import HFClip
 
         clip = HFClip(directory / HF_FOLDER, condition_grid=config["config"]["condition_grid"])
         return clip, TextTokenizer.load(directory)
