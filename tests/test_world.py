@@ -1,6 +1,7 @@
 """The Shapes world: scenes, rendering, language, splits and the judge."""
 
 import json
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -236,3 +237,18 @@ def test_layout_names_every_object_left_to_right_on_a_16_grid():
             assert 0 <= int(col) < 16 and 0 <= int(row) < 16
             cols.append(int(col))
         assert cols == sorted(cols)
+
+
+def test_instruction_tuning_asks_every_kind_of_question():
+    """The rows list one question per kind in a fixed order; training must not see only the first."""
+    from vlgpt.train.lm_stages import sample_questions
+
+    world = ShapesWorld("train", 64)
+    kinds = Counter()
+    for index in range(200):
+        rng = np.random.default_rng(index)
+        picked = sample_questions(world[index], rng)
+        assert 1 <= len(picked) <= 3
+        kinds.update(qa["kind"] for qa in picked)
+    assert set(kinds) == set(L.QUESTION_KINDS), kinds
+    assert min(kinds.values()) > 0.4 * max(kinds.values()), kinds

@@ -22,7 +22,7 @@ def quick_eval(stage, n: int = 20) -> dict:
     embeddings = stage.codec.encode([np.asarray(render(s)) for s in scenes])
     chat = stage.name == "instruct"
     f1, vqa, t2i = [], [], []
-    for row, scene, emb in zip(rows, scenes, embeddings):
+    for index, (row, scene, emb) in enumerate(zip(rows, scenes, embeddings)):
         if chat:
             segments = S.chat_segments(
                 [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": DESCRIBE}]}],
@@ -35,7 +35,7 @@ def quick_eval(stage, n: int = 20) -> dict:
         caption = generator.generate(segments, SamplingConfig(max_new_tokens=40)).text
         f1.append(caption_attribute_scores(caption, scene)["f1"])
         if chat and row["questions"]:
-            qa = row["questions"][0]
+            qa = row["questions"][index % len(row["questions"])]  # every kind, not colour alone
             segments = S.chat_segments(
                 [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": qa["question"]}]}],
                 [emb],

@@ -268,6 +268,17 @@ def world_pretrain_sample(world: ShapesWorld, index: int, rng) -> tuple[list[S.S
 INSTRUCT_KINDS = ("describe", "vqa", "draw", "edit", "episode")
 
 
+def sample_questions(row: dict, rng) -> list[dict]:
+    """A random one to three of a world row's questions, in random order.
+
+    The row holds one question per kind in a fixed order (colour, shape, count, existence, relation,
+    size): taking its first ones left relation and size questions untrained, and the demo model
+    answered every one of them wrong."""
+    order = rng.permutation(len(row["questions"]))[: int(rng.integers(1, 4))]
+    picked = [row["questions"][int(i)] for i in order]
+    return picked or [{"question": "How many shapes are there?", "answer": str(len(row["scene"]["objects"]))}]
+
+
 @register_stage
 class InstructStage(LMStage):
     name = "instruct"
@@ -330,9 +341,7 @@ class InstructStage(LMStage):
         if kind == "describe":
             messages = [user(img, txt(DESCRIBE)), bot(txt(row["caption"]))]
         elif kind == "vqa":
-            questions = row["questions"][: int(rng.integers(1, 4))] or [
-                {"question": "How many shapes are there?", "answer": str(len(scene.objects))}
-            ]
+            questions = sample_questions(row, rng)
             messages = [user(img, txt(questions[0]["question"])), bot(txt(questions[0]["answer"]))]
             for qa in questions[1:]:
                 messages += [user(txt(qa["question"])), bot(txt(qa["answer"]))]
