@@ -5,8 +5,9 @@ directly (no image tokenizer in between)? A probe of the decoder and its loss, a
     python benchmarks/decoder_probe.py --steps 300 --encoder vit --clip RUN   # the run's CLIP ViT, tuned
 
 `conv`: a fresh stride-2 conv stem (the ViT's, models/vit.py) straight to the grid; `vit`: a copy of
-RUN's CLIP image tower, fine-tuned with the decoder. Same data, AdamW, warmup and cosine schedule as
-the decoder stage. Prints one JSON line: the judge's agreement on 200 val scenes and the seconds.
+RUN's CLIP image tower, fine-tuned with the decoder; `vit-fresh`: the same tower from random weights.
+Same data, AdamW, warmup and cosine schedule as the decoder stage. Prints one JSON line: the judge's
+agreement on 200 val scenes and the seconds.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from vlgpt.data.images import pixels_from, to_pil
 from vlgpt.data.sources import WorldSource
 from vlgpt.loading import load_clip
 from vlgpt.models.pixel_decoder import build_pixel_decoder
-from vlgpt.models.vit import PIXEL_MEAN, PIXEL_STD, conv_stem
+from vlgpt.models.vit import PIXEL_MEAN, PIXEL_STD, VisionTransformer, conv_stem
 from vlgpt.world.judge import compare_scenes, judge
 from vlgpt.world.render import render_grid
 
@@ -37,7 +38,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--encoder", choices=("conv", "vit"), default="conv")
+    parser.add_argument("--encoder", choices=("conv", "vit", "vit-fresh"), default="conv")
     parser.add_argument("--clip", help="run folder whose CLIP ViT --encoder vit starts from")
     parser.add_argument(
         "--set", action="append", default=[], help="model override, e.g. decoder.edge_weight=2"
@@ -52,7 +53,9 @@ def main() -> None:
     model = apply_overrides(preset("small").model, args.set)
     grid, size, width = model.clip.condition_grid, model.clip.vision.image_size, model.clip.embed_dim
     decoder = build_pixel_decoder(model.decoder, width, size, grid)
-    if args.encoder == "vit":
+    if args.encoder == "vit-fresh":  # the CLIP image tower's architecture, from random weights
+        encoder = VisionTransformer(model.clip.vision)
+    elif args.encoder == "vit":
         if not args.clip:
             parser.error("--encoder vit needs --clip RUN (a run with a trained clip stage)")
         encoder = copy.deepcopy(load_clip(args.clip)[0].vision).requires_grad_(True).train()

@@ -97,6 +97,11 @@ class ImageTokenizerConfig:
         "give each query a home on the image grid and bias cross-attention towards it "
         "(ALiBi-style, one distance scale per head, the last head global)",
     )
+    seeded_queries: bool = f(
+        True,
+        "with locality: each query starts from the features around its home (the detokenizer's "
+        "region queries from the tokens around theirs), so content has a direct path to its token",
+    )
     weight_image: float = f(1.0, "lambda_1: weight of MSE(z_v, e_v)")
     weight_text: float = f(1.0, "lambda_2: weight of MSE(z_t, e_t)")
 

@@ -55,6 +55,8 @@ def trained_image_side(run_or_dir: Path) -> tuple[Path, Path]:
 def load_codec(run_or_dir: Path) -> ImageCodec:
     directory = _model_dir(run_or_dir, "tokenizer")
     config = read_config(directory, "tokenizer")
+    # A tokenizer saved before queries were seeded has no seed weights: build it as it was trained.
+    config["config"].setdefault("seeded_queries", False)
     model = ImageCodec(
         from_dict(ImageTokenizerConfig, config["config"]),
         config["feature_width"],

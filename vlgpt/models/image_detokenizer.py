@@ -12,24 +12,20 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ImageTokenizerConfig
-from .image_tokenizer import ImageTokenizer, QueryTransformer, grid_homes, locality_bias
+from .image_tokenizer import ImageTokenizer, QueryTransformer, grid_homes, home_pooling, locality_bias
 from .layers import init_weights
 
 
 class ImageDetokenizer(nn.Module):
     def __init__(self, config: ImageTokenizerConfig, num_image_condition_tokens: int, embed_dim: int):
         super().__init__()
-        bias = None
+        bias = seed = None
         if config.locality:  # queries: [pooled, G x G regions, text]; keys: the N tokens with their homes
-            regions = num_image_condition_tokens - 1
-            bias = locality_bias(
-                grid_homes(regions),
-                grid_homes(config.num_tokens),
-                config.heads,
-                num_image_condition_tokens + 1,
-                config.num_tokens,
-                query_offset=1,
-            )
+            homes = (grid_homes(num_image_condition_tokens - 1), grid_homes(config.num_tokens))
+            shape = (num_image_condition_tokens + 1, config.num_tokens)
+            bias = locality_bias(*homes, config.heads, *shape, query_offset=1)
+            if config.seeded_queries:
+                seed = home_pooling(*homes, *shape, query_offset=1)
         self.transformer = QueryTransformer(
             num_image_condition_tokens + 1,
             config.width,
@@ -38,6 +34,7 @@ class ImageDetokenizer(nn.Module):
             config.mlp_ratio,
             config.token_dim,
             bias,
+            seed,
         )
         self.out_image = nn.Linear(config.width, embed_dim)
         self.out_text = nn.Linear(config.width, embed_dim)

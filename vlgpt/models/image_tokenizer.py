@@ -57,8 +57,32 @@ def locality_bias(
     return bias
 
 
+def home_pooling(
+    query_homes: torch.Tensor,
+    key_homes: torch.Tensor,
+    num_queries: int,
+    num_keys: int,
+    query_offset: int = 0,
+    key_offset: int = 0,
+) -> torch.Tensor:
+    """[num_queries, num_keys] averaging weights over the keys that have homes: a query with a home
+    takes the keys nearest it (a Gaussian whose width is about half a key cell), one without a home
+    (pooled, text) their plain mean."""
+    weights = torch.zeros(num_queries, num_keys)
+    cols = slice(key_offset, key_offset + len(key_homes))
+    weights[:, cols] = 1.0 / len(key_homes)
+    rows = slice(query_offset, query_offset + len(query_homes))
+    weights[rows, cols] = torch.softmax(-256.0 * torch.cdist(query_homes, key_homes) ** 2, dim=-1)
+    return weights
+
+
 class QueryTransformer(nn.Module):
-    """Learned queries -> causal self-attention + cross-attention to a context -> outputs."""
+    """Learned queries -> causal self-attention + cross-attention to a context -> outputs.
+
+    With `seed` weights [num_queries, num_context], each query starts as its learned vector plus a
+    projection of the context averaged around its home, so what lies at a query's place reaches it
+    through one linear map, and attention refines that instead of having to find it first.
+    """
 
     def __init__(
         self,
@@ -69,10 +93,14 @@ class QueryTransformer(nn.Module):
         mlp_ratio: float,
         context_width: int,
         context_bias: torch.Tensor | None = None,
+        seed: torch.Tensor | None = None,
     ):
         super().__init__()
         self.register_buffer("context_bias", context_bias, persistent=False)
+        self.register_buffer("seed_weights", seed, persistent=False)
         self.queries = nn.Parameter(torch.zeros(1, num_queries, width))
+        if seed is not None:
+            self.seed_norm, self.seed = nn.LayerNorm(context_width), nn.Linear(context_width, width)
         self.blocks = nn.ModuleList(QueryBlock(width, heads, mlp_ratio, context_width) for _ in range(depth))
         self.norm = nn.LayerNorm(width)
         self.apply(init_weights)
@@ -80,6 +108,8 @@ class QueryTransformer(nn.Module):
 
     def forward(self, context: torch.Tensor) -> torch.Tensor:
         x = self.queries.expand(context.shape[0], -1, -1)
+        if self.seed_weights is not None:
+            x = x + self.seed(self.seed_norm(self.seed_weights.to(context.dtype) @ context))
         for block in self.blocks:
             x = block(x, context, causal=True, context_bias=self.context_bias)
         return self.norm(x)
@@ -89,19 +119,22 @@ class ImageTokenizer(nn.Module):
     def __init__(self, config: ImageTokenizerConfig, feature_width: int, num_patches: int | None = None):
         super().__init__()
         self.config = config
-        bias = None
+        bias = seed = None
         if config.locality and num_patches:  # features are [CLS, patches on a g x g grid]
             g = math.isqrt(num_patches)
-            bias = locality_bias(
-                grid_homes(config.num_tokens),
-                grid_homes(g * g),
-                config.heads,
-                config.num_tokens,
-                1 + num_patches,
-                key_offset=1,
-            )
+            homes = (grid_homes(config.num_tokens), grid_homes(g * g))
+            bias = locality_bias(*homes, config.heads, config.num_tokens, 1 + num_patches, key_offset=1)
+            if config.seeded_queries:
+                seed = home_pooling(*homes, config.num_tokens, 1 + num_patches, key_offset=1)
         self.transformer = QueryTransformer(
-            config.num_tokens, config.width, config.depth, config.heads, config.mlp_ratio, feature_width, bias
+            config.num_tokens,
+            config.width,
+            config.depth,
+            config.heads,
+            config.mlp_ratio,
+            feature_width,
+            bias,
+            seed,
         )
         self.out = nn.Linear(config.width, config.token_dim)
         init_weights(self.out)
