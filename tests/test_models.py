@@ -1,5 +1,6 @@
 """Shapes of every component, and checkpoint folders that fail cleanly."""
 
+import dataclasses
 import json
 
 import pytest
@@ -12,6 +13,7 @@ from vlgpt.models.image_detokenizer import ImageCodec
 from vlgpt.models.pixel_decoder import build_pixel_decoder
 
 TINY: ModelConfig = preset("tiny").model
+SMALL: ModelConfig = preset("small").model
 
 
 def test_component_output_shapes():
@@ -48,6 +50,26 @@ def test_tokenizer_queries_are_causal():
     changed = codec.tokenizer(features)
     assert torch.allclose(base[:, :-1], changed[:, :-1], atol=1e-6)
     assert not torch.allclose(base[:, -1], changed[:, -1])
+
+
+@pytest.mark.parametrize("seeded", [True, False])
+def test_seeded_queries_give_a_patch_a_direct_path_to_its_token(seeded):
+    """With seeded queries, changing one patch moves the token whose home it is more than any other
+    token, before any training; without seeding, attention has yet to learn where to look."""
+    torch.manual_seed(0)
+    config = dataclasses.replace(SMALL.tokenizer, seeded_queries=seeded)
+    codec = ImageCodec(config, 128, SMALL.clip.num_condition_tokens, 128, 64).eval()
+    features = torch.randn(1, 65, 128)
+    base = codec.tokenizer(features)
+    wins = 0
+    for patch in range(0, 64, 9):  # patches on the diagonal of the 8 x 8 grid
+        changed = features.clone()
+        changed[0, 1 + patch] += 3.0 * torch.randn(128)
+        moved = (codec.tokenizer(changed) - base).norm(dim=-1)[0]  # [N]
+        row, col = divmod(patch, 8)
+        home = (row // 2) * 8 + col  # 32 tokens tile the canvas as 4 rows x 8 columns
+        wins += int(moved.argmax()) == home and moved[home] > 2 * moved.median()
+    assert (wins == 8) if seeded else (wins < 8)
 
 
 def test_contrastive_groups_treat_equivalent_captions_as_positives():
