@@ -25,6 +25,7 @@ from vlgpt.config import apply_overrides, preset
 from vlgpt.data.images import pixels_from, to_pil
 from vlgpt.data.sources import WorldSource
 from vlgpt.loading import load_clip
+from vlgpt.models.image_detokenizer import ImageCodec
 from vlgpt.models.pixel_decoder import build_pixel_decoder
 from vlgpt.models.vit import PIXEL_MEAN, PIXEL_STD, VisionTransformer, conv_stem
 from vlgpt.world.judge import compare_scenes, judge
@@ -39,6 +40,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--encoder", choices=("conv", "vit", "vit-fresh"), default="conv")
+    parser.add_argument("--codec", choices=("none", "fresh"), default="none", help="fresh: a new one between")
     parser.add_argument("--clip", help="run folder whose CLIP ViT --encoder vit starts from")
     parser.add_argument(
         "--set", action="append", default=[], help="model override, e.g. decoder.edge_weight=2"
@@ -74,11 +76,18 @@ def main() -> None:
 
         encoder = ConvEncoder()
 
+    # --codec: the image tokenizer and detokenizer in between, fresh, as the decoder stage's chain has them
+    codec = ImageCodec(model.tokenizer, width, model.clip.num_condition_tokens, width, grid * grid)
+
     def reconstruct(x: torch.Tensor) -> torch.Tensor:
         tokens = encoder(x)
-        return decoder(tokens, tokens[:, 0])
+        if args.codec == "none":
+            return decoder(tokens, tokens[:, 0])
+        z_v, z_t = codec.detokenizer(codec.tokenizer(tokens))
+        return decoder(z_v, z_t)
 
-    params = [p for m in (encoder, decoder) for p in m.parameters()]
+    modules = (encoder, decoder) if args.codec == "none" else (encoder, codec, decoder)
+    params = [p for m in modules for p in m.parameters()]
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.05, betas=(0.9, 0.98))
     source, val = WorldSource("train", size), WorldSource("val", size)
     start = time.perf_counter()
@@ -94,7 +103,7 @@ def main() -> None:
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
     seconds = time.perf_counter() - start
-    encoder.eval(), decoder.eval()
+    encoder.eval(), codec.eval(), decoder.eval()
     agreement = []
     with torch.no_grad():
         for first in range(0, args.n, 50):
@@ -108,6 +117,7 @@ def main() -> None:
     result = {k: round(sum(a[k] for a in agreement) / len(agreement), 3) for k in KEYS}
     result.update(
         encoder=args.encoder,
+        codec=args.codec,
         steps=args.steps,
         batch=args.batch,
         lr=args.lr,

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ImageTokenizerConfig
-from .image_tokenizer import ImageTokenizer, QueryTransformer, grid_homes, home_pooling, locality_bias
+from .image_tokenizer import ImageTokenizer, QueryTransformer, grid_homes, home_slots, locality_bias
 from .layers import init_weights
 
 
@@ -25,7 +25,7 @@ class ImageDetokenizer(nn.Module):
             shape = (num_image_condition_tokens + 1, config.num_tokens)
             bias = locality_bias(*homes, config.heads, *shape, query_offset=1)
             if config.seeded_queries:
-                seed = home_pooling(*homes, *shape, query_offset=1)
+                seed = home_slots(*homes, *shape, query_offset=1)
         self.transformer = QueryTransformer(
             num_image_condition_tokens + 1,
             config.width,

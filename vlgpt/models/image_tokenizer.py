@@ -57,31 +57,45 @@ def locality_bias(
     return bias
 
 
-def home_pooling(
+def home_slots(
     query_homes: torch.Tensor,
     key_homes: torch.Tensor,
     num_queries: int,
     num_keys: int,
     query_offset: int = 0,
     key_offset: int = 0,
-) -> torch.Tensor:
-    """[num_queries, num_keys] averaging weights over the keys that have homes: a query with a home
-    takes the keys nearest it (a Gaussian whose width is about half a key cell), one without a home
-    (pooled, text) their plain mean."""
-    weights = torch.zeros(num_queries, num_keys)
-    cols = slice(key_offset, key_offset + len(key_homes))
-    weights[:, cols] = 1.0 / len(key_homes)
-    rows = slice(query_offset, query_offset + len(query_homes))
-    weights[rows, cols] = torch.softmax(-256.0 * torch.cdist(query_homes, key_homes) ** 2, dim=-1)
-    return weights
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Which keys each query starts from, and with which weight: (index [Q, K], slot [Q, K]).
+
+    With more keys than queries (the tokenizer: 64 patches, 32 tokens) a query takes its
+    K = keys / queries nearest keys, slot k for the k-th in raster order: a space-to-depth merge,
+    so the token knows which patch was where. With fewer (the detokenizer: 32 tokens, 64 regions) a
+    query takes its nearest key, slot s for the s-th query sharing it: depth-to-space, each region
+    reading its own part of the token. Queries without a home (pooled, text) get index -1: no seed.
+    """
+    nq, nk = len(query_homes), len(key_homes)
+    d2 = torch.cdist(query_homes, key_homes) ** 2
+    index = torch.full((num_queries, max(math.ceil(nk / nq), 1)), -1, dtype=torch.long)
+    slot = torch.zeros_like(index)
+    rows = slice(query_offset, query_offset + nq)
+    if nk >= nq:
+        nearest = d2.topk(index.shape[1], dim=1, largest=False).indices.sort(dim=1).values
+        index[rows] = nearest + key_offset
+        slot[rows] = torch.arange(index.shape[1])
+    else:
+        nearest = d2.argmin(dim=1)
+        index[rows, 0] = nearest + key_offset
+        slot[rows, 0] = torch.tensor([int((nearest[:i] == nearest[i]).sum()) for i in range(nq)])
+    return index, slot
 
 
 class QueryTransformer(nn.Module):
     """Learned queries -> causal self-attention + cross-attention to a context -> outputs.
 
-    With `seed` weights [num_queries, num_context], each query starts as its learned vector plus a
-    projection of the context averaged around its home, so what lies at a query's place reaches it
-    through one linear map, and attention refines that instead of having to find it first.
+    With `seed` = `home_slots(...)`, each query starts as its learned vector plus a linear map of
+    the context at its home, and every block's residual branch starts at zero: the transformer
+    begins as that linear space-to-depth (or depth-to-space) map, so what lies at a query's place
+    reaches it at once, and attention learns what to add instead of first having to find it.
     """
 
     def __init__(
@@ -93,23 +107,37 @@ class QueryTransformer(nn.Module):
         mlp_ratio: float,
         context_width: int,
         context_bias: torch.Tensor | None = None,
-        seed: torch.Tensor | None = None,
+        seed: tuple[torch.Tensor, torch.Tensor] | None = None,
     ):
         super().__init__()
         self.register_buffer("context_bias", context_bias, persistent=False)
-        self.register_buffer("seed_weights", seed, persistent=False)
         self.queries = nn.Parameter(torch.zeros(1, num_queries, width))
-        if seed is not None:
-            self.seed_norm, self.seed = nn.LayerNorm(context_width), nn.Linear(context_width, width)
         self.blocks = nn.ModuleList(QueryBlock(width, heads, mlp_ratio, context_width) for _ in range(depth))
         self.norm = nn.LayerNorm(width)
+        self.seed = None
+        if seed is not None:
+            index, slot = seed
+            self.slots = int(slot.max()) + 1
+            # Row (key, slot) of the projected context, or the zero row appended at the end for index -1.
+            flat = torch.where(index >= 0, index * self.slots + slot, -1)
+            self.register_buffer("seed_rows", flat, persistent=False)
+            self.seed_norm = nn.LayerNorm(context_width)
+            self.seed = nn.Linear(context_width, self.slots * width)
         self.apply(init_weights)
         nn.init.normal_(self.queries, std=0.02)
+        if seed is not None:
+            for block in self.blocks:
+                for layer in (block.self_attn.out, block.cross_attn.out, block.mlp.proj):
+                    nn.init.zeros_(layer.weight)
+                    nn.init.zeros_(layer.bias)
 
     def forward(self, context: torch.Tensor) -> torch.Tensor:
         x = self.queries.expand(context.shape[0], -1, -1)
-        if self.seed_weights is not None:
-            x = x + self.seed(self.seed_norm(self.seed_weights.to(context.dtype) @ context))
+        if self.seed is not None:
+            B, Q, W = context.shape[0], self.queries.shape[1], self.queries.shape[2]
+            rows = self.seed(self.seed_norm(context)).view(B, -1, W)  # [B, keys x slots, W]
+            rows = torch.cat([rows, rows.new_zeros(B, 1, W)], dim=1)
+            x = x + rows[:, self.seed_rows.flatten()].view(B, Q, -1, W).sum(2)
         for block in self.blocks:
             x = block(x, context, causal=True, context_bias=self.context_bias)
         return self.norm(x)
@@ -125,7 +153,7 @@ class ImageTokenizer(nn.Module):
             homes = (grid_homes(config.num_tokens), grid_homes(g * g))
             bias = locality_bias(*homes, config.heads, config.num_tokens, 1 + num_patches, key_offset=1)
             if config.seeded_queries:
-                seed = home_pooling(*homes, config.num_tokens, 1 + num_patches, key_offset=1)
+                seed = home_slots(*homes, config.num_tokens, 1 + num_patches, key_offset=1)
         self.transformer = QueryTransformer(
             config.num_tokens,
             config.width,
