@@ -288,7 +288,8 @@ PRESETS: dict[str, Preset] = {
         {
             "clip": _train(steps=500, batch_size=128, lr=2e-3, warmup_steps=30, save_every=100),
             "tokenizer": _train(steps=300, batch_size=64, lr=2e-3, warmup_steps=30, save_every=100),
-            "decoder": _train(steps=800, batch_size=32, lr=1e-3, warmup_steps=30, save_every=100),
+            # Shapes arrive late and want steps more than batch (benchmarks/decoder_probe.py).
+            "decoder": _train(steps=1600, batch_size=16, lr=1e-3, warmup_steps=30, save_every=200),
             "pretrain": _train(
                 steps=1000, batch_size=16, lr=1e-3, warmup_steps=30, save_every=200, eval_size=30
             ),
