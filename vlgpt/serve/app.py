@@ -100,8 +100,9 @@ def create_app(pipeline, settings: ServeSettings) -> FastAPI:
     async def chat_completions(body: ChatCompletionRequest, request: Request):
         check_model(body.model, settings)
         worker.ensure_room()
+        budget = check_max_tokens(body, settings)
         sampling = {
-            "max_new_tokens": check_max_tokens(body, settings),
+            "max_new_tokens": budget[0],
             "temperature": body.temperature,
             "top_p": body.top_p,
             "top_k": body.top_k,
@@ -118,6 +119,7 @@ def create_app(pipeline, settings: ServeSettings) -> FastAPI:
                 sampling,
                 settings.model_name,
                 include_usage=bool(body.stream_options and body.stream_options.include_usage),
+                budget=budget,
             )
 
         def work(job: Job) -> Output:
@@ -126,7 +128,7 @@ def create_app(pipeline, settings: ServeSettings) -> FastAPI:
         output = await worker.call(work, request.is_disconnected)
         if output.finish_reason == "cancelled":
             raise timeout_error(settings.timeout_s)
-        return chat_completion(output, settings.model_name)
+        return chat_completion(output, settings.model_name, budget)
 
     @app.post("/v1/images/generations")
     async def images_generations(body: ImageGenerationRequest, request: Request) -> dict:
@@ -285,6 +287,7 @@ async def _stream_chat(
     sampling: dict,
     model: str,
     include_usage: bool,
+    budget: tuple[int, int | None] = (0, None),
 ) -> StreamingResponse:
     """Start the job, wait for its first piece (errors before it are plain JSON errors), then stream SSE."""
     loop = asyncio.get_running_loop()
@@ -322,7 +325,7 @@ async def _stream_chat(
             else:
                 yield _sse(chat_chunk(chunk_id, model, created, {}, finish_reason=output.finish_reason))
                 if include_usage:
-                    yield _sse(chat_chunk(chunk_id, model, created, {}, usage_=usage(output)))
+                    yield _sse(chat_chunk(chunk_id, model, created, {}, usage_=usage(output, budget)))
             yield "data: [DONE]\n\n"
         except APIError as error:
             yield _sse(_error_body(error))

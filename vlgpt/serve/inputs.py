@@ -47,18 +47,15 @@ def check_prompt_length(chars: int, settings: ServeSettings, param: str) -> None
         )
 
 
-def check_max_tokens(request: ChatCompletionRequest, settings: ServeSettings) -> int:
-    """The answer's token budget: max_completion_tokens, else max_tokens, else the server's limit."""
+def check_max_tokens(request: ChatCompletionRequest, settings: ServeSettings) -> tuple[int, int | None]:
+    """The answer's token budget and what the request asked for: max_completion_tokens, else
+    max_tokens, else the server's limit. A request asking for more is clamped to the limit, not
+    refused: evaluation harnesses (lmms-eval's OpenAI client sends 1024) ask for more than a small
+    model can say, and a refused request became an empty answer there. `usage` reports the clamp."""
     asked = request.max_completion_tokens or request.max_tokens
-    if asked is not None and asked > settings.max_tokens:
-        param = "max_completion_tokens" if request.max_completion_tokens else "max_tokens"
-        raise APIError(
-            400,
-            f"{param} is {asked}; this server allows at most {settings.max_tokens} (--max-tokens)",
-            param=param,
-            code="max_tokens_too_large",
-        )
-    return asked or settings.max_tokens
+    if asked is None:
+        return settings.max_tokens, None
+    return min(asked, settings.max_tokens), asked
 
 
 def chat_messages(request: ChatCompletionRequest, settings: ServeSettings) -> list[dict]:
@@ -75,8 +72,9 @@ def chat_messages(request: ChatCompletionRequest, settings: ServeSettings) -> li
                     if message.role == "assistant"
                     else [("text", part.text)]
                 )
-            else:
-                pieces = [("image_url", part.image_url.url)]
+            else:  # image_url as {"url": ...} (OpenAI) or a plain string (some clients)
+                url = part.image_url if isinstance(part.image_url, str) else part.image_url.url
+                pieces = [("image_url", url)]
             for kind, value in pieces:
                 if kind == "text":
                     chars += len(value)
@@ -85,6 +83,8 @@ def chat_messages(request: ChatCompletionRequest, settings: ServeSettings) -> li
                     images += 1
                     out.append({"type": "image_url", "url": value, "param": f"messages[{index}]"})
         role = "system" if message.role == "developer" else message.role
+        if role == "user" and settings.images_first:  # the order the model was trained on
+            out = [p for p in out if p["type"] == "image_url"] + [p for p in out if p["type"] != "image_url"]
         messages.append({"role": role, "content": out})
     check_prompt_length(chars, settings, "messages")
     if images > settings.max_images:

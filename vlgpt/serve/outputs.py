@@ -46,15 +46,19 @@ def completion_id() -> str:
     return f"chatcmpl-{uuid.uuid4().hex}"
 
 
-def usage(output: Output) -> dict:
+def usage(output: Output, max_tokens: tuple[int, int | None] = (0, None)) -> dict:
+    """OpenAI's usage; when the request's max_tokens was clamped, also what it asked for and got."""
+    used, asked = max_tokens
+    clamped = {"max_tokens_requested": asked, "max_tokens_used": used} if asked and asked > used else {}
     return {
         "prompt_tokens": output.prompt_tokens,
         "completion_tokens": output.completion_tokens,
         "total_tokens": output.prompt_tokens + output.completion_tokens,
+        **clamped,
     }
 
 
-def chat_completion(output: Output, model: str) -> dict:
+def chat_completion(output: Output, model: str, max_tokens: tuple[int, int | None] = (0, None)) -> dict:
     writer = ContentWriter()
     for kind, value in output.parts:
         writer.add(kind, value)
@@ -71,7 +75,7 @@ def chat_completion(output: Output, model: str) -> dict:
                 "logprobs": None,
             }
         ],
-        "usage": usage(output),
+        "usage": usage(output, max_tokens),
     }
 
 

@@ -30,7 +30,7 @@ class ImageURL(BaseModel):
 
 class ImagePart(BaseModel):
     type: Literal["image_url"]
-    image_url: ImageURL
+    image_url: ImageURL | str
 
 
 ContentPart = Annotated[TextPart | ImagePart, Field(discriminator="type")]

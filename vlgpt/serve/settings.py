@@ -38,8 +38,16 @@ class ServeSettings:
     max_images: int = f(4, "most input images in one chat request")
     max_n: int = f(4, "most images one images request may ask for (n)")
     max_prompt_chars: int = f(4000, "most characters of text in one request")
-    max_tokens: int = f(256, "largest max_tokens a request may ask for")
-    queue_size: int = f(8, "requests that may wait while one runs; more get 429 with Retry-After")
+    max_tokens: int = f(256, "most tokens an answer may take; a request asking for more is clamped to it")
+    queue_size: int = f(
+        64,
+        "requests that may wait while one runs (lmms-eval sends 64 at once); more get 429 with Retry-After",
+    )
+    images_first: bool = f(
+        True,
+        "move a user turn's images before its text, the order the model was trained on "
+        "(lmms-eval and many clients send the question first)",
+    )
     timeout_s: float = f(60.0, "seconds a request may wait and run before it is cancelled (504)")
     allow_remote_images: bool = f(False, "fetch http(s) image URLs (off: images must come as data: URIs)")
     cors_origins: tuple[str, ...] = f(
@@ -101,7 +109,13 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         flag = _FLAG_NAMES.get(field.name, "--" + field.name.replace("_", "-"))
         kind, help_text = hints[field.name], field.metadata["help"]
         if kind is bool:
-            parser.add_argument(flag, dest=field.name, action="store_true", help=help_text)
+            parser.add_argument(
+                flag,
+                dest=field.name,
+                action=argparse.BooleanOptionalAction,
+                default=field.default,
+                help=help_text,
+            )
         elif typing.get_origin(kind) is tuple:
             parser.add_argument(
                 flag, dest=field.name, action="append", default=[], metavar="ORIGIN", help=help_text
