@@ -49,6 +49,46 @@ def test_stage_outputs_and_metrics(run):
         assert rows[-1]["step"] == 6
 
 
+def test_each_stage_writes_its_recipe_and_dry_run_prints_it(run, tmp_path):
+    """RUN/<stage>/config.yaml is the resolved recipe; --config reads it back to the same configs, and
+    --dry-run prints it without training anything."""
+    import yaml
+
+    from vlgpt.train import resolve_configs
+
+    for stage in ("clip", "tokenizer", "decoder", "pretrain", "instruct"):
+        recipe = yaml.safe_load((run / stage / "config.yaml").read_text())
+        assert recipe["train"]["steps"] == 6 and set(recipe) == {"model", "train"}
+    model, train = resolve_configs("decoder", "tiny", str(run / "decoder" / "config.yaml"))
+    assert train.steps == 6 and model.decoder == resolve_configs("decoder", "tiny")[0].decoder
+    out = vlgpt(
+        "train",
+        "decoder",
+        "--preset",
+        "tiny",
+        "--out",
+        tmp_path / "r",
+        "--dry-run",
+        "--set",
+        "decoder.channels=48",
+    )
+    printed = yaml.safe_load(out.stdout)
+    assert printed["model"]["decoder"]["channels"] == 48 and not (tmp_path / "r").exists()
+    (tmp_path / "c.yaml").write_text(out.stdout)
+    again = vlgpt(
+        "train",
+        "decoder",
+        "--preset",
+        "tiny",
+        "--out",
+        tmp_path / "r",
+        "--dry-run",
+        "--config",
+        tmp_path / "c.yaml",
+    )
+    assert again.stdout == out.stdout
+
+
 def test_reconstruct_and_eval(run, image, tmp_path):
     out = tmp_path / "recon.png"
     vlgpt("reconstruct", image, "--ckpt", run, "-o", out)

@@ -88,6 +88,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .train.distributed import is_main_process
 
     overrides = {name: getattr(args, name) for name in _train_fields() if getattr(args, name) is not None}
+    if args.dry_run:
+        from .config import resolved_yaml
+        from .train import resolve_configs
+
+        model, train = resolve_configs(args.stage, args.preset, args.config, tuple(args.set or ()), overrides)
+        print(resolved_yaml(model, train), end="")
+        return 0
     metrics = train_stage(
         args.stage,
         args.out,
@@ -360,6 +367,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--clip", help="CLIP model folder for tokenizer/decoder (default: RUN/clip)")
     train.add_argument("--resume", action="store_true", help="continue from the last finished checkpoint")
+    train.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the resolved model and train config as YAML (what --config reads) and exit",
+    )
     train.add_argument(
         "--vision",
         metavar="PATH",

@@ -404,5 +404,14 @@ def load_yaml(path: str | Path) -> dict:
     return data
 
 
+def resolved_yaml(model: ModelConfig, train: TrainConfig) -> str:
+    """A stage's resolved configs as YAML with `model:` and `train:` sections: what `--config` reads,
+    so `vlgpt train STAGE --config RUN/STAGE/config.yaml` repeats the recipe."""
+    import yaml
+
+    plain = json.loads(json.dumps({"model": to_dict(model), "train": to_dict(train)}))  # tuples -> lists
+    return yaml.safe_dump(plain, sort_keys=False)
+
+
 def save_json(config, path: Path, **extra) -> None:
     path.write_text(json.dumps({**extra, **to_dict(config)}, indent=2) + "\n")

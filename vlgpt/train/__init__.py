@@ -13,6 +13,7 @@ from ..config import (
     from_dict,
     load_yaml,
     preset,
+    resolved_yaml,
     to_dict,
 )
 from . import lm_stages, stages  # noqa: F401 - importing them registers the five stages
@@ -104,7 +105,16 @@ def train_stage(
         ).run(run / "clip")
     with process_group(train_config) as dist:
         task = stage_class.from_run(run, common, train_config, clip)
-        trainer = Trainer(task, train_config, run / stage, resume=resume, progress=progress, dist=dist)
+        recipe = resolved_yaml(task.model_config, train_config)  # as run, in the form --config reads
+        trainer = Trainer(
+            task,
+            train_config,
+            run / stage,
+            resume=resume,
+            progress=progress,
+            dist=dist,
+            files={"config.yaml": recipe},
+        )
         return trainer.fit()
 
 

@@ -204,8 +204,10 @@ class Trainer:
         resume: bool = False,
         progress: bool = True,
         dist: Distributed | None = None,
+        files: dict[str, str] | None = None,
     ):
         self.task, self.config, self.out = task, config, Path(out)
+        self.files = files or {}  # name -> text, written into `out` once the run is known to be ours
         self.dist = dist or Distributed(device=torch.device(config.device))
         self.device = self.dist.device
         self.autocast_dtype = resolve_precision(config.precision, self.device)
@@ -384,6 +386,8 @@ class Trainer:
             )
         if self.dist.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
+            for name, text in self.files.items():
+                (self.out / name).write_text(text)
             self.clean_partial_checkpoints()
             if logged and not existing:
                 (self.out / "metrics.jsonl").unlink()
