@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 
@@ -286,3 +287,64 @@ def test_summarize() -> None:
     assert set(out) == {"mean", "ci_low", "ci_high", "n"}
     assert out["n"] == 4 and out["mean"] == 0.75
     assert out["ci_low"] <= out["mean"] <= out["ci_high"]
+
+
+def test_eval_data_scores_captions_and_answers_and_can_fail(tmp_path):
+    """`vlgpt eval data` on a captions folder and a LLaVA JSON: a model that says the truth scores 1,
+    one that says something else scores 0 (the figures can fail)."""
+    from PIL import Image
+
+    from vlgpt.data.formats import DatasetError
+    from vlgpt.eval.data_eval import evaluate_data
+
+    (tmp_path / "caps").mkdir()
+    rows, entries, truth = [], [], {}
+    for i, (colour, word) in enumerate([((255, 0, 0), "red"), ((0, 0, 255), "blue")] * 3):
+        Image.new("RGB", (16, 16), colour).save(tmp_path / "caps" / f"{i}.png")
+        rows.append(
+            json.dumps(
+                {
+                    "file_name": f"{i}.png",
+                    "text": f"a small photo of one {word} square on a plain background.",
+                }
+            )
+        )
+        entries.append(
+            {
+                "id": str(i),
+                "image": f"caps/{i}.png",
+                "conversations": [
+                    {"from": "human", "value": "<image>\nWhat colour is it?"},
+                    {"from": "gpt", "value": word},
+                ],
+            }
+        )
+        truth[Image.new("RGB", (16, 16), colour).tobytes()] = word
+    (tmp_path / "caps" / "metadata.jsonl").write_text("\n".join(rows) + "\n")
+    (tmp_path / "chat.json").write_text(json.dumps(entries))
+
+    class Stub:
+        def __init__(self, honest):
+            self.honest = honest
+
+        def _word(self, image):
+            return truth[image.convert("RGB").tobytes()] if self.honest else "green"
+
+        def caption(self, image, **_):
+            return f"a small photo of one {self._word(image)} square on a plain background."
+
+        def chat(self, messages, **_):
+            image = next(p["image"] for m in messages for p in m["content"] if p["type"] == "image")
+            return type("Out", (), {"text": self._word(image).capitalize() + "."})()
+
+    good, bad = (evaluate_data(Stub(h), tmp_path / "caps") for h in (True, False))
+    assert good["captions"]["n"] == 6 and good["captions"]["bleu4"] > 0.9 > bad["captions"]["bleu4"]
+    assert good["captions"]["cider_per_caption"]["n"] == 6
+    good, bad = (evaluate_data(Stub(h), tmp_path / "chat.json") for h in (True, False))
+    assert good["answers"]["exact_match"]["mean"] == 1.0 and bad["answers"]["exact_match"]["mean"] == 0.0
+    assert evaluate_data(Stub(True), tmp_path / "chat.json", limit=2)["answers"]["exact_match"]["n"] == 2
+    (tmp_path / "bare").mkdir()
+    (tmp_path / "bare" / "metadata.jsonl").write_text(json.dumps({"file_name": "0.png"}) + "\n")
+    Image.new("RGB", (16, 16)).save(tmp_path / "bare" / "0.png")
+    with pytest.raises(DatasetError, match="no example has a caption or a conversation"):
+        evaluate_data(Stub(True), tmp_path / "bare")

@@ -127,10 +127,20 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    """Evaluate a run: `reconstruction` (judge agreement and retrieval) or `all` (everything VL-GPT does)."""
+    """Evaluate a run: `reconstruction` (judge agreement and retrieval), `all` (everything VL-GPT does on
+    Shapes) or `data DIR` (captions and answers on your own held-out data)."""
     from .report import table, write_json
 
-    if args.what == "all":
+    if args.what == "data":
+        from .eval.data_eval import evaluate_data, headline
+        from .pipeline import load
+
+        if not args.path:
+            raise SystemExit("vlgpt eval data needs the dataset: `vlgpt eval data DIR --ckpt RUN`")
+        out = Path(args.output or Path(args.ckpt) / "eval_data.json")
+        metrics = evaluate_data(load(args.ckpt), args.path, limit=args.limit)
+        metrics = {"headline": headline(metrics), **metrics}
+    elif args.what == "all":
         from .eval.full import evaluate_all, headline
         from .pipeline import load
 
@@ -145,7 +155,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
             args.ckpt, n=args.n, split=args.split, grid_path=out.with_suffix(".png")
         )
     write_json(out, metrics)
-    print(table(f"eval {args.what} (n={args.n})", metrics.get("headline", metrics)))
+    title = f"eval data {args.path}" if args.what == "data" else f"eval {args.what} (n={args.n})"
+    print(table(title, metrics.get("headline", metrics)))
     print(f"wrote {out}")
     return 0
 
@@ -388,7 +399,11 @@ def build_parser() -> argparse.ArgumentParser:
     recon.set_defaults(func=cmd_reconstruct)
 
     evaluate = sub.add_parser("eval", help=cmd_eval.__doc__, description=cmd_eval.__doc__)
-    evaluate.add_argument("what", choices=["reconstruction", "all"], help="what to evaluate")
+    evaluate.add_argument(
+        "what", choices=["reconstruction", "all", "data"], help="what to evaluate (data: your own set)"
+    )
+    evaluate.add_argument("path", nargs="?", help="with `data`: a dataset folder, LLaVA JSON or shards")
+    evaluate.add_argument("--limit", type=int, help="with `data`: evaluate the first N examples only")
     evaluate.add_argument("--ckpt", required=True, help="run folder")
     evaluate.add_argument("--n", type=int, default=500, help="scenes to evaluate")
     evaluate.add_argument("--split", choices=SPLITS, default="val", help="Shapes split")
