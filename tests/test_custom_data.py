@@ -150,11 +150,11 @@ def stripes_run(tmp_path_factory):
         "train", "pretrain", "--data", captions, "--steps", "40", "--lr", "3e-3", "--log-every", "2", *common
     )
     vlgpt("train", "instruct", "--data", chat, "--steps", "6", *common)
-    return run, captions
+    return run, captions, chat
 
 
 def test_a_custom_captions_dataset_trains_every_stage_and_captions(stripes_run, tmp_path):
-    run, captions = stripes_run
+    run, captions, chat = stripes_run
     rows = [json.loads(line) for line in (run / "pretrain" / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in rows if "loss" in r]
     assert losses[-1] < 0.6 * losses[0], losses  # it learns the captions, not just runs
@@ -175,8 +175,19 @@ def test_a_custom_captions_dataset_trains_every_stage_and_captions(stripes_run, 
     assert result.returncode == 0
 
 
+def test_eval_data_reports_captions_and_answers_of_a_custom_run(stripes_run, tmp_path):
+    run, captions, chat = stripes_run
+    for data, key in ((captions, "captions"), (chat, "answers")):
+        out = tmp_path / f"{key}.json"
+        vlgpt("eval", "data", data, "--ckpt", run, "--limit", "4", "--output", out)
+        report = json.loads(out.read_text())
+        assert report["examples"] == 4 and key in report and report["headline"], report
+    result = vlgpt("eval", "data", "--ckpt", run, check=False)
+    assert result.returncode != 0 and "needs the dataset" in result.stderr
+
+
 def test_instruct_refuses_a_broken_conversation_with_its_place(stripes_run, tmp_path):
-    run, captions = stripes_run
+    run, captions, chat = stripes_run
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "train").symlink_to(captions / "train")
