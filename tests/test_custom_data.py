@@ -184,6 +184,9 @@ def test_eval_data_reports_captions_and_answers_of_a_custom_run(stripes_run, tmp
         assert report["examples"] == 4 and key in report and report["headline"], report
     result = vlgpt("eval", "data", "--ckpt", run, check=False)
     assert result.returncode != 0 and "needs the dataset" in result.stderr
+    vlgpt("report", run, "--data", chat, "--n", "2")
+    page = (run / "report.html").read_text()
+    assert "Examples" in page and "Training curves" in page and page.count("<img") >= 3
 
 
 def test_instruct_refuses_a_broken_conversation_with_its_place(stripes_run, tmp_path):

@@ -161,6 +161,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    """Write RUN/report.html for any run: examples, every stage's curves and metrics, its evaluations."""
+    from .eval.run_report import write_run_report
+
+    out = write_run_report(args.run, data=args.data, n=args.n)
+    print(f"wrote {out} (open it in a browser)")
+    return 0
+
+
 def _train_fields() -> dict:
     import dataclasses
 
@@ -409,6 +418,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", choices=SPLITS, default="val", help="Shapes split")
     evaluate.add_argument("--output", help="JSON file (default: RUN/eval_<what>.json; a PNG grid beside it)")
     evaluate.set_defaults(func=cmd_eval)
+
+    report = sub.add_parser("report", help=cmd_report.__doc__, description=cmd_report.__doc__)
+    report.add_argument("run", help="run folder")
+    report.add_argument("--data", help="show the first examples of this dataset (default: Shapes val scenes)")
+    report.add_argument("--n", type=int, default=8, help="examples to show")
+    report.set_defaults(func=cmd_report)
 
     for name, fn, extra in (
         ("caption", cmd_caption, ["image"]),
