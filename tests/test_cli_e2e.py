@@ -61,31 +61,12 @@ def test_each_stage_writes_its_recipe_and_dry_run_prints_it(run, tmp_path):
         assert recipe["train"]["steps"] == 6 and set(recipe) == {"model", "train"}
     model, train = resolve_configs("decoder", "tiny", str(run / "decoder" / "config.yaml"))
     assert train.steps == 6 and model.decoder == resolve_configs("decoder", "tiny")[0].decoder
-    out = vlgpt(
-        "train",
-        "decoder",
-        "--preset",
-        "tiny",
-        "--out",
-        tmp_path / "r",
-        "--dry-run",
-        "--set",
-        "decoder.channels=48",
-    )
+    dry = ("train", "decoder", "--preset", "tiny", "--out", tmp_path / "r", "--dry-run")
+    out = vlgpt(*dry, "--set", "decoder.channels=48")
     printed = yaml.safe_load(out.stdout)
     assert printed["model"]["decoder"]["channels"] == 48 and not (tmp_path / "r").exists()
     (tmp_path / "c.yaml").write_text(out.stdout)
-    again = vlgpt(
-        "train",
-        "decoder",
-        "--preset",
-        "tiny",
-        "--out",
-        tmp_path / "r",
-        "--dry-run",
-        "--config",
-        tmp_path / "c.yaml",
-    )
+    again = vlgpt(*dry, "--config", tmp_path / "c.yaml")
     assert again.stdout == out.stdout
 
 
