@@ -87,7 +87,10 @@ def noun_phrase(count: int, size: str | None, color: str | None, shape: str) -> 
 
 
 def join_list(items: list[str]) -> str:
-    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+    """'a', 'a and b', 'a, b and c'; '' for nothing (an empty canvas describes as nothing)."""
+    if len(items) <= 1:
+        return "".join(items)
+    return ", ".join(items[:-1]) + " and " + items[-1]
 
 
 def groups(objects, with_size: bool = True) -> list[tuple[int, str | None, str, str]]:
