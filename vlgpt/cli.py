@@ -180,21 +180,10 @@ def _train_fields() -> dict:
 
 def _add_train_flags(parser: argparse.ArgumentParser) -> None:
     """One typed flag per TrainConfig field, with the field's help text; unset flags keep the preset."""
-    import typing
+    from .config import TrainConfig, add_config_arguments
 
-    from .config import TrainConfig
-
-    hints = typing.get_type_hints(TrainConfig)
     group = parser.add_argument_group("training overrides (default: the preset's recipe)")
-    for name, field in _train_fields().items():
-        kind = hints[name]
-        flag = "--" + name.replace("_", "-")
-        if typing.get_origin(kind) is tuple:
-            group.add_argument(
-                flag, dest=name, type=float, nargs=len(typing.get_args(kind)), help=field.metadata["help"]
-            )
-        else:
-            group.add_argument(flag, dest=name, type=kind, help=field.metadata["help"])
+    add_config_arguments(group, TrainConfig, defaults=False)
 
 
 def _sampling(args: argparse.Namespace) -> dict:

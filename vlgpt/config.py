@@ -404,6 +404,40 @@ def load_yaml(path: str | Path) -> dict:
     return data
 
 
+def add_config_arguments(parser, cls, *, defaults: bool, flag_names: dict[str, str] | None = None) -> None:
+    """One typed flag per field of the dataclass `cls`, with the field's help text.
+
+    `defaults=True`: each flag defaults to the field's default (the server's settings); False: a flag
+    not given is None, so the caller can tell what was asked for (overrides on top of a preset).
+    bool -> --x / --no-x; tuple[T, T] -> two values; tuple[T, ...] -> a repeatable flag; X | None -> X.
+    """
+    import argparse
+
+    hints = typing.get_type_hints(cls)
+    for item in dataclasses.fields(cls):
+        flag = (flag_names or {}).get(item.name, "--" + item.name.replace("_", "-"))
+        kind, help_text = hints[item.name], item.metadata["help"]
+        default = item.default if defaults else None
+        common = {"dest": item.name, "help": help_text}
+        if kind is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, **common)
+            continue
+        args = typing.get_args(kind)
+        metavar = flag[2:].upper().replace("-", "_")
+        if typing.get_origin(kind) is tuple and args[-1] is Ellipsis:
+            start = [] if defaults else None
+            parser.add_argument(flag, action="append", default=start, metavar=metavar, **common)
+        elif typing.get_origin(kind) is tuple:
+            parser.add_argument(
+                flag, type=args[0], nargs=len(args), default=default, metavar=metavar, **common
+            )
+        else:
+            base = next((t for t in args if t is not type(None)), kind)
+            if defaults and item.default:
+                common["help"] = f"{help_text} (default: {item.default})"
+            parser.add_argument(flag, type=base, default=default, metavar=metavar, **common)
+
+
 def resolved_yaml(model: ModelConfig, train: TrainConfig) -> str:
     """A stage's resolved configs as YAML with `model:` and `train:` sections: what `--config` reads,
     so `vlgpt train STAGE --config RUN/STAGE/config.yaml` repeats the recipe."""

@@ -11,10 +11,9 @@ import argparse
 import dataclasses
 import ipaddress
 import os
-import typing
 from dataclasses import dataclass
 
-from ..config import ConfigError, f
+from ..config import ConfigError, add_config_arguments, f
 
 API_KEY_ENV = "VLGPT_API_KEY"
 
@@ -104,32 +103,7 @@ _FLAG_NAMES = {"cors_origins": "--cors-origin", "timeout_s": "--timeout", "max_b
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     """One flag per ServeSettings field, with the field's help text and default."""
-    hints = typing.get_type_hints(ServeSettings)
-    for field in dataclasses.fields(ServeSettings):
-        flag = _FLAG_NAMES.get(field.name, "--" + field.name.replace("_", "-"))
-        kind, help_text = hints[field.name], field.metadata["help"]
-        if kind is bool:
-            parser.add_argument(
-                flag,
-                dest=field.name,
-                action=argparse.BooleanOptionalAction,
-                default=field.default,
-                help=help_text,
-            )
-        elif typing.get_origin(kind) is tuple:
-            parser.add_argument(
-                flag, dest=field.name, action="append", default=[], metavar="ORIGIN", help=help_text
-            )
-        else:
-            base = next((t for t in typing.get_args(kind) if t is not type(None)), kind)
-            parser.add_argument(
-                flag,
-                dest=field.name,
-                type=base,
-                default=field.default,
-                metavar=flag[2:].upper().replace("-", "_"),
-                help=f"{help_text} (default: {field.default})" if field.default else help_text,
-            )
+    add_config_arguments(parser, ServeSettings, defaults=True, flag_names=_FLAG_NAMES)
 
 
 def settings_from_args(args: argparse.Namespace) -> ServeSettings:
