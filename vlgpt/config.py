@@ -74,6 +74,12 @@ class ClipConfig:
         8, "e_v = the pooled embedding plus the patch tokens average-pooled to this grid side"
     )
     init_temperature: float = f(0.07, "initial softmax temperature of the InfoNCE loss")
+    caption_weight: float = f(
+        0.0,
+        "weight of a captioning loss beside InfoNCE: a small decoder predicts the caption from the "
+        "image tower's patch features (CoCa/CapPa), so the tower keeps what captions name; 0: off",
+    )
+    caption_depth: int = f(2, "blocks of that caption decoder")
 
     @property
     def num_condition_tokens(self) -> int:

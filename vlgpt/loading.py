@@ -37,6 +37,8 @@ def load_clip(run_or_dir: Path) -> tuple[CLIP, TextTokenizer]:
 
         clip = HFClip(directory / HF_FOLDER, condition_grid=config["config"]["condition_grid"])
         return clip, TextTokenizer.load(directory)
+    # A CLIP saved before the captioning loss existed has no caption decoder: build it as it was trained.
+    config["config"].setdefault("caption_weight", 0.0)
     model = CLIP(from_dict(ClipConfig, config["config"], f"{directory}/config.json"))
     load_weights(directory, model)
     return model.eval().requires_grad_(False), TextTokenizer.load(directory)

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ClipConfig
+from .captioner import Captioner
 from .layers import init_weights
 from .text import TextTransformer
 from .vit import VisionTransformer
@@ -37,6 +38,11 @@ class CLIP(nn.Module):
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / config.init_temperature)))
         init_weights(self.image_proj)
         init_weights(self.text_proj)
+        self.captioner = (
+            Captioner(config.text, config.vision.width, config.caption_depth)
+            if config.caption_weight > 0
+            else None
+        )
 
     def image_features(self, pixels: torch.Tensor) -> torch.Tensor:
         """The tokenizer's input: ViT hidden states [B, 1 + P, vision.width]."""
@@ -60,7 +66,10 @@ class CLIP(nn.Module):
         Mean pooling trains much faster than the CLS token alone for a small ViT learnt from
         scratch: every patch gets gradient from the contrastive loss from the first step.
         """
-        return F.normalize(self.image_proj(self.vision(pixels)).mean(dim=1), dim=-1)
+        return self.pool_image(self.vision(pixels))
+
+    def pool_image(self, features: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.image_proj(features).mean(dim=1), dim=-1)
 
     def encode_text(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Unit-norm contrastive text embedding [B, D]; e_t = this x sqrt(D)."""
@@ -77,13 +86,16 @@ class CLIP(nn.Module):
         ids: torch.Tensor,
         lengths: torch.Tensor,
         groups: torch.Tensor | None = None,
+        parts: dict | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Symmetric InfoNCE loss and the [B, B] image-to-text logits.
+        """Symmetric InfoNCE loss (plus `caption_weight` x the captioning loss) and the [B, B]
+        image-to-text logits; `parts`, when given, receives each term detached, for logging.
 
         `groups` [B] marks samples that describe the same content (two scenes whose captions say
         the same thing): they count as positives of each other rather than as false negatives.
         """
-        image = self.encode_image(pixels)
+        features = self.vision(pixels)
+        image = self.pool_image(features)
         text = self.encode_text(ids, lengths)
         logits = self.logit_scale.clamp(max=math.log(100)).exp() * image @ text.T  # [B, B]
         if groups is None:
@@ -91,4 +103,9 @@ class CLIP(nn.Module):
         positives = (groups[:, None] == groups[None, :]).float()
         targets = positives / positives.sum(1, keepdim=True)
         loss = 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets))
+        if self.captioner is not None:
+            caption = self.captioner(features, ids, lengths)
+            if parts is not None:
+                parts.update(infonce=loss.detach(), caption_ce=caption.detach())
+            loss = loss + self.config.caption_weight * caption
         return loss, logits

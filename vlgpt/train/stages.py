@@ -111,8 +111,9 @@ class ClipStage(StageBase):
         return {"pixels": pixels, "ids": ids, "lengths": lengths, "groups": group_ids(groups)}
 
     def loss(self, batch: dict):
-        loss, _ = self.model(batch["pixels"], batch["ids"], batch["lengths"], batch["groups"])
-        return loss, {"temperature": 1 / self.model.logit_scale.exp().item()}
+        parts = {"temperature": 1 / self.model.logit_scale.exp().item()}
+        loss, _ = self.model(batch["pixels"], batch["ids"], batch["lengths"], batch["groups"], parts)
+        return loss, parts
 
     def tokens(self, batch: dict) -> int:
         return int(batch["lengths"].sum()) + batch["pixels"].shape[0] * (
