@@ -129,3 +129,33 @@ def test_yaml_and_flags_override_the_preset(tmp_path):
     path.write_text("optimizer: {}\n")
     with pytest.raises(ConfigError, match="unknown section"):
         resolve_configs("clip", "tiny", str(path))
+
+
+def test_captioning_loss_reads_the_image_and_is_causal():
+    """The caption decoder must learn words that only the image tells (a colour here), which
+    InfoNCE alone need not keep; and a token's loss must not see that token."""
+    torch.manual_seed(0)
+    config = dataclasses.replace(TINY.clip, caption_weight=1.0)
+    clip = CLIP(config)
+    captioner = clip.captioner
+    # Causal: changing the last caption token leaves the predictions for it unchanged.
+    features = torch.randn(2, 1 + config.vision.num_patches, config.vision.width)
+    ids, lengths = torch.randint(3, 50, (2, 6)), torch.tensor([6, 6])
+    other = ids.clone()
+    other[:, -1] = (other[:, -1] + 1) % 50
+    first = captioner(features[:1], ids[:1, :5], lengths[:1] - 1)
+    assert torch.isclose(first, captioner(features[:1], other[:1, :5], lengths[:1] - 1))
+    # Learns an image-dependent word: red images are captioned 7, blue ones 9, after a shared word 5.
+    size = config.vision.image_size
+    pixels = torch.zeros(8, 3, size, size)
+    pixels[:4, 0], pixels[4:, 2] = 1.0, 1.0
+    ids = torch.tensor([[5, 7, 2]] * 4 + [[5, 9, 2]] * 4)
+    lengths = torch.full((8,), 3)
+    optimizer = torch.optim.AdamW(clip.parameters(), lr=3e-3)
+    for _ in range(120):
+        parts = {}
+        loss, _ = clip(pixels, ids, lengths, parts=parts)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert parts["caption_ce"] < 0.1, parts  # chance for the colour word alone would be ln 2 / 3 = 0.23
