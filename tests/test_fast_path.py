@@ -119,3 +119,43 @@ def test_caption_batch_equals_one_by_one():
         alone = generator.generate(prompt, config)
         assert answer.text == alone.text and answer.completion_tokens == alone.completion_tokens
     assert all(answer.completion_tokens == 12 for answer in batched)
+
+
+def test_guided_drawing_steers_from_the_unconditional_context():
+    """With guidance w, each drawn embedding is u + w (c - u): c from the prompt's context, u from a
+    context of [BOS] [IMG] alone that is fed the same embeddings; w = 1 is the unguided drawing."""
+    from types import SimpleNamespace
+
+    from vlgpt.data import sequences as S
+    from vlgpt.generate import Generator, SamplingConfig
+    from vlgpt.text_tokenizer import TextTokenizer
+
+    tokenizer = TextTokenizer.train(["a red circle left of a blue square", "two green triangles"] * 20, 80)
+    torch.manual_seed(0)
+    lm = LanguageModelConfig(width=32, depth=2, heads=2, mlp_hidden=64, max_seq_len=64)
+    model = VLGPT(VLGPTConfig(tokenizer.vocab_size, num_image_tokens=4, image_token_dim=8, lm=lm)).eval()
+    codec = SimpleNamespace(token_dim=8, num_tokens=4, decode=lambda embeddings: embeddings)
+    generator = Generator(model, tokenizer, codec)
+    prompt = [S.text("a red circle")]
+
+    def draw(guidance: float) -> torch.Tensor:
+        config = SamplingConfig(guidance=guidance)
+        return generator.generate(prompt, config, force_image=True, stop_after_image=True).images[0]
+
+    plain, guided = draw(1.0), draw(3.0)
+    torch.testing.assert_close(plain, generator.generate(prompt, force_image=True).images[0])
+    with torch.no_grad():
+        built = S.build(prompt, tokenizer, 8)
+        ids = torch.cat([built["ids"], torch.tensor([tokenizer.img_id])])[None]
+        batch = {"ids": ids, "image_embeds": torch.zeros(1, ids.shape[1], 8)}
+        batch["is_image"] = torch.zeros(ids.shape, dtype=torch.bool)
+        c = model.regression_head(model(batch)["hidden"][0, -1])
+        empty = torch.tensor([[tokenizer.bos_id, tokenizer.img_id]])
+        batch = {
+            "ids": empty,
+            "image_embeds": torch.zeros(1, 2, 8),
+            "is_image": torch.zeros(1, 2, dtype=torch.bool),
+        }
+        u = model.regression_head(model(batch)["hidden"][0, -1])
+    torch.testing.assert_close(guided[0], u + 3.0 * (c - u), rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(guided, plain)

@@ -145,7 +145,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         from .pipeline import load
 
         out = Path(args.output or Path(args.ckpt) / "eval_all.json")
-        metrics = evaluate_all(load(args.ckpt), n=args.n)
+        metrics = evaluate_all(load(args.ckpt), n=args.n, guidance=args.guidance)
         metrics = {"headline": headline(metrics), **metrics}
     elif args.what == "reconstruction":
         from .eval.reconstruction import evaluate_reconstruction
@@ -216,7 +216,8 @@ def cmd_imagine(args: argparse.Namespace) -> int:
     """Draw an image from a prompt."""
     from .pipeline import load
 
-    image = load(args.ckpt).imagine(args.prompt, **_sampling(args))
+    sampling = _sampling(args) | ({} if args.guidance is None else {"guidance": args.guidance})
+    image = load(args.ckpt).imagine(args.prompt, **sampling)
     image.save(args.output)
     print(f"wrote {args.output}")
     return 0
@@ -405,6 +406,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--ckpt", required=True, help="run folder")
     evaluate.add_argument("--n", type=int, default=500, help="scenes to evaluate")
     evaluate.add_argument("--split", choices=SPLITS, default="val", help="Shapes split")
+    evaluate.add_argument(
+        "--guidance", type=float, default=None, help="with `all`: classifier-free guidance on drawings"
+    )
     evaluate.add_argument("--output", help="JSON file (default: RUN/eval_<what>.json; a PNG grid beside it)")
     evaluate.set_defaults(func=cmd_eval)
 
@@ -427,6 +431,13 @@ def build_parser() -> argparse.ArgumentParser:
         _add_sampling(verb)
         if name in ("imagine", "edit"):
             verb.add_argument("-o", "--output", required=True, help="output PNG")
+        if name == "imagine":
+            verb.add_argument(
+                "--guidance",
+                type=float,
+                default=None,
+                help="classifier-free guidance: 1 none, >1 away from the unconditional draw",
+            )
         if name == "chat":
             verb.add_argument("--save-dir", default="chat-images", help="where drawn images are saved")
         verb.set_defaults(func=fn)

@@ -228,6 +228,11 @@ class TrainConfig:
         "instruct: share of samples that replay the pretraining data's image-caption pairs when "
         "it differs from the instruction data, so tuning on chat keeps drawing (0: off)",
     )
+    uncond_prob: float = f(
+        0.0,
+        "pretrain (and instruct's replay): share of text-to-image pairs whose text is dropped, so the "
+        "model also learns to draw unconditioned, which classifier-free guidance (--guidance) needs",
+    )
     lm: str = f(
         "",
         "pretrain (or instruct without pretrain): a local Hugging Face causal LM folder (Llama, Qwen2, "
@@ -295,7 +300,7 @@ PRESETS: dict[str, Preset] = {
             "clip": _train(steps=500, batch_size=128, lr=2e-3, warmup_steps=30, save_every=100),
             "tokenizer": _train(steps=300, batch_size=64, lr=2e-3, warmup_steps=30, save_every=100),
             # Shapes arrive late and want steps more than batch (benchmarks/decoder_probe.py).
-            "decoder": _train(steps=1600, batch_size=16, lr=1e-3, warmup_steps=30, save_every=200),
+            "decoder": _train(steps=3200, batch_size=8, lr=1e-3, warmup_steps=30, save_every=200),
             "pretrain": _train(
                 steps=1000, batch_size=16, lr=1e-3, warmup_steps=30, save_every=200, eval_size=30
             ),

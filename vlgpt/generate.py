@@ -29,6 +29,9 @@ class SamplingConfig:
     stop: tuple[str, ...] = ()
     max_images: int = 4
     seed: int = 0
+    # Classifier-free guidance on drawn images: 1 is none; w > 1 pushes each image embedding away
+    # from what the model draws with no text at all (models/image_heads.py). For text-to-image.
+    guidance: float = 1.0
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
@@ -39,6 +42,8 @@ class SamplingConfig:
             raise GenerationError(f"top_k must be >= 0, got {self.top_k}")
         if not 0 < self.top_p <= 1:
             raise GenerationError(f"top_p must be in (0, 1], got {self.top_p}")
+        if not 0 <= self.guidance <= 20:
+            raise GenerationError(f"guidance must be in [0, 20] (1: none), got {self.guidance}")
 
 
 @dataclass
@@ -116,6 +121,14 @@ class Generator:
     def _step(self, cache, token: int | None = None, embedding: torch.Tensor | None = None) -> torch.Tensor:
         """Feed one position (a token or an image embedding); returns its hidden state [width]."""
         return self.model.step(cache, token, embedding)
+
+    def _unconditional(self, n: int):
+        """The context classifier-free guidance steers away from: [BOS] [IMG] with no text, the
+        sequence pretraining shows for a text-to-image pair whose text was dropped. Returns its cache
+        and hidden state; each drawn embedding is fed to it as to the conditional context."""
+        cache = self.model.new_cache(1, n + 3)
+        self._step(cache, token=self.tokenizer.bos_id)
+        return cache, self._step(cache, token=self.tokenizer.img_id)
 
     @torch.inference_mode()
     def caption_batch(
@@ -253,11 +266,14 @@ class Generator:
                     output.parts.append(("text", decoded))
                     text_ids, stream = [], TextStream(config.stop, on_part)
                 hidden = self._step(cache, token=token)
+                uncond_cache, uncond = self._unconditional(n) if config.guidance != 1.0 else (None, None)
                 predicted = []
                 for _ in range(n):  # N regression steps, each prediction fed back as the next input
-                    embedding = self.model.next_image_embedding(hidden, generator)
+                    embedding = self.model.next_image_embedding(hidden, generator, uncond, config.guidance)
                     predicted.append(embedding)
                     hidden = self._step(cache, embedding=embedding)
+                    if uncond_cache is not None:
+                        uncond = self._step(uncond_cache, embedding=embedding)
                 hidden = self._step(cache, token=self.tokenizer.img_end_id)
                 drawn = self.codec.decode(torch.stack(predicted)[None])[0]
                 output.parts.append(("image", drawn))

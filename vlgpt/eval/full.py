@@ -49,7 +49,10 @@ def few_shot(model: Pipeline, world: ShapesWorld, k: int, n: int) -> dict:
     return summarize(scores)
 
 
-def evaluate_all(model: Pipeline, n: int = 100, progress: bool = True) -> dict:
+def evaluate_all(model: Pipeline, n: int = 100, progress: bool = True, guidance: float | None = None) -> dict:
+    """Every task on n Shapes test rows. `guidance`: classifier-free guidance for the drawings
+    (None: the pipeline's default)."""
+    draw = {} if guidance is None else {"guidance": guidance}
     size = model.codec.image_size
     test = ShapesWorld("test", size, size)
     rows = [test[i] for i in tqdm(range(n), desc="rows", disable=not progress)]
@@ -58,14 +61,14 @@ def evaluate_all(model: Pipeline, n: int = 100, progress: bool = True) -> dict:
         "captioning": evaluate_captions(lambda im: model.caption(im, max_new_tokens=48), rows),
         "vqa": evaluate_vqa(lambda im, q: model.ask(im, q, max_new_tokens=6), rows),
         "t2i": evaluate_t2i(
-            lambda p: model.imagine(p.description),
+            lambda p: model.imagine(p.description, **draw),
             judge,
             make_prompts(max(1, n // 6), width=size, height=size),
             progress=lambda p: bar(p, "t2i"),
         ),
         "editing": evaluate_edits(model.edit, rows),
         "compositional_t2i": evaluate_t2i(
-            lambda p: model.imagine(p.description),
+            lambda p: model.imagine(p.description, **draw),
             judge,
             make_prompts(max(1, n // 6), seed=1, width=size, height=size, compositional=True),
             progress=lambda p: bar(p, "comp"),

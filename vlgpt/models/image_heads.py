@@ -10,6 +10,12 @@ Each head implements `loss(hidden [M, W], target [M, d]) -> scalar` and `sample(
   flow-matching form): a small residual MLP, conditioned on the hidden state, learns the velocity
   field that carries Gaussian noise to the next embedding; sampling integrates it with Euler steps.
   It draws one mode of what the text allows instead of the mean between modes.
+
+Both heads take classifier-free guidance (Ho & Salimans 2022; MAR's text-to-image): given the
+hidden state of an *unconditional* context as well (the image alone, which pretraining teaches by
+dropping the text of a share of its text-to-image pairs, `lm.uncond_prob`), the prediction is pushed
+past the conditional one, away from the unconditional: u + w (c - u), on the velocity for `flow`
+and on the regression itself for `mse`. w = 1 is no guidance.
 """
 
 from __future__ import annotations
@@ -32,8 +38,17 @@ class MSEHead(nn.Linear):
     def loss(self, hidden: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return F.mse_loss(self(hidden).float(), target.float())
 
-    def sample(self, hidden: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        return self(hidden)
+    def sample(
+        self,
+        hidden: torch.Tensor,
+        generator: torch.Generator | None = None,
+        uncond: torch.Tensor | None = None,
+        guidance: float = 1.0,
+    ) -> torch.Tensor:
+        if uncond is None or guidance == 1.0:
+            return self(hidden)
+        base = self(uncond)
+        return base + guidance * (self(hidden) - base)
 
 
 class _AdaLNBlock(nn.Module):
@@ -108,13 +123,28 @@ class FlowHead(nn.Module):
         return F.mse_loss(self.velocity(xt, t, hidden), x1 - x0)
 
     @torch.no_grad()
-    def sample(self, hidden: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample(
+        self,
+        hidden: torch.Tensor,
+        generator: torch.Generator | None = None,
+        uncond: torch.Tensor | None = None,
+        guidance: float = 1.0,
+    ) -> torch.Tensor:
         hidden = hidden.float().reshape(-1, hidden.shape[-1])
+        guided = uncond is not None and guidance != 1.0
+        if guided:
+            uncond = uncond.float().reshape(-1, hidden.shape[-1]).expand_as(hidden)
         x = self.temperature * torch.randn(len(hidden), self.dim, generator=generator, device=hidden.device)
         dt = 1.0 / self.steps
         for i in range(self.steps):  # Euler from noise (t = 0) to data (t = 1)
             t = torch.full((len(x),), i * dt, device=x.device)
-            x = x + dt * self.velocity(x, t, hidden)
+            if guided:  # one batched call for both conditions
+                both = self.velocity(torch.cat([x, x]), torch.cat([t, t]), torch.cat([hidden, uncond]))
+                v, v_uncond = both.chunk(2)
+                v = v_uncond + guidance * (v - v_uncond)
+            else:
+                v = self.velocity(x, t, hidden)
+            x = x + dt * v
         return x * self.target_scale
 
 

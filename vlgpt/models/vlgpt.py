@@ -123,7 +123,15 @@ class VLGPT(nn.Module):
         return self.lm_head(hidden_last)
 
     def next_image_embedding(
-        self, hidden_last: torch.Tensor, generator: torch.Generator | None = None
+        self,
+        hidden_last: torch.Tensor,
+        generator: torch.Generator | None = None,
+        uncond: torch.Tensor | None = None,
+        guidance: float = 1.0,
     ) -> torch.Tensor:
-        """The next image embedding [d]: the regression (mse head) or a sample (flow head)."""
-        return self.regression_head.sample(hidden_last[None], generator)[0].to(hidden_last.dtype)
+        """The next image embedding [d]: the regression (mse head) or a sample (flow head), guided
+        away from `uncond` (the unconditional context's hidden state) when guidance != 1."""
+        if uncond is not None:
+            uncond = uncond[None]
+        sample = self.regression_head.sample(hidden_last[None], generator, uncond, guidance)
+        return sample[0].to(hidden_last.dtype)

@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import save_file
 
 from ..checkpoint import CheckpointError, read_config, save_model
-from ..config import ModelConfig, to_dict
+from ..config import ConfigError, ModelConfig, to_dict
 from ..data import sequences as S
 from ..data.conversations import ConversationSource
 from ..data.formats import DatasetError
@@ -54,8 +54,12 @@ class LMStage:
         init_from: Path | None = None,
         lora: tuple[int, float, float] = (0, 32.0, 0.0),
         lm_path: str | Path | None = None,
+        uncond_prob: float = 0.0,
     ):
         self.run, self.seed, self.eval_size = Path(run), seed, eval_size
+        if not 0 <= uncond_prob < 1:
+            raise ConfigError(f"--uncond-prob must be in [0, 1), got {uncond_prob}")
+        self.uncond_prob = uncond_prob
         self.data, self.val_data = data, val_data
         self.custom = data != WORLD  # a dataset folder or shards instead of the Shapes world
         self.codec = ImageCodecPipeline.load(run)
@@ -102,7 +106,9 @@ class LMStage:
     @classmethod
     def from_run(cls, run: Path, common: dict, train, clip: str | Path | None = None, **extra):
         lora = (train.lora_rank, train.lora_alpha, train.lora_dropout)
-        return cls(**common, run=run, lora=lora, lm_path=train.lm or None, **extra)
+        return cls(
+            **common, run=run, lora=lora, lm_path=train.lm or None, uncond_prob=train.uncond_prob, **extra
+        )
 
     def dataset_sources(self, make) -> tuple:
         """`make(path, image_size, seed, part, holdout)` for training and validation: `--val-data`, or
@@ -217,10 +223,12 @@ class PretrainStage(LMStage):
     def sample(self, index: int, part: str = "train") -> tuple[list[S.Segment], list]:
         rng = np.random.default_rng([self.seed, index, 11])
         if self.custom:
-            return pair_sample(self.source if part == "train" else self.val_source, index, rng)
+            if part == "train":
+                return pair_sample(self.source, index, rng, self.uncond_prob)
+            return pair_sample(self.val_source, index, rng)
         if part == "val":
             return world_pretrain_sample(self.val_world, index, rng)
-        return world_pretrain_sample(self.world, index, rng)
+        return world_pretrain_sample(self.world, index, rng, self.uncond_prob)
 
     def export_meta(self) -> dict:
         # What instruct replays (`--replay`) to keep what pretraining taught: this stage's data, and the
@@ -233,21 +241,34 @@ class PretrainStage(LMStage):
         return {"pretrain_data": {"data": data, "holdout": self.eval_size if self.val_data is None else 0}}
 
 
-def pair_sample(source, index: int, rng) -> tuple[list[S.Segment], list]:
-    """An image-caption pair of a dataset, in either direction at random (VL-GPT §3.2's pre-training)."""
+def unconditional() -> list[S.Segment]:
+    """[BOS] [IMG] e_1 ... e_N [/IMG] [EOS]: a text-to-image pair with its text dropped."""
+    return [S.Segment("image", 0, True), S.eos()]
+
+
+def pair_sample(source, index: int, rng, uncond_prob: float = 0.0) -> tuple[list[S.Segment], list]:
+    """An image-caption pair of a dataset, in either direction at random (VL-GPT §3.2's pre-training).
+    A share `uncond_prob` of the text-to-image ones drop their text: the unconditional draw that
+    classifier-free guidance steers away from (`SamplingConfig.guidance`)."""
     pixels, caption, _ = source.get(index)
     if rng.random() < 0.5:  # image then caption
         return [S.Segment("image", 0, False), S.text(caption, True), S.eos()], [pixels]
+    if uncond_prob > 0 and rng.random() < uncond_prob:
+        return unconditional(), [pixels]
     return [S.text(t2i_prompt(caption), True), S.Segment("image", 0, True), S.eos()], [pixels]
 
 
-def world_pretrain_sample(world: ShapesWorld, index: int, rng) -> tuple[list[S.Segment], list[Scene]]:
+def world_pretrain_sample(
+    world: ShapesWorld, index: int, rng, uncond_prob: float = 0.0
+) -> tuple[list[S.Segment], list[Scene]]:
     scene = world.scene(index)
     caption = language.captions(scene, rng)[0]
     kind = rng.random()
     if kind < 0.4:  # image then caption
         return [S.Segment("image", 0, False), S.text(caption, True), S.eos()], [scene]
     if kind < 0.85:  # caption then layout then image: "An image of <caption>. Layout: ... [IMG] ... [/IMG]"
+        if uncond_prob > 0 and rng.random() < uncond_prob:
+            return unconditional(), [scene]
         return [
             S.text(t2i_prompt(caption), True),
             S.text(" " + language.layout(scene), True),
@@ -295,6 +316,8 @@ class InstructStage(LMStage):
         super().__init__(*args, **kwargs)
         if self.custom:
             self.source, self.val_source = self.dataset_sources(ConversationSource)
+        if not 0 <= replay < 1:
+            raise ConfigError(f"--replay must be in [0, 1), got {replay}")
         self.replay = self.replay_source(kwargs["init_from"]) if replay > 0 else None
         self.replay_fraction = replay
 
@@ -323,8 +346,8 @@ class InstructStage(LMStage):
             rng = np.random.default_rng([self.seed, index, 17])
             if rng.random() < self.replay_fraction:
                 if self.replay == WORLD:
-                    return world_pretrain_sample(self.world, index, rng)
-                return pair_sample(self.replay, index, rng)
+                    return world_pretrain_sample(self.world, index, rng, self.uncond_prob)
+                return pair_sample(self.replay, index, rng, self.uncond_prob)
         if self.custom:  # labels from the conversation's own spans: assistant turns only
             messages, images = (self.source if part == "train" else self.val_source).get(index)
             return S.chat_segments(messages, list(range(len(images)))), images
