@@ -3,8 +3,9 @@
 __version__ = "0.1.0"
 
 
-def load(path):
-    """A trained run -> pipeline with caption, ask, imagine, edit and chat (see vlgpt.pipeline)."""
+def load(path, device: str = "cpu", dtype: str = "fp32"):
+    """A trained run -> pipeline with caption, ask, imagine, edit and chat (see vlgpt.pipeline), on
+    `device` (cpu | cuda | mps) in `dtype` (fp32 | bf16 | fp16)."""
     from .pipeline import load as _load
 
-    return _load(path)
+    return _load(path, device, dtype)

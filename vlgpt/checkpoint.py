@@ -122,17 +122,25 @@ def read_config(directory: Path, expected_kind: str | None = None) -> dict:
     return config
 
 
-def load_weights(directory: Path, model: nn.Module) -> nn.Module:
-    """Load model.safetensors into `model`, naming the file and the tensors on any mismatch."""
+def load_weights(
+    directory: Path, model: nn.Module, device: torch.device | str = "cpu", dtype: torch.dtype | None = None
+) -> nn.Module:
+    """Load model.safetensors into `model`, naming the file and the tensors on any mismatch.
+
+    The tensors are read onto `device` and cast to `dtype` (floating ones; None keeps the file's). A
+    model built under `devices.empty_parameters()` (parameters on the meta device) takes the file's
+    tensors as its parameters, so the weights exist once; its buffers move to `device` after."""
     file = Path(directory) / WEIGHTS_FILE
     if not file.is_file():
         raise CheckpointError(f"{file} is missing")
     try:
-        state = load_file(str(file))
+        state = load_file(str(file), device=str(device))
     except (SafetensorError, OSError, ValueError) as error:
         raise CheckpointError(f"{file} is damaged or not a safetensors file ({error})") from None
     own = model.state_dict()
-    tied = tied_names(own)
+    empty = any(p.is_meta for p in model.parameters())
+    shared = _shared_parameters(model) if empty else {}  # meta tensors have no storage to compare
+    tied = set(shared) if empty else tied_names(own)
     missing = sorted(set(own) - set(state) - tied)
     unexpected = sorted(set(state) - set(own))
     wrong = [
@@ -154,8 +162,24 @@ def load_weights(directory: Path, model: nn.Module) -> nn.Module:
         raise CheckpointError(
             f"{file} does not fit this model ({details}); was it saved with another config?"
         )
-    model.load_state_dict(state, strict=not tied)  # tied names follow the weight they share
-    return model
+    if dtype is not None:
+        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+    model.load_state_dict(state, strict=not tied, assign=empty)  # tied names follow the weight they share
+    for name, owner in shared.items():  # assignment replaced the owner's tensor; re-point its aliases
+        module, _, attr = name.rpartition(".")
+        setattr(model.get_submodule(module), attr, model.get_parameter(owner))
+    return model.to(device=device, dtype=dtype) if dtype is not None else model.to(device)
+
+
+def _shared_parameters(model: nn.Module) -> dict[str, str]:
+    """{alias: first name} for parameters registered under more than one name (tied weights)."""
+    first, aliases = {}, {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        if id(param) in first:
+            aliases[name] = first[id(param)]
+        else:
+            first[id(param)] = name
+    return aliases
 
 
 def save_state(path: Path, state: dict) -> None:

@@ -14,6 +14,8 @@ from .checkpoint import CheckpointError
 from .config import ConfigError
 from .data.formats import FORMATS, DatasetError
 from .data.images import ImageError
+from .devices import DTYPES, DeviceError
+from .export import ExportError
 from .generate import GenerationError
 from .train.engine import TrainingError
 from .world.export import SHARD_SIZE
@@ -31,6 +33,8 @@ USER_ERRORS: tuple[type[Exception], ...] = (
     ConfigError,
     GenerationError,
     TrainingError,
+    DeviceError,
+    ExportError,
 )
 
 
@@ -118,7 +122,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     """Image -> N embeddings -> image, through a trained run's tokenizer, detokenizer and decoder."""
     from .image_codec import ImageCodecPipeline
 
-    codec = ImageCodecPipeline.load(args.ckpt)
+    codec = ImageCodecPipeline.load(args.ckpt, args.device, args.dtype)
     image = codec.reconstruct([args.image])[0]
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     image.save(args.output)
@@ -138,26 +142,42 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if not args.path:
             raise SystemExit("vlgpt eval data needs the dataset: `vlgpt eval data DIR --ckpt RUN`")
         out = Path(args.output or Path(args.ckpt) / "eval_data.json")
-        metrics = evaluate_data(load(args.ckpt), args.path, limit=args.limit)
+        metrics = evaluate_data(load(args.ckpt, args.device, args.dtype), args.path, limit=args.limit)
         metrics = {"headline": headline(metrics), **metrics}
     elif args.what == "all":
         from .eval.full import evaluate_all, headline
         from .pipeline import load
 
         out = Path(args.output or Path(args.ckpt) / "eval_all.json")
-        metrics = evaluate_all(load(args.ckpt), n=args.n, guidance=args.guidance)
+        metrics = evaluate_all(load(args.ckpt, args.device, args.dtype), n=args.n, guidance=args.guidance)
         metrics = {"headline": headline(metrics), **metrics}
     elif args.what == "reconstruction":
         from .eval.reconstruction import evaluate_reconstruction
 
         out = Path(args.output or Path(args.ckpt) / "eval_reconstruction.json")
         metrics = evaluate_reconstruction(
-            args.ckpt, n=args.n, split=args.split, grid_path=out.with_suffix(".png")
+            args.ckpt,
+            n=args.n,
+            split=args.split,
+            grid_path=out.with_suffix(".png"),
+            device=args.device,
+            dtype=args.dtype,
         )
     write_json(out, metrics)
     title = f"eval data {args.path}" if args.what == "data" else f"eval {args.what} (n={args.n})"
     print(table(title, metrics.get("headline", metrics)))
     print(f"wrote {out}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Write one folder to share: every stage's weights and config, the tokenizer, a chat template and
+    a model card (README.md); `vlgpt.load(OUT)` and every verb read it."""
+    from .export import export_run
+
+    out = export_run(args.run, args.out, overwrite=args.overwrite)
+    size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+    print(f"wrote {out} ({size / 2**20:.1f} MB; model card {out / 'README.md'})")
     return 0
 
 
@@ -200,7 +220,7 @@ def cmd_caption(args: argparse.Namespace) -> int:
     """Describe an image."""
     from .pipeline import load
 
-    print(load(args.ckpt).caption(args.image, **_sampling(args)))
+    print(load(args.ckpt, args.device, args.dtype).caption(args.image, **_sampling(args)))
     return 0
 
 
@@ -208,7 +228,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
     """Answer a question about an image."""
     from .pipeline import load
 
-    print(load(args.ckpt).ask(args.image, args.question, **_sampling(args)))
+    print(load(args.ckpt, args.device, args.dtype).ask(args.image, args.question, **_sampling(args)))
     return 0
 
 
@@ -217,7 +237,7 @@ def cmd_imagine(args: argparse.Namespace) -> int:
     from .pipeline import load
 
     sampling = _sampling(args) | ({} if args.guidance is None else {"guidance": args.guidance})
-    image = load(args.ckpt).imagine(args.prompt, **sampling)
+    image = load(args.ckpt, args.device, args.dtype).imagine(args.prompt, **sampling)
     image.save(args.output)
     print(f"wrote {args.output}")
     return 0
@@ -227,7 +247,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
     """Edit an image by an instruction."""
     from .pipeline import load
 
-    image = load(args.ckpt).edit(args.image, args.instruction, **_sampling(args))
+    image = load(args.ckpt, args.device, args.dtype).edit(args.image, args.instruction, **_sampling(args))
     image.save(args.output)
     print(f"wrote {args.output}")
     return 0
@@ -239,7 +259,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
     from .data.images import load_image
     from .pipeline import load
 
-    model = load(args.ckpt)
+    model = load(args.ckpt, args.device, args.dtype)
     save_dir = Path(args.save_dir)
     save_dir.mkdir(parents=True, exist_ok=True)
     messages: list[dict] = []
@@ -290,7 +310,15 @@ def cmd_chat(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_device(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="cpu", help="where the model runs: cpu | cuda | cuda:N | mps")
+    parser.add_argument(
+        "--dtype", choices=sorted(DTYPES), default="fp32", help="weights and activations (bf16/fp16: GPUs)"
+    )
+
+
 def _add_sampling(parser: argparse.ArgumentParser) -> None:
+    _add_device(parser)
     parser.add_argument("--ckpt", required=True, help="run folder (or its instruct/pretrain model folder)")
     parser.add_argument("--max-tokens", type=int, default=64, help="most new text tokens")
     parser.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
@@ -312,7 +340,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .serve.server import serve
     from .serve.settings import settings_from_args
 
-    return serve(args.ckpt, settings_from_args(args))
+    return serve(args.ckpt, settings_from_args(args), args.device, args.dtype)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -394,6 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
     recon = sub.add_parser("reconstruct", help=cmd_reconstruct.__doc__, description=cmd_reconstruct.__doc__)
     recon.add_argument("image", help="input image file")
     recon.add_argument("--ckpt", required=True, help="run folder with clip, tokenizer and decoder stages")
+    _add_device(recon)
     recon.add_argument("-o", "--output", required=True, help="output PNG")
     recon.set_defaults(func=cmd_reconstruct)
 
@@ -404,6 +433,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("path", nargs="?", help="with `data`: a dataset folder, LLaVA JSON or shards")
     evaluate.add_argument("--limit", type=int, help="with `data`: evaluate the first N examples only")
     evaluate.add_argument("--ckpt", required=True, help="run folder")
+    _add_device(evaluate)
     evaluate.add_argument("--n", type=int, default=500, help="scenes to evaluate")
     evaluate.add_argument("--split", choices=SPLITS, default="val", help="Shapes split")
     evaluate.add_argument(
@@ -446,8 +476,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help=cmd_serve.__doc__, description=cmd_serve.__doc__)
     serve.add_argument("--ckpt", required=True, help="run folder (or its instruct/pretrain model folder)")
+    _add_device(serve)
     add_serve_arguments(serve)
     serve.set_defaults(func=cmd_serve)
+
+    export = sub.add_parser("export", help=cmd_export.__doc__.splitlines()[0], description=cmd_export.__doc__)
+    export.add_argument("run", help="run folder with clip, tokenizer, decoder and pretrain/instruct stages")
+    export.add_argument("out", help="the folder to write (must not exist or be empty)")
+    export.add_argument(
+        "--overwrite", action="store_true", help="replace a non-empty OUT once the new one is written"
+    )
+    export.set_defaults(func=cmd_export)
 
     demo = sub.add_parser("demo", help=cmd_demo.__doc__, description=cmd_demo.__doc__)
     demo.add_argument("--out", default="runs/demo", help="run folder")

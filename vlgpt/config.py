@@ -160,6 +160,11 @@ class PixelDecoderConfig:
         "with train_codec: Gaussian noise on the N image tokens, relative to their RMS, so "
         "the decoder tolerates the language model's regression errors",
     )
+    caption_weight: float = f(
+        0.0,
+        "with train_codec: weight of a captioning loss read from the N image tokens (a small "
+        "caption decoder cross-attending to them), so the tokens the LM reads name what a caption names",
+    )
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .data import sequences as S
+from .devices import module_device
 
 
 class GenerationError(ValueError):
@@ -117,6 +118,7 @@ class Generator:
     def __init__(self, model, tokenizer, codec):
         self.model, self.tokenizer, self.codec = model.eval(), tokenizer, codec
         self.dim = codec.token_dim
+        self.device = module_device(model)  # prompts are built on the CPU and moved here
 
     def _step(self, cache, token: int | None = None, embedding: torch.Tensor | None = None) -> torch.Tensor:
         """Feed one position (a token or an image embedding); returns its hidden state [width]."""
@@ -159,11 +161,13 @@ class Generator:
             for key in batch:
                 batch[key][i, T - n :] = b[key]
             attention[i, T - n : T] = 1
+        batch = {k: v.to(self.device) for k, v in batch.items()}
+        attention = attention.to(self.device)
         cache = self.model.new_cache(B, max_len)
         hidden = self.model({**batch, "attention_mask": attention[:, :T]}, cache)["hidden"][
             :, -1
         ]  # [B, width]
-        generator = torch.Generator().manual_seed(config.seed)
+        generator = torch.Generator(self.device).manual_seed(config.seed)
         answers, done = [[] for _ in range(B)], [False] * B
         reasons = ["length"] * B
         for _ in range(config.max_new_tokens):
@@ -180,7 +184,7 @@ class Generator:
             if all(done) or cache.length >= max_len:
                 break
             attention[:, cache.length] = 1
-            x = self.model.embed_text(torch.tensor(tokens)[:, None])  # [B, 1, width]
+            x = self.model.embed_text(torch.tensor(tokens, device=self.device)[:, None])  # [B, 1, width]
             hidden = self.model.transformer(x, attention[:, : cache.length + 1], cache)[:, -1]
         outputs = []
         for i, ids in enumerate(answers):
@@ -225,9 +229,9 @@ class Generator:
                 f"the context of {max_len}. Shorten it or use fewer images."
             )
         cache = self.model.new_cache(1, max_len)  # KVCache, or an HF backbone's HFCache
-        batch = {k: prompt[k][None] for k in ("ids", "image_embeds", "is_image")}
+        batch = {k: prompt[k][None].to(self.device) for k in ("ids", "image_embeds", "is_image")}
         hidden = self.model(batch, cache)["hidden"][0, -1]
-        generator = torch.Generator().manual_seed(config.seed)
+        generator = torch.Generator(self.device).manual_seed(config.seed)
         output, text_ids, images = Output(prompt_tokens=len(prompt["ids"]), finish_reason="length"), [], 0
         stream = TextStream(config.stop, on_part)
         pending = self.tokenizer.img_id if force_image else None

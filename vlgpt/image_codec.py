@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from .data.images import load_image, pixels_from, to_array, to_pil
+from .devices import module_device, module_dtype, resolve
 from .loading import load_clip, load_codec, load_decoder, trained_image_side
 
 
@@ -21,13 +22,18 @@ class ImageCodecPipeline:
     def __init__(self, clip, text_tokenizer, codec, decoder):
         self.clip, self.text_tokenizer, self.codec, self.decoder = clip, text_tokenizer, codec, decoder
         self.image_size = clip.config.vision.image_size
+        self.device, self.dtype = module_device(codec), module_dtype(codec)
 
     @classmethod
-    def load(cls, run: str | Path) -> ImageCodecPipeline:
+    def load(cls, run: str | Path, device="cpu", dtype="fp32") -> ImageCodecPipeline:
+        """The run's image side on `device` in `dtype` (devices.resolve: cpu|cuda|mps, fp32|bf16|fp16)."""
         run = Path(run)
+        device, dtype = resolve(device, dtype)
         clip_dir, codec_dir = trained_image_side(run)
-        clip, text_tokenizer = load_clip(clip_dir)
-        return cls(clip, text_tokenizer, load_codec(codec_dir), load_decoder(run))
+        clip, text_tokenizer = load_clip(clip_dir, device, dtype)
+        return cls(
+            clip, text_tokenizer, load_codec(codec_dir, device, dtype), load_decoder(run, device, dtype)
+        )
 
     @property
     def num_tokens(self) -> int:
@@ -45,16 +51,17 @@ class ImageCodecPipeline:
             )
             for im in images
         ]
-        return pixels_from(arrays)
+        return pixels_from(arrays).to(self.device, self.dtype)
 
     @torch.no_grad()
     def encode(self, images: list) -> torch.Tensor:
+        """[B, N, token_dim] on the codec's device, in its dtype."""
         return self.codec.tokenizer(self.clip.image_features(self.pixels(images)))
 
     @torch.no_grad()
     def decode(self, embeddings: torch.Tensor) -> list[Image.Image]:
-        z_v, z_t = self.codec.detokenizer(embeddings)
-        return [to_pil(x) for x in self.decoder.decode(z_v, z_t)]
+        z_v, z_t = self.codec.detokenizer(embeddings.to(self.device, self.dtype))
+        return [to_pil(x) for x in self.decoder.decode(z_v, z_t).float().cpu()]
 
     def reconstruct(self, images: list) -> list[Image.Image]:
         return self.decode(self.encode(images))

@@ -17,6 +17,7 @@ import torch
 
 from .checkpoint import CheckpointError, load_weights, read_config
 from .config import ClipConfig, ImageTokenizerConfig, LanguageModelConfig, PixelDecoderConfig, from_dict
+from .devices import empty_parameters
 from .hf_lm import LM_DIR, HFTextTokenizer, rebuild_lm
 from .models.clip import CLIP
 from .models.hf_backbone import HFVLGPT
@@ -29,18 +30,20 @@ HF_FOLDER = "hf"  # a --vision checkpoint, inside RUN/clip/model/
 CLIP_FOLDER, CODEC_FOLDER = "clip", "tokenizer"  # end-to-end tuned copies, inside RUN/decoder/model/
 
 
-def load_clip(run_or_dir: Path) -> tuple[CLIP, TextTokenizer]:
+def load_clip(run_or_dir: Path, device="cpu", dtype=None) -> tuple[CLIP, TextTokenizer]:
     directory = _model_dir(run_or_dir, "clip")
     config = read_config(directory, "clip")
     if config.get("backbone") == "hf":  # `vlgpt train clip --vision PATH`: the checkpoint kept under hf/
         from .models.hf_clip import HFClip
 
         clip = HFClip(directory / HF_FOLDER, condition_grid=config["config"]["condition_grid"])
+        clip = clip.to(device=device, dtype=dtype) if dtype is not None else clip.to(device)
         return clip, TextTokenizer.load(directory)
     # A CLIP saved before the captioning loss existed has no caption decoder: build it as it was trained.
     config["config"].setdefault("caption_weight", 0.0)
-    model = CLIP(from_dict(ClipConfig, config["config"], f"{directory}/config.json"))
-    load_weights(directory, model)
+    with empty_parameters():
+        model = CLIP(from_dict(ClipConfig, config["config"], f"{directory}/config.json"))
+    model = load_weights(directory, model, device, dtype)
     return model.eval().requires_grad_(False), TextTokenizer.load(directory)
 
 
@@ -54,31 +57,33 @@ def trained_image_side(run_or_dir: Path) -> tuple[Path, Path]:
     return clip_dir, codec_dir
 
 
-def load_codec(run_or_dir: Path) -> ImageCodec:
+def load_codec(run_or_dir: Path, device="cpu", dtype=None) -> ImageCodec:
     directory = _model_dir(run_or_dir, "tokenizer")
     config = read_config(directory, "tokenizer")
     # A tokenizer saved before queries were seeded has no seed weights: build it as it was trained.
     config["config"].setdefault("seeded_queries", False)
-    model = ImageCodec(
-        from_dict(ImageTokenizerConfig, config["config"]),
-        config["feature_width"],
-        config["num_condition_tokens"],
-        config["embed_dim"],
-        config.get("num_patches"),
-    )
-    return load_weights(directory, model).eval().requires_grad_(False)
+    with empty_parameters():
+        model = ImageCodec(
+            from_dict(ImageTokenizerConfig, config["config"]),
+            config["feature_width"],
+            config["num_condition_tokens"],
+            config["embed_dim"],
+            config.get("num_patches"),
+        )
+    return load_weights(directory, model, device, dtype).eval().requires_grad_(False)
 
 
-def load_decoder(run_or_dir: Path) -> torch.nn.Module:
+def load_decoder(run_or_dir: Path, device="cpu", dtype=None) -> torch.nn.Module:
     directory = _model_dir(run_or_dir, "decoder")
     config = read_config(directory, "decoder")
-    model = build_pixel_decoder(
-        from_dict(PixelDecoderConfig, config["config"]),
-        config["embed_dim"],
-        config["image_size"],
-        config["grid"],
-    )
-    return load_weights(directory, model).eval().requires_grad_(False)
+    with empty_parameters():
+        model = build_pixel_decoder(
+            from_dict(PixelDecoderConfig, config["config"]),
+            config["embed_dim"],
+            config["image_size"],
+            config["grid"],
+        )
+    return load_weights(directory, model, device, dtype).eval().requires_grad_(False)
 
 
 def _model_dir(run_or_dir: Path, stage: str) -> Path:
@@ -100,9 +105,12 @@ def find_vlgpt(run_or_dir: Path) -> Path:
     raise CheckpointError(f"no trained VL-GPT under {path}; run `vlgpt train pretrain --out {path}` first")
 
 
-def load_vlgpt(run_or_dir: Path) -> tuple[VLGPT, dict, HFTextTokenizer | None]:
+def load_vlgpt(run_or_dir: Path, device="cpu", dtype=None) -> tuple[VLGPT, dict, HFTextTokenizer | None]:
     """The model, its config.json, and the LM's own tokenizer when it has one (an HF backbone saved
-    under model/lm/); None means the run's BPE (`ImageCodecPipeline.text_tokenizer`)."""
+    under model/lm/); None means the run's BPE (`ImageCodecPipeline.text_tokenizer`).
+
+    Our own transformer is built with empty parameters and takes the file's tensors (one copy of
+    the weights in memory); an HF backbone is built by transformers from its config, then loaded."""
     directory = find_vlgpt(run_or_dir)
     config = read_config(directory, "vlgpt")
     vlgpt_config = VLGPTConfig(
@@ -115,5 +123,7 @@ def load_vlgpt(run_or_dir: Path) -> tuple[VLGPT, dict, HFTextTokenizer | None]:
         hf_model, tokenizer = rebuild_lm(directory / LM_DIR)
         model = HFVLGPT(vlgpt_config, hf_model)
     else:
-        model, tokenizer = VLGPT(vlgpt_config), None
-    return load_weights(directory, model).eval(), config, tokenizer
+        with empty_parameters():
+            model = VLGPT(vlgpt_config)
+        tokenizer = None
+    return load_weights(directory, model, device, dtype).eval(), config, tokenizer

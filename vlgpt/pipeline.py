@@ -19,6 +19,7 @@ from pathlib import Path
 
 from .data import sequences as S
 from .data.images import load_image, load_image_from_data_uri
+from .devices import resolve
 from .generate import GenerationError, Generator, OnPart, Output, SamplingConfig
 from .image_codec import ImageCodecPipeline
 from .loading import load_vlgpt
@@ -114,10 +115,12 @@ class Pipeline:
         return out.images[0]
 
 
-def load(path: str | Path) -> Pipeline:
-    """A run folder (or its instruct/pretrain model folder) -> Pipeline."""
+def load(path: str | Path, device: str = "cpu", dtype: str = "fp32") -> Pipeline:
+    """A run folder (or its instruct/pretrain model folder) -> Pipeline, on `device` (cpu | cuda |
+    mps) in `dtype` (fp32 | bf16 | fp16). Models are built empty and take the files' tensors."""
     path = Path(path)
-    model, config, tokenizer = load_vlgpt(path)
+    device, dtype = resolve(device, dtype)  # a missing device fails here, before anything is read
+    model, config, tokenizer = load_vlgpt(path, device, dtype)
     run = path
     while not (run / "clip").is_dir() and run != run.parent:
         run = run.parent
@@ -125,4 +128,4 @@ def load(path: str | Path) -> Pipeline:
         from .checkpoint import CheckpointError
 
         raise CheckpointError(f"{path} is not inside a run folder with clip, tokenizer and decoder stages")
-    return Pipeline(model, config, ImageCodecPipeline.load(run), path, tokenizer)
+    return Pipeline(model, config, ImageCodecPipeline.load(run, device, dtype), path, tokenizer)

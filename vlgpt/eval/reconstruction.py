@@ -23,9 +23,15 @@ ASPECTS = ("count", "colors", "shapes", "sizes", "kinds", "relations", "exact")
 
 
 def evaluate_reconstruction(
-    run: str | Path, n: int = 500, split: str = "val", batch_size: int = 100, grid_path: Path | None = None
+    run: str | Path,
+    n: int = 500,
+    split: str = "val",
+    batch_size: int = 100,
+    grid_path: Path | None = None,
+    device: str = "cpu",
+    dtype: str = "fp32",
 ) -> dict:
-    codec = ImageCodecPipeline.load(run)
+    codec = ImageCodecPipeline.load(run, device, dtype)
     size = codec.image_size
     world = ShapesWorld(split, size, size)
     scenes = [world.scene(i) for i in range(n)]
@@ -53,7 +59,10 @@ def _retrieval(codec: ImageCodecPipeline, world: ShapesWorld, n: int, run: Path)
     items = [source.get(i) for i in range(n)]
     pixels = codec.pixels([a for a, _, _ in items])
     ids, lengths = codec.text_tokenizer.batch([c for _, c, _ in items], codec.clip.config.text.context_length)
-    clip, _ = load_clip(run)  # the contrastive CLIP itself, not the codec's end-to-end tuned encoder
-    image = torch.cat([clip.encode_image(pixels[i : i + 100]) for i in range(0, n, 100)])
+    # the contrastive CLIP itself, not the codec's end-to-end tuned encoder
+    clip, _ = load_clip(run, codec.device, codec.dtype)
+    ids, lengths = ids.to(codec.device), lengths.to(codec.device)
+    image = torch.cat([clip.encode_image(pixels[i : i + 100]) for i in range(0, n, 100)]).float().cpu()
     text = torch.cat([clip.encode_text(ids[i : i + 100], lengths[i : i + 100]) for i in range(0, n, 100)])
+    text = text.float().cpu()
     return {k: float(v) for k, v in retrieval_r1(image, text, [g for _, _, g in items]).items()}

@@ -30,10 +30,12 @@ class CodecChain(nn.Module):
         codec: ImageCodec,
         decoder: nn.Module,
         vision: nn.Module | None = None,
+        captioner: nn.Module | None = None,
     ):
         super().__init__()
         self.config = config
         self.vision, self.codec, self.decoder = vision, codec, decoder
+        self.captioner = captioner  # with caption_weight > 0: captions predicted from the tokens
 
     def tokens(self, pixels: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:
         """[B, 3, H, W] -> [B, N, token_dim]; `features` are the frozen ViT's when ours is not trained."""
@@ -42,9 +44,19 @@ class CodecChain(nn.Module):
         return self.codec.tokenizer(features)
 
     def forward(
-        self, pixels: torch.Tensor, features: torch.Tensor | None, e_v: torch.Tensor, e_t: torch.Tensor
+        self,
+        pixels: torch.Tensor,
+        features: torch.Tensor | None,
+        e_v: torch.Tensor,
+        e_t: torch.Tensor,
+        captions: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, dict]:
+        """`captions` (ids [B, T], lengths [B]) are needed when the chain has a captioner."""
         tokens = self.tokens(pixels, features)  # [B, N, d]
+        extra = {}
+        if self.captioner is not None:  # the clean tokens, as the language model reads them
+            caption = self.captioner(tokens, *captions)
+            extra["caption"] = caption.detach()
         if self.training and self.config.token_noise > 0:
             rms = tokens.detach().pow(2).mean(dim=-1, keepdim=True).sqrt()
             tokens = tokens + self.config.token_noise * rms * torch.randn_like(tokens)
@@ -52,7 +64,9 @@ class CodecChain(nn.Module):
         pixel, parts = self.decoder.pixel_loss(self.decoder(z_v, z_t), pixels)
         mse_v, mse_t = F.mse_loss(z_v, e_v), F.mse_loss(z_t, e_t)
         loss = pixel + self.config.align_weight * (mse_v + mse_t)
-        return loss, {**parts, "mse_v": mse_v.detach(), "mse_t": mse_t.detach()}
+        if self.captioner is not None:
+            loss = loss + self.config.caption_weight * caption
+        return loss, {**parts, "mse_v": mse_v.detach(), "mse_t": mse_t.detach(), **extra}
 
     @torch.no_grad()
     def reconstruct(self, pixels: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:

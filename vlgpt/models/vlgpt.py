@@ -66,7 +66,8 @@ class VLGPT(nn.Module):
         return self.token_embed, self.lm_head
 
     def new_cache(self, batch: int, max_len: int) -> KVCache:
-        return KVCache(self.config.lm, batch, max_len)
+        weight = self.image_in.weight
+        return KVCache(self.config.lm, batch, max_len, dtype=weight.dtype, device=weight.device)
 
     def embed(self, ids: torch.Tensor, image_embeds: torch.Tensor, is_image: torch.Tensor) -> torch.Tensor:
         """Splice: ids [B, T] and image_embeds [B, T, d] -> inputs [B, T, width] by the is_image mask."""

@@ -21,11 +21,12 @@ import numpy as np
 import torch
 
 from ..checkpoint import CheckpointError, atomic_dir, save_model
-from ..config import ClipConfig, ModelConfig, to_dict
+from ..config import ClipConfig, ModelConfig, TextConfig, to_dict
 from ..data.images import pixels_from, to_pil
 from ..data.sources import make_source
 from ..eval.retrieval import group_ids, retrieval_r1
 from ..loading import CLIP_FOLDER, CODEC_FOLDER, HF_FOLDER, load_clip, load_codec
+from ..models.captioner import Captioner
 from ..models.clip import CLIP
 from ..models.codec_chain import CodecChain
 from ..models.image_detokenizer import ImageCodec
@@ -198,6 +199,7 @@ class FrozenClipStage(StageBase):
             "features": features,
             "e_v": self.clip.image_embeddings(pixels, features),
             "e_t": e_t,
+            "captions": captions,
         }
 
     def batch(self, start: int, size: int) -> dict:
@@ -307,7 +309,11 @@ class DecoderStage(FrozenClipStage):
             if isinstance(self.clip, CLIP):  # our own ViT trains on; a pretrained --vision CLIP stays frozen
                 vision = copy.deepcopy(self.clip.vision).requires_grad_(True).train()
             codec = load_codec(codec_dir).requires_grad_(True).train()
-            self.model = self.chain = CodecChain(config, codec, self.model, vision)
+            captioner = None
+            if config.caption_weight > 0:  # discarded after training: a training aid, like CLIP's
+                text = getattr(self.clip.config, "text", None) or TextConfig(self.text_tokenizer.vocab_size)
+                captioner = Captioner(text, codec.config.token_dim, self.clip.config.caption_depth)
+            self.model = self.chain = CodecChain(config, codec, self.model, vision, captioner)
             self.codec = None
             return
         fraction = config.detokenized_fraction
@@ -334,7 +340,11 @@ class DecoderStage(FrozenClipStage):
     def loss(self, batch: dict):
         if self.chain is not None:
             features = None if self.chain.vision is not None else batch["features"]
-            return self.chain(batch["pixels"], features, batch["e_v"], batch["e_t"])
+            captions = None
+            if self.chain.captioner is not None:
+                context = self.chain.captioner.pos_embed.shape[1]
+                captions = self.text_tokenizer.batch(batch["captions"], context)
+            return self.chain(batch["pixels"], features, batch["e_v"], batch["e_t"], captions)
         return self.model.loss(batch["e_v"], batch["e_t"], batch["pixels"])
 
     @torch.no_grad()
