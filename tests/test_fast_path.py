@@ -159,3 +159,37 @@ def test_guided_drawing_steers_from_the_unconditional_context():
         u = model.regression_head(model(batch)["hidden"][0, -1])
     torch.testing.assert_close(guided[0], u + 3.0 * (c - u), rtol=1e-4, atol=1e-5)
     assert not torch.allclose(guided, plain)
+
+
+def test_standardised_image_inputs_fit_apply_everywhere_and_save(tmp_path):
+    from safetensors.torch import save_file
+
+    from vlgpt.checkpoint import load_weights
+
+    torch.manual_seed(0)
+    lm = LanguageModelConfig(width=32, depth=2, heads=2, mlp_hidden=64, max_seq_len=64, normalize_inputs=True)
+    config = VLGPTConfig(vocab_size=50, num_image_tokens=4, image_token_dim=8, lm=lm)
+    model = VLGPT(config).eval()
+    z = torch.randn(256, 8) * torch.linspace(0.5, 4.0, 8) + torch.linspace(-3.0, 3.0, 8)
+    model.fit_input_stats(z)
+    standard = (z - model.image_mean) / model.image_std
+    torch.testing.assert_close(standard.mean(0), torch.zeros(8), atol=1e-4, rtol=0)
+    torch.testing.assert_close(standard.std(0), torch.ones(8), atol=1e-4, rtol=0)
+    torch.testing.assert_close(model.project_image(z), model.image_in(standard))
+    # the cached one-position path standardises exactly as the batched splice does
+    ids = torch.tensor([[3, 0, 7]])
+    embeds = torch.zeros(1, 3, 8)
+    embeds[0, 1] = z[0]
+    is_image = torch.tensor([[False, True, False]])
+    full = model.transformer(model.embed(ids, embeds, is_image))[0]
+    cache = model.new_cache(1, 8)
+    steps = [model.step(cache, token=3), model.step(cache, embedding=z[0]), model.step(cache, token=7)]
+    steps = torch.stack(steps)
+    torch.testing.assert_close(steps, full, atol=1e-5, rtol=1e-5)
+    # the statistics are weights: saved with the model and loaded back
+    save_file(model.state_dict(), str(tmp_path / "model.safetensors"))
+    fresh = load_weights(tmp_path, VLGPT(config))
+    torch.testing.assert_close(fresh.image_mean, model.image_mean)
+    torch.testing.assert_close(fresh.image_std, model.image_std)
+    # models without the option keep their old layout (and so their old checkpoints)
+    assert "image_mean" not in tiny_vlgpt().state_dict()

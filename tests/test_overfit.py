@@ -41,7 +41,7 @@ MODEL = [
 RECIPES = {
     "clip": dict(steps=60, lr=2e-3),
     "tokenizer": dict(steps=250, lr=3e-3),
-    "decoder": dict(steps=1000, lr=3e-3),
+    "decoder": dict(steps=1500, lr=3e-3),
 }
 
 

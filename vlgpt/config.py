@@ -179,6 +179,11 @@ class LanguageModelConfig:
     rope_base: float = f(10000.0, "RoPE base")
     norm_eps: float = f(1e-5, "RMSNorm epsilon")
     regression_weight: float = f(1.0, "lambda in CE + lambda * MSE(next image embedding)")
+    normalize_inputs: bool = f(
+        False,
+        "standardise each image embedding channel (mean and std measured on training images at the "
+        "LM stage's start) before the input projection",
+    )
     image_head: str = f(
         "mse",
         "next image embedding: mse (VL-GPT's linear regression) | flow (a flow-matching MLP "

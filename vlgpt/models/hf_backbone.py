@@ -97,10 +97,8 @@ class HFVLGPT(VLGPT):
         self.config = config
         self.transformer = HFBackbone(model)
         width = self.transformer.width
-        self.image_in = nn.Linear(config.image_token_dim, width)  # input projection for image embeddings
+        self.build_image_input(width)
         self.regression_head = build_image_head(config.lm.image_head, width, config.image_token_dim)
-        nn.init.normal_(self.image_in.weight, std=self.image_in.weight.shape[1] ** -0.5)
-        nn.init.zeros_(self.image_in.bias)
 
     @property
     def max_seq_len(self) -> int:

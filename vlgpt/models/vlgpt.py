@@ -43,14 +43,39 @@ class VLGPT(nn.Module):
         self.config = config
         width = config.lm.width
         self.token_embed = nn.Embedding(config.vocab_size, width)
-        self.image_in = nn.Linear(config.image_token_dim, width)  # input projection for image embeddings
+        self.build_image_input(width)
         self.transformer = Transformer(config.lm)
         self.lm_head = nn.Linear(width, config.vocab_size, bias=False)
         self.regression_head = build_image_head(config.lm.image_head, width, config.image_token_dim)
         nn.init.normal_(self.token_embed.weight, std=width**-0.5)
-        for layer in (self.image_in, self.lm_head):
-            nn.init.normal_(layer.weight, std=layer.weight.shape[1] ** -0.5)
+        nn.init.normal_(self.lm_head.weight, std=width**-0.5)
+
+    def build_image_input(self, width: int) -> None:
+        """The input projection for image embeddings; with `lm.normalize_inputs`, per-channel mean
+        and std buffers (set from training images by `fit_input_stats`, saved with the weights)
+        standardise each embedding before it."""
+        d = self.config.image_token_dim
+        self.image_in = nn.Linear(d, width)
+        nn.init.normal_(self.image_in.weight, std=d**-0.5)
         nn.init.zeros_(self.image_in.bias)
+        if self.config.lm.normalize_inputs:
+            self.register_buffer("image_mean", torch.zeros(d))
+            self.register_buffer("image_std", torch.ones(d))
+
+    @torch.no_grad()
+    def fit_input_stats(self, embeddings: torch.Tensor) -> None:
+        """Measure the codec's per-channel mean and std on image embeddings [M, d]."""
+        if self.config.lm.normalize_inputs:
+            z = embeddings.float().reshape(-1, self.config.image_token_dim)
+            self.image_mean.copy_(z.mean(0))
+            self.image_std.copy_(z.std(0).clamp(min=1e-3 * float(z.std().clamp(min=1e-6))))
+
+    def project_image(self, embeds: torch.Tensor) -> torch.Tensor:
+        """Image embeddings [..., d] -> transformer inputs [..., width]."""
+        weight = self.image_in.weight
+        if self.config.lm.normalize_inputs:
+            embeds = (embeds.to(self.image_mean.dtype) - self.image_mean) / self.image_std
+        return self.image_in(embeds.to(device=weight.device, dtype=weight.dtype))
 
     @property
     def max_seq_len(self) -> int:
@@ -72,7 +97,7 @@ class VLGPT(nn.Module):
     def embed(self, ids: torch.Tensor, image_embeds: torch.Tensor, is_image: torch.Tensor) -> torch.Tensor:
         """Splice: ids [B, T] and image_embeds [B, T, d] -> inputs [B, T, width] by the is_image mask."""
         text = self.embed_text(ids)
-        image = self.image_in(image_embeds.to(text.dtype))
+        image = self.project_image(image_embeds).to(text.dtype)
         return torch.where(is_image[..., None], image, text)
 
     def forward(self, batch: dict, cache: KVCache | None = None) -> dict:
@@ -112,7 +137,7 @@ class VLGPT(nn.Module):
         hidden state [width]. The same computation as `forward` on one position, without the
         splice: only the input that is used is embedded."""
         if embedding is not None:
-            x = self.image_in(embedding.view(1, 1, -1).to(self.image_in.weight.dtype))
+            x = self.project_image(embedding.view(1, 1, -1))
         else:
             x = self.embed_text(torch.tensor([[token]], device=self.image_in.weight.device))
         return self.transformer(x, cache=cache)[0, -1]

@@ -94,11 +94,15 @@ class LMStage:
                     self.tokenizer.vocab_size, self.codec.num_tokens, self.codec.token_dim, model_config.lm
                 )
             )
-        if init_from is None and hasattr(self.model.regression_head, "fit_scale"):
-            # A generative head works in unit-RMS units: measure the codec's embedding scale once.
+        fit_head = hasattr(self.model.regression_head, "fit_scale")
+        if init_from is None and (fit_head or model_config.lm.normalize_inputs):
+            # Measure the codec's embeddings once: their scale for a generative head, their
+            # per-channel statistics for the input standardisation.
             probe = make_source(data if self.custom else WORLD, size, seed, part="train")
-            images = [probe.get(i)[0] for i in range(64)]
-            self.model.regression_head.fit_scale(torch.cat(self.encode_images(images)))
+            embeddings = torch.cat(self.encode_images([probe.get(i)[0] for i in range(64)]))
+            if fit_head:
+                self.model.regression_head.fit_scale(embeddings)
+            self.model.fit_input_stats(embeddings)
         if lora[0] > 0:  # VL-GPT §3.2: adapters on every linear layer; the transformer itself frozen
             add_lora(self.model, *lora)
         self.max_len = self.model.max_seq_len
