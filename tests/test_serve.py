@@ -405,6 +405,7 @@ def test_api_key_guards_every_route_but_health_and_page(pipeline):
             assert_error(response, 401, "invalid_api_key")
             assert response.headers["www-authenticate"] == "Bearer"
         assert_error(httpx.post(server.url + CHAT, json=chat_body("hi")), 401, "invalid_api_key")
+        assert_error(httpx.get(server.url + "/metrics"), 401, "invalid_api_key")
         assert httpx.get(server.url + "/health").status_code == 200
         page = httpx.get(server.url + "/")
         assert page.status_code == 200 and "s3cret" not in page.text
@@ -549,6 +550,48 @@ def test_queue_overflow_gets_429_with_retry_after(pipeline):
         second.join(30)
     assert results["running"].status_code == results["queued"].status_code == 200
     assert gated.calls == 2
+
+
+def scrape(url: str) -> dict:
+    """GET /metrics, parsed by prometheus-client's own parser -> {(name, labels): value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    response = httpx.get(url + "/metrics")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
+
+
+def test_metrics_count_the_queue_requests_tokens_and_images(pipeline):
+    gated = GatedPipeline(pipeline)
+    with ServerThread(gated, ServeSettings(queue_size=1)) as server:
+        results: dict = {}
+        first = _post_in_thread(server.url, results, "running")
+        wait_for(gated.entered.is_set, what="the first request to reach the model")
+        second = _post_in_thread(server.url, results, "queued")
+        wait_for(lambda: server.worker.pending == 2, what="the second request to queue")
+        busy = scrape(server.url)
+        assert busy[("vlgpt_queue_depth", ())] == 2 and busy[("vlgpt_queue_capacity", ())] == 2
+        assert_error(httpx.post(server.url + CHAT, json=chat_body("hello")), 429, "queue_full")
+        gated.gate.set()
+        first.join(30)
+        second.join(30)
+        drawn = httpx.post(server.url + "/v1/images/generations", json={"prompt": "a red circle", "n": 2})
+        assert drawn.status_code == 200
+        after = scrape(server.url)
+    chat = (("route", CHAT),)
+    tokens = sum(results[k].json()["usage"]["completion_tokens"] for k in ("running", "queued"))
+    assert after[("vlgpt_queue_depth", ())] == 0
+    assert after[("vlgpt_requests_total", (*chat, ("status", "200")))] == 2
+    assert after[("vlgpt_requests_total", (*chat, ("status", "429")))] == 1
+    assert after[("vlgpt_request_duration_seconds_count", chat)] == 3
+    assert after[("vlgpt_jobs_total", (("outcome", "done"),))] == 3
+    assert after[("vlgpt_completion_tokens_total", ())] == tokens > 0
+    assert after[("vlgpt_images_total", ())] == 2 and after[("vlgpt_images_per_second", ())] > 0
+    assert after[("vlgpt_model_busy_seconds_total", ())] > 0
 
 
 def test_a_queued_request_whose_client_left_never_runs(pipeline):

@@ -5,6 +5,7 @@ Routes (OpenAI's where one exists, so the official clients work with `base_url`)
     GET  /                      the browser UI (one self-contained page)
     GET  /health                liveness, never behind the API key
     GET  /v1/models             the one model served
+    GET  /metrics               Prometheus text format: queue, latency, tokens and images (serve/metrics.py)
     POST /v1/chat/completions   messages with text and image_url parts (data: URIs); stream: true -> SSE
     POST /v1/images/generations prompt -> n PNGs as b64_json
     POST /v1/images/edits       multipart: image file + prompt -> n PNGs as b64_json
@@ -27,7 +28,7 @@ from importlib import resources
 
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
@@ -41,6 +42,7 @@ from .inputs import (
     load_images,
     load_upload,
 )
+from .metrics import CONTENT_TYPE, RequestTimer, ServerMetrics
 from .middleware import BearerAuth, BodyLimit
 from .outputs import ContentWriter, chat_chunk, chat_completion, completion_id, images_response, usage
 from .schemas import ChatCompletionRequest, ImageGenerationRequest
@@ -50,7 +52,10 @@ from .worker import Cancelled, Job, ModelWorker, timeout_error
 
 def create_app(pipeline, settings: ServeSettings) -> FastAPI:
     """An app serving `pipeline` (a vlgpt.pipeline.Pipeline, or anything with its methods)."""
-    worker = ModelWorker(settings.queue_size, settings.timeout_s)
+    metrics = ServerMetrics()
+    worker = ModelWorker(settings.queue_size, settings.timeout_s, metrics)
+    metrics.queue_depth.set_function(lambda: worker.pending)
+    metrics.queue_capacity.set(worker.capacity)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -61,10 +66,12 @@ def create_app(pipeline, settings: ServeSettings) -> FastAPI:
         title="vlgpt", version="1", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan
     )
     app.state.settings, app.state.worker, app.state.pipeline = settings, worker, pipeline
+    app.state.metrics = metrics
     install_error_handlers(app, settings.max_body_bytes)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     if settings.api_key:  # outside the body limit: a client without the key learns nothing
         app.add_middleware(BearerAuth, key=settings.api_key)
+    app.add_middleware(RequestTimer, metrics=metrics)  # refused requests are timed too
     if settings.cors_origins:  # added last, so it is outermost and answers preflights itself
         app.add_middleware(
             CORSMiddleware,
@@ -86,6 +93,10 @@ def create_app(pipeline, settings: ServeSettings) -> FastAPI:
     @app.get("/health")
     async def health() -> dict:
         return {"status": "ok"}
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus() -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
 
     @app.get("/v1/models")
     async def models() -> dict:

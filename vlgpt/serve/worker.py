@@ -42,9 +42,10 @@ class Job:
 class ModelWorker:
     """The model's one thread and the bounded queue in front of it (see the module docstring)."""
 
-    def __init__(self, queue_size: int, timeout_s: float):
+    def __init__(self, queue_size: int, timeout_s: float, metrics=None):
         self.capacity = queue_size + 1  # one running + queue_size waiting
         self.timeout_s = timeout_s
+        self.metrics = metrics  # a serve.metrics.ServerMetrics, or None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vlgpt-model")
         self._lock = threading.Lock()
         self.pending = 0  # jobs submitted and not finished (running or waiting)
@@ -96,12 +97,22 @@ class ModelWorker:
             if job.should_stop():
                 with self._lock:
                     self.skipped += 1
+                if self.metrics is not None:
+                    self.metrics.jobs.labels("skipped").inc()
                 raise Cancelled("cancelled before it ran")
             with self._lock:
                 self.started += 1
             start = time.monotonic()
-            result = fn(job)
-            self._mean_run_s = 0.8 * self._mean_run_s + 0.2 * (time.monotonic() - start)
+            try:
+                result = fn(job)
+            except BaseException:
+                if self.metrics is not None:
+                    self.metrics.jobs.labels("failed").inc()
+                raise
+            seconds = time.monotonic() - start
+            self._mean_run_s = 0.8 * self._mean_run_s + 0.2 * seconds
+            if self.metrics is not None:
+                self.metrics.job_done(result, seconds)
             return result
         finally:
             with self._lock:
@@ -130,6 +141,8 @@ class ModelWorker:
                         raise timeout_error(self.timeout_s) from None
                 if await is_disconnected():
                     self.abandoned += 1
+                    if self.metrics is not None:
+                        self.metrics.abandoned.inc()
                     raise Cancelled("the client went away")
                 if time.monotonic() > job.deadline:
                     raise timeout_error(self.timeout_s)
