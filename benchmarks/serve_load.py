@@ -1,13 +1,15 @@
-"""Load on `vlgpt serve`: latency (p50, p95) and throughput for caption and imagine requests at 1, 4
-and 16 concurrent clients, over loopback only.
+"""Load on `vlgpt serve`: latency (p50, p95) and throughput for caption and imagine requests at 1, 4,
+16 and 64 concurrent clients, with and without dynamic batching, over loopback only.
 
     python benchmarks/serve_load.py --run runs/serve-bench [--requests 200] [--max-seconds 60]
+        [--max-batch 1 16] [--tasks caption imagine]
 
-Starts `vlgpt serve` on 127.0.0.1 with a free port in a subprocess (a run folder without a trained
-instruct stage gets the tiny preset trained into it first, 6 steps a stage), sends a warm-up
-request, then for each task and concurrency issues at most --requests requests (and none after
---max-seconds), and prints one JSON line per setting. The server runs one model call at a time
-(no batching of concurrent requests), so concurrency buys queueing, not throughput.
+For each --max-batch value, starts `vlgpt serve --max-batch N` on 127.0.0.1 with a free port in a
+subprocess (a run folder without a trained instruct stage gets the tiny preset trained into it
+first, 6 steps a stage), sends a warm-up request, then for each task and concurrency issues at
+most --requests requests (and none after --max-seconds), and prints one JSON line per setting.
+`--max-batch 1` is one model call at a time; with more, greedy chat requests that wait together
+are decoded as one batch (serve/batching.py). Image generation is never batched.
 """
 
 from __future__ import annotations
@@ -132,7 +134,15 @@ def main() -> int:
     parser.add_argument(
         "--run", default="runs/serve-bench", help="run folder (tiny preset trained here if empty)"
     )
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16], help="concurrent clients")
+    parser.add_argument(
+        "--concurrency", type=int, nargs="+", default=[1, 4, 16, 64], help="concurrent clients"
+    )
+    parser.add_argument(
+        "--max-batch", type=int, nargs="+", default=[1, 16], help="server's --max-batch, one server each"
+    )
+    parser.add_argument(
+        "--tasks", nargs="+", choices=("caption", "imagine"), default=["caption", "imagine"], help="tasks"
+    )
     parser.add_argument("--requests", type=int, default=200, help="requests per setting (at most 1000)")
     parser.add_argument(
         "--max-seconds", type=float, default=60, help="stop issuing after this long (at most 600)"
@@ -142,12 +152,15 @@ def main() -> int:
     total, max_seconds = min(args.requests, 1000), min(args.max_seconds, 600)
     run = Path(args.run)
     ensure_run(run)
-    with tempfile.TemporaryFile(mode="w+") as log:  # uvicorn logs every request; an unread pipe would fill
-        return serve_and_measure(run, log, args, total, max_seconds)
+    for max_batch in args.max_batch:
+        with tempfile.TemporaryFile(mode="w+") as log:  # uvicorn logs every request; an unread pipe fills
+            if serve_and_measure(run, log, args, total, max_seconds, max_batch):
+                return 1
+    return 0
 
 
 def serve_and_measure(
-    run: Path, log: IO[str], args: argparse.Namespace, total: int, max_seconds: float
+    run: Path, log: IO[str], args: argparse.Namespace, total: int, max_seconds: float, max_batch: int
 ) -> int:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -165,6 +178,8 @@ def serve_and_measure(
             str(port),
             "--queue-size",
             str(max(args.concurrency)),
+            "--max-batch",
+            str(max_batch),
             "--timeout",
             "300",
         ],
@@ -184,7 +199,7 @@ def serve_and_measure(
                     break
             except httpx.TransportError:
                 time.sleep(0.2)
-        for task in ("caption", "imagine"):
+        for task in args.tasks:
             path, body = requests_for(task, args.max_tokens)
             httpx.post(url + path, json=body, timeout=120).raise_for_status()  # warm-up
             for concurrency in args.concurrency:
@@ -196,7 +211,7 @@ def serve_and_measure(
                             "task": task,
                             "concurrency": concurrency,
                             **figures,
-                            "batching": False,
+                            "max_batch": max_batch,
                             "run": str(run),
                         }
                     ),

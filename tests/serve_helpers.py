@@ -64,6 +64,7 @@ class GatedPipeline:
         self.inner, self.codec = pipeline, pipeline.codec
         self.gate, self.entered = threading.Event(), threading.Event()
         self.calls = 0
+        self.batches: list[int] = []  # the size of each chat_batch call
 
     def _enter(self) -> None:
         self.calls += 1
@@ -73,6 +74,11 @@ class GatedPipeline:
     def chat(self, messages, **kwargs):
         self._enter()
         return self.inner.chat(messages, **kwargs)
+
+    def chat_batch(self, conversations, **kwargs):
+        self._enter()
+        self.batches.append(len(conversations))
+        return self.inner.chat_batch(conversations, **kwargs)
 
     def imagine(self, prompt, **kwargs):
         self._enter()

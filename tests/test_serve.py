@@ -594,6 +594,54 @@ def test_metrics_count_the_queue_requests_tokens_and_images(pipeline):
     assert after[("vlgpt_model_busy_seconds_total", ())] > 0
 
 
+def test_waiting_chat_requests_are_answered_in_one_batch(pipeline):
+    """Four greedy requests queue behind a running one; when its turn comes the first of them
+    answers all four in one batched call, each exactly as alone. With --max-batch 1 each runs alone."""
+    questions = ["Describe the image.", "What colour is the circle?", "How many shapes are there?", "hello"]
+    expected = [
+        pipeline.chat([{"role": "user", "content": q}], max_new_tokens=6) for q in ["first", *questions]
+    ]
+    for max_batch, batches in ((16, [1, 4]), (1, [])):
+        gated = GatedPipeline(pipeline)
+        with ServerThread(gated, ServeSettings(max_batch=max_batch)) as server:
+            with ThreadPoolExecutor(5) as pool:
+                post = lambda q: httpx.post(server.url + CHAT, json=chat_body(q, max_tokens=6), timeout=30)
+                first = pool.submit(post, "first")
+                wait_for(gated.entered.is_set, what="the first request to reach the model")
+                rest = [pool.submit(post, q) for q in questions]
+                wait_for(lambda: server.worker.pending == 5, what="four requests to queue")
+                gated.gate.set()
+                answers = [f.result().json() for f in [first, *rest]]
+            sizes = scrape(server.url)
+        assert gated.batches == batches and gated.calls == (2 if batches else 5)
+        for answer, direct in zip(answers, expected):
+            assert answer["choices"][0]["message"]["content"] == rendered(direct.parts)
+            assert answer["usage"]["completion_tokens"] == direct.completion_tokens
+        assert sizes[("vlgpt_chat_batch_size_count", ())] == len(batches)
+
+
+def test_a_batched_answer_that_draws_is_finished_alone(pipeline):
+    from vlgpt.serve.batching import ChatBatcher
+    from vlgpt.serve.worker import Job
+
+    class Drawing:  # a model whose batched answers all start an image
+        def chat_batch(self, conversations, **sampling):
+            return [Output(parts=[("text", "A plan.")], wants_image=True) for _ in conversations]
+
+        def chat(self, messages, should_stop=None, **sampling):
+            return Output(parts=[("text", "A plan."), ("image", "drawn")], completion_tokens=12)
+
+    batcher = ChatBatcher(Drawing(), max_batch=4)
+    sampling = {"temperature": 0.0, "stop": (), "seed": 0, "max_new_tokens": 8}
+    entries = [batcher.entry([{"role": "user", "content": f"q{i}"}], sampling) for i in range(3)]
+    jobs = [Job(deadline=time.monotonic() + 60) for _ in entries]
+    for entry, job in zip(entries, jobs):
+        batcher.enqueue(entry, job)
+    jobs[2].cancelled.set()  # a request that left while it waited is not answered
+    out = batcher.work(entries[0])(jobs[0])
+    assert out.images == ["drawn"] and entries[1].result.images == ["drawn"] and entries[2].result is None
+
+
 def test_a_queued_request_whose_client_left_never_runs(pipeline):
     gated = GatedPipeline(pipeline)
     with ServerThread(gated, ServeSettings(queue_size=2)) as server:

@@ -55,6 +55,7 @@ class Output:
     finish_reason: str = "stop"  # "stop" (EOS, a stop string, the image asked for), "length" or "cancelled"
     prompt_tokens: int = 0  # positions the prompt took (image embeddings included)
     completion_tokens: int = 0  # positions the answer took ([IMG] e_1 … e_N [/IMG] counts N + 2)
+    wants_image: bool = False  # caption_batch stopped this answer at [IMG]: `generate` would draw on
 
     @property
     def text(self) -> str:
@@ -169,7 +170,7 @@ class Generator:
         ]  # [B, width]
         generator = torch.Generator(self.device).manual_seed(config.seed)
         answers, done = [[] for _ in range(B)], [False] * B
-        reasons = ["length"] * B
+        reasons, drawing = ["length"] * B, [False] * B
         for _ in range(config.max_new_tokens):
             logits = self.model.next_token_logits(hidden)  # [B, V]
             tokens = [
@@ -178,7 +179,7 @@ class Generator:
             ]
             for i, token in enumerate(tokens):
                 if not done[i] and token in (self.tokenizer.eos_id, self.tokenizer.img_id):
-                    done[i], reasons[i] = True, "stop"
+                    done[i], reasons[i], drawing[i] = True, "stop", token == self.tokenizer.img_id
                 elif not done[i]:
                     answers[i].append(token)
             if all(done) or cache.length >= max_len:
@@ -198,6 +199,7 @@ class Generator:
                     finish_reason=reasons[i],
                     prompt_tokens=len(built[i]["ids"]),
                     completion_tokens=len(ids) + (reasons[i] == "stop"),
+                    wants_image=drawing[i],
                 )
             )
         return outputs

@@ -76,6 +76,14 @@ class Pipeline:
             segments, SamplingConfig(**sampling), on_part=on_part, should_stop=should_stop
         )
 
+    def chat_batch(self, conversations: list[list[dict]], **sampling) -> list[Output]:
+        """Text answers to many conversations at once (`Generator.caption_batch`: one forward pass
+        per position for all of them). Greedy answers equal `chat`'s. An answer that starts an image
+        stops there with `wants_image` set: finish it with `chat`, which draws."""
+        return self.generator.caption_batch(
+            [self.segments(m) for m in conversations], SamplingConfig(**sampling)
+        )
+
     # --- plumbing ------------------------------------------------------------------------------
     def segments(self, messages: list[dict]) -> list[S.Segment]:
         if not messages:

@@ -10,7 +10,8 @@ Routes (OpenAI's where one exists, so the official clients work with `base_url`)
     POST /v1/images/generations prompt -> n PNGs as b64_json
     POST /v1/images/edits       multipart: image file + prompt -> n PNGs as b64_json
 
-The pipeline is only ever called on the worker's single thread; images are decoded beforehand on
+The pipeline is only ever called on the worker's single thread (greedy chat requests that wait
+together are answered in one batch: serve/batching.py); images are decoded beforehand on
 Starlette's thread pool, so a bad image is refused (400) before the request takes a queue slot.
 """
 
@@ -33,6 +34,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from ..generate import Output
+from .batching import ChatBatcher
 from .errors import APIError, error_response, error_type, install_error_handlers
 from .inputs import (
     chat_messages,
@@ -56,6 +58,10 @@ def create_app(pipeline, settings: ServeSettings) -> FastAPI:
     worker = ModelWorker(settings.queue_size, settings.timeout_s, metrics)
     metrics.queue_depth.set_function(lambda: worker.pending)
     metrics.queue_capacity.set(worker.capacity)
+    batches = settings.max_batch > 1 and hasattr(
+        pipeline, "chat_batch"
+    )  # a pipeline may answer one at a time
+    batcher = ChatBatcher(pipeline, settings.max_batch, metrics)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -133,10 +139,17 @@ def create_app(pipeline, settings: ServeSettings) -> FastAPI:
                 budget=budget,
             )
 
-        def work(job: Job) -> Output:
-            return pipeline.chat(messages, should_stop=job.should_stop, **sampling)
+        if batches and batcher.eligible(sampling, body.stream):
+            entry = batcher.entry(messages, sampling)
+            job, result = worker.submit(batcher.work(entry))
+            batcher.enqueue(entry, job)
+            output = await worker.watch(job, result, request.is_disconnected)
+        else:
 
-        output = await worker.call(work, request.is_disconnected)
+            def work(job: Job) -> Output:
+                return pipeline.chat(messages, should_stop=job.should_stop, **sampling)
+
+            output = await worker.call(work, request.is_disconnected)
         if output.finish_reason == "cancelled":
             raise timeout_error(settings.timeout_s)
         return chat_completion(output, settings.model_name, budget)

@@ -10,6 +10,7 @@ sees:
     vlgpt_request_duration_seconds{route}  whole-request latency, a histogram (streams: until the last byte)
     vlgpt_requests_total{route,status}     answered requests by HTTP status
     vlgpt_model_busy_seconds_total         time the model thread spent running jobs
+    vlgpt_chat_batch_size                  requests per batched chat call, a histogram (batching.py)
     vlgpt_prompt_tokens_total, vlgpt_completion_tokens_total, vlgpt_images_total
     vlgpt_tokens_per_second, vlgpt_images_per_second   the last job's own rate (gauges)
 
@@ -58,6 +59,12 @@ class ServerMetrics:
         self.prompt_tokens = Counter("vlgpt_prompt_tokens", "prompt positions read", registry=registry)
         self.completion_tokens = Counter("vlgpt_completion_tokens", "positions generated", registry=registry)
         self.images = Counter("vlgpt_images", "images drawn", registry=registry)
+        self.batch_size = Histogram(
+            "vlgpt_chat_batch_size",
+            "chat requests answered by one batched call",
+            buckets=(1, 2, 4, 8, 16, 32, 64),
+            registry=registry,
+        )
         self.tokens_per_s = Gauge("vlgpt_tokens_per_second", "the last job's rate", registry=registry)
         self.images_per_s = Gauge("vlgpt_images_per_second", "the last image job's rate", registry=registry)
 

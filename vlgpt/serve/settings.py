@@ -42,6 +42,11 @@ class ServeSettings:
         64,
         "requests that may wait while one runs (lmms-eval sends 64 at once); more get 429 with Retry-After",
     )
+    max_batch: int = f(
+        16,
+        "greedy, non-streamed chat requests waiting together are decoded as one batch of up to this "
+        "many (1: one at a time)",
+    )
     images_first: bool = f(
         True,
         "move a user turn's images before its text, the order the model was trained on "
@@ -61,6 +66,7 @@ class ServeSettings:
             "max_n",
             "max_prompt_chars",
             "max_tokens",
+            "max_batch",
             "timeout_s",
         ):
             if getattr(self, name) <= 0:
