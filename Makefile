@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml constraints.txt
 	test -d $(VENV) || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(PIP) torch==2.13.0
-	$(PIP) -e '.[hf,serve,dev]'
+	$(PIP) -e '.[hf,serve,quant,dev]'
 	touch $(STAMP)
 
 install: $(STAMP)

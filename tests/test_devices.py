@@ -109,6 +109,37 @@ def test_bf16_inference_matches_fp32_closely(serve_run, image):
     assert isinstance(bf16.caption(image), str)
 
 
+def test_int8_weights_match_fp32_closely(serve_run, image):
+    pytest.importorskip("torchao", reason="the quant extra (torchao) is not installed; make test installs it")
+    from vlgpt.quantize import QuantizeError, quantizable
+
+    fp32, int8 = vlgpt.load(serve_run), vlgpt.load(serve_run, quantize="int8")
+    names = quantizable(fp32.model)
+    assert names and not any(n.startswith(("image_in", "regression_head")) for n in names)
+    modules = dict(int8.model.named_modules())
+    assert all(type(modules[n].weight).__name__ != "Parameter" for n in names)  # torchao's int8 tensor
+    assert isinstance(int8.model.regression_head, nn.Module)
+    assert type(next(int8.model.regression_head.parameters())).__name__ == "Parameter"  # kept in float
+    segments = fp32.segments([{"role": "user", "content": [{"type": "image", "image": image}]}])
+    batch = {k: v[None] for k, v in S.build(segments, fp32.tokenizer, fp32.codec.token_dim).items()}
+    batch = {k: batch[k] for k in ("ids", "image_embeds", "is_image")}
+    with torch.no_grad():
+        h32, h8 = fp32.model(batch)["hidden"], int8.model(batch)["hidden"]
+    assert 0 < (h8 - h32).norm() / h32.norm() < 0.05  # changed (quantized), but only a little
+    assert isinstance(int8.caption(image), str)
+    with pytest.raises(QuantizeError, match="choose one of int8"):
+        vlgpt.load(serve_run, quantize="int4")
+
+
+def test_int8_without_torchao_says_what_to_install(serve_run, monkeypatch):
+    from vlgpt.quantize import QuantizeError
+
+    monkeypatch.setitem(sys.modules, "torchao", None)  # import torchao now raises ImportError
+    monkeypatch.setitem(sys.modules, "torchao.quantization", None)
+    with pytest.raises(QuantizeError, match=r"pip install 'vlgpt\[quant\]'"):
+        vlgpt.load(serve_run, quantize="int8")
+
+
 def test_a_device_that_is_not_there_is_one_clear_error(serve_run):
     with pytest.raises(DeviceError, match="unknown device"):
         resolve("tpu")

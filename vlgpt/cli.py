@@ -17,6 +17,7 @@ from .data.images import ImageError
 from .devices import DTYPES, DeviceError
 from .export import ExportError
 from .generate import GenerationError
+from .quantize import QUANTIZE, QuantizeError
 from .train.engine import TrainingError
 from .world.export import SHARD_SIZE
 from .world.judge import JudgeError
@@ -35,6 +36,7 @@ USER_ERRORS: tuple[type[Exception], ...] = (
     TrainingError,
     DeviceError,
     ExportError,
+    QuantizeError,
 )
 
 
@@ -137,19 +139,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     if args.what == "data":
         from .eval.data_eval import evaluate_data, headline
-        from .pipeline import load
 
         if not args.path:
             raise SystemExit("vlgpt eval data needs the dataset: `vlgpt eval data DIR --ckpt RUN`")
         out = Path(args.output or Path(args.ckpt) / "eval_data.json")
-        metrics = evaluate_data(load(args.ckpt, args.device, args.dtype), args.path, limit=args.limit)
+        metrics = evaluate_data(_pipeline(args), args.path, limit=args.limit)
         metrics = {"headline": headline(metrics), **metrics}
     elif args.what == "all":
         from .eval.full import evaluate_all, headline
-        from .pipeline import load
 
         out = Path(args.output or Path(args.ckpt) / "eval_all.json")
-        metrics = evaluate_all(load(args.ckpt, args.device, args.dtype), n=args.n, guidance=args.guidance)
+        metrics = evaluate_all(_pipeline(args), n=args.n, guidance=args.guidance)
         metrics = {"headline": headline(metrics), **metrics}
     elif args.what == "reconstruction":
         from .eval.reconstruction import evaluate_reconstruction
@@ -218,26 +218,23 @@ def _sampling(args: argparse.Namespace) -> dict:
 
 def cmd_caption(args: argparse.Namespace) -> int:
     """Describe an image."""
-    from .pipeline import load
 
-    print(load(args.ckpt, args.device, args.dtype).caption(args.image, **_sampling(args)))
+    print(_pipeline(args).caption(args.image, **_sampling(args)))
     return 0
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
     """Answer a question about an image."""
-    from .pipeline import load
 
-    print(load(args.ckpt, args.device, args.dtype).ask(args.image, args.question, **_sampling(args)))
+    print(_pipeline(args).ask(args.image, args.question, **_sampling(args)))
     return 0
 
 
 def cmd_imagine(args: argparse.Namespace) -> int:
     """Draw an image from a prompt."""
-    from .pipeline import load
 
     sampling = _sampling(args) | ({} if args.guidance is None else {"guidance": args.guidance})
-    image = load(args.ckpt, args.device, args.dtype).imagine(args.prompt, **sampling)
+    image = _pipeline(args).imagine(args.prompt, **sampling)
     image.save(args.output)
     print(f"wrote {args.output}")
     return 0
@@ -245,9 +242,8 @@ def cmd_imagine(args: argparse.Namespace) -> int:
 
 def cmd_edit(args: argparse.Namespace) -> int:
     """Edit an image by an instruction."""
-    from .pipeline import load
 
-    image = load(args.ckpt, args.device, args.dtype).edit(args.image, args.instruction, **_sampling(args))
+    image = _pipeline(args).edit(args.image, args.instruction, **_sampling(args))
     image.save(args.output)
     print(f"wrote {args.output}")
     return 0
@@ -257,9 +253,8 @@ def cmd_chat(args: argparse.Namespace) -> int:
     """Chat in the terminal. Attach an image with `/image PATH`; `/reset` clears, `/quit` leaves.
     Images the model draws are saved into --save-dir and their paths printed."""
     from .data.images import load_image
-    from .pipeline import load
 
-    model = load(args.ckpt, args.device, args.dtype)
+    model = _pipeline(args)
     save_dir = Path(args.save_dir)
     save_dir.mkdir(parents=True, exist_ok=True)
     messages: list[dict] = []
@@ -310,10 +305,23 @@ def cmd_chat(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pipeline(args: argparse.Namespace):
+    """The run named by --ckpt, on --device in --dtype, --quantize'd."""
+    from .pipeline import load
+
+    return load(args.ckpt, args.device, args.dtype, args.quantize)
+
+
 def _add_device(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="where the model runs: cpu | cuda | cuda:N | mps")
     parser.add_argument(
         "--dtype", choices=sorted(DTYPES), default="fp32", help="weights and activations (bf16/fp16: GPUs)"
+    )
+    parser.add_argument(
+        "--quantize",
+        choices=QUANTIZE,
+        default=None,
+        help="int8: the transformer's linear weights in int8, weight-only (needs torchao: vlgpt[quant])",
     )
 
 
@@ -340,7 +348,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .serve.server import serve
     from .serve.settings import settings_from_args
 
-    return serve(args.ckpt, settings_from_args(args), args.device, args.dtype)
+    return serve(args.ckpt, settings_from_args(args), args.device, args.dtype, args.quantize)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -24,6 +24,7 @@ from .generate import GenerationError, Generator, OnPart, Output, SamplingConfig
 from .image_codec import ImageCodecPipeline
 from .loading import load_vlgpt
 from .prompts import DESCRIBE, draw_prompt
+from .quantize import quantize_weights, require
 
 
 class Pipeline:
@@ -123,12 +124,16 @@ class Pipeline:
         return out.images[0]
 
 
-def load(path: str | Path, device: str = "cpu", dtype: str = "fp32") -> Pipeline:
+def load(path: str | Path, device: str = "cpu", dtype: str = "fp32", quantize: str | None = None) -> Pipeline:
     """A run folder (or its instruct/pretrain model folder) -> Pipeline, on `device` (cpu | cuda |
-    mps) in `dtype` (fp32 | bf16 | fp16). Models are built empty and take the files' tensors."""
+    mps) in `dtype` (fp32 | bf16 | fp16); `quantize="int8"` stores the transformer's linear weights
+    in int8 (quantize.py). Models are built empty and take the files' tensors."""
     path = Path(path)
     device, dtype = resolve(device, dtype)  # a missing device fails here, before anything is read
+    if quantize is not None:
+        require(quantize)  # torchao missing, or an unknown scheme: say so before loading
     model, config, tokenizer = load_vlgpt(path, device, dtype)
+    quantize_weights(model, quantize)
     run = path
     while not (run / "clip").is_dir() and run != run.parent:
         run = run.parent

@@ -7,17 +7,24 @@ from pathlib import Path
 from .settings import ServeSettings
 
 
-def serve(ckpt: str | Path, settings: ServeSettings, device: str = "cpu", dtype: str = "fp32") -> int:
+def serve(
+    ckpt: str | Path,
+    settings: ServeSettings,
+    device: str = "cpu",
+    dtype: str = "fp32",
+    quantize: str | None = None,
+) -> int:
     import uvicorn
 
     from ..pipeline import load
     from .app import create_app
 
-    app = create_app(load(ckpt, device, dtype), settings)
+    app = create_app(load(ckpt, device, dtype, quantize), settings)
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     auth = "API key required" if settings.api_key else "no API key (loopback only)"
     print(
-        f"vlgpt serve: {ckpt} ({device}, {dtype}) as model {settings.model_name!r} "
+        f"vlgpt serve: {ckpt} ({device}, {dtype}{', int8 weights' if quantize else ''}) "
+        f"as model {settings.model_name!r} "
         f"on http://{host}:{settings.port}/ "
         f"(browser UI at /, OpenAI API at /v1; {auth})",
         flush=True,
