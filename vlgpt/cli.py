@@ -218,21 +218,18 @@ def _sampling(args: argparse.Namespace) -> dict:
 
 def cmd_caption(args: argparse.Namespace) -> int:
     """Describe an image."""
-
     print(_pipeline(args).caption(args.image, **_sampling(args)))
     return 0
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
     """Answer a question about an image."""
-
     print(_pipeline(args).ask(args.image, args.question, **_sampling(args)))
     return 0
 
 
 def cmd_imagine(args: argparse.Namespace) -> int:
     """Draw an image from a prompt."""
-
     sampling = _sampling(args) | ({} if args.guidance is None else {"guidance": args.guidance})
     image = _pipeline(args).imagine(args.prompt, **sampling)
     image.save(args.output)
@@ -242,7 +239,6 @@ def cmd_imagine(args: argparse.Namespace) -> int:
 
 def cmd_edit(args: argparse.Namespace) -> int:
     """Edit an image by an instruction."""
-
     image = _pipeline(args).edit(args.image, args.instruction, **_sampling(args))
     image.save(args.output)
     print(f"wrote {args.output}")

@@ -58,10 +58,8 @@ def create_app(pipeline, settings: ServeSettings) -> FastAPI:
     worker = ModelWorker(settings.queue_size, settings.timeout_s, metrics)
     metrics.queue_depth.set_function(lambda: worker.pending)
     metrics.queue_capacity.set(worker.capacity)
-    batches = settings.max_batch > 1 and hasattr(
-        pipeline, "chat_batch"
-    )  # a pipeline may answer one at a time
-    batcher = ChatBatcher(pipeline, settings.max_batch, metrics)
+    batches = settings.max_batch > 1 and hasattr(pipeline, "chat_batch")  # else one request at a time
+    batcher = ChatBatcher(pipeline, settings.max_batch, metrics) if batches else None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -139,7 +137,7 @@ def create_app(pipeline, settings: ServeSettings) -> FastAPI:
                 budget=budget,
             )
 
-        if batches and batcher.eligible(sampling, body.stream):
+        if batcher is not None and batcher.eligible(sampling, body.stream):
             entry = batcher.entry(messages, sampling)
             job, result = worker.submit(batcher.work(entry))
             batcher.enqueue(entry, job)
