@@ -36,3 +36,32 @@ def test_chat_masks_train_only_assistant_turns():
     batch = S.collate([seq, S.build(S.chat_segments(messages[:1], [emb]), TOK, 4)], TOK.pad_id)
     assert batch["attention_mask"][1].sum() < batch["attention_mask"][0].sum()
     assert (batch["text_targets"][1] == -100).all()
+
+
+def test_image_modeling_regresses_the_images_the_model_reads(serve_run):
+    """With `image_modeling` (the default), an image the model reads (image -> caption, a question's
+    image) has its embeddings regressed too, each from those before it; without, only drawn images."""
+    from vlgpt.config import preset
+    from vlgpt.data.sources import WORLD
+    from vlgpt.train.lm_stages import InstructStage, PretrainStage
+
+    def image_targets_of_read_images(stage_class, image_modeling: bool) -> tuple[int, int]:
+        stage = stage_class(preset("tiny").model, WORLD, 0, 8, run=serve_run, image_modeling=image_modeling)
+        read = regressed = 0
+        for index in range(40):
+            segments, _ = stage.sample(index)
+            if segments[0].kind != "image" and not (
+                len(segments) > 1 and segments[0].value == S.USER and segments[1].kind == "image"
+            ):
+                continue  # not a sample that opens by reading an image
+            batch = stage.batch(index, 1)
+            first = int(batch["is_image"][0].nonzero()[0])
+            read += 1
+            regressed += int(batch["image_target_mask"][0, first])  # the first embedding after [IMG]
+        return read, regressed
+
+    for stage_class in (PretrainStage, InstructStage):
+        read, regressed = image_targets_of_read_images(stage_class, True)
+        assert read > 0 and regressed == read, (stage_class.name, read, regressed)
+        read, regressed = image_targets_of_read_images(stage_class, False)
+        assert read > 0 and regressed == 0, (stage_class.name, read, regressed)

@@ -80,6 +80,12 @@ class ClipConfig:
         "image tower's patch features (CoCa/CapPa), so the tower keeps what captions name; 0: off",
     )
     caption_depth: int = f(2, "blocks of that caption decoder")
+    hard_negatives: bool = f(
+        False,
+        "each caption also brings a copy with one word swapped for a word seen in the same places "
+        "(learnt from the captions: colour for colour, shape for shape), which its image must score "
+        "below its own caption (NegCLIP), so the image tower has to see every word a caption says",
+    )
 
     @property
     def num_condition_tokens(self) -> int:
@@ -242,6 +248,12 @@ class TrainConfig:
         0.0,
         "pretrain (and instruct's replay): share of text-to-image pairs whose text is dropped, so the "
         "model also learns to draw unconditioned, which classifier-free guidance (--guidance) needs",
+    )
+    image_modeling: bool = f(
+        False,
+        "pretrain/instruct: also regress the embeddings of images the model reads (a caption's or a "
+        "question's image, each embedding from the ones before it), not only of the images it draws; "
+        "off: it helped a captions-only probe but not the full recipe (docs/BENCHMARKS.md)",
     )
     lm: str = f(
         "",

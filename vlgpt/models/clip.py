@@ -87,22 +87,34 @@ class CLIP(nn.Module):
         lengths: torch.Tensor,
         groups: torch.Tensor | None = None,
         parts: dict | None = None,
+        negatives: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Symmetric InfoNCE loss (plus `caption_weight` x the captioning loss) and the [B, B]
         image-to-text logits; `parts`, when given, receives each term detached, for logging.
 
         `groups` [B] marks samples that describe the same content (two scenes whose captions say
         the same thing): they count as positives of each other rather than as false negatives.
+        `negatives` (ids, lengths, valid [B]) are hard negative captions (`data/negatives.py`): extra
+        texts every image is contrasted with in the image-to-text direction; invalid ones are left out.
         """
         features = self.vision(pixels)
         image = self.pool_image(features)
         text = self.encode_text(ids, lengths)
-        logits = self.logit_scale.clamp(max=math.log(100)).exp() * image @ text.T  # [B, B]
+        scale = self.logit_scale.clamp(max=math.log(100)).exp()
+        logits = scale * image @ text.T  # [B, B]
         if groups is None:
             groups = torch.arange(len(image), device=image.device)
         positives = (groups[:, None] == groups[None, :]).float()
         targets = positives / positives.sum(1, keepdim=True)
-        loss = 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets))
+        image_to_text = logits
+        if negatives is not None:
+            neg_ids, neg_lengths, valid = negatives
+            hard = scale * image @ self.encode_text(neg_ids[valid], neg_lengths[valid]).T  # [B, M]
+            image_to_text = torch.cat([logits, hard], dim=1)
+            targets_i2t = torch.cat([targets, targets.new_zeros(hard.shape)], dim=1)
+        else:
+            targets_i2t = targets
+        loss = 0.5 * (F.cross_entropy(image_to_text, targets_i2t) + F.cross_entropy(logits.T, targets))
         if self.captioner is not None:
             caption = self.captioner(features, ids, lengths)
             if parts is not None:

@@ -55,11 +55,13 @@ class LMStage:
         lora: tuple[int, float, float] = (0, 32.0, 0.0),
         lm_path: str | Path | None = None,
         uncond_prob: float = 0.0,
+        image_modeling: bool = False,
     ):
         self.run, self.seed, self.eval_size = Path(run), seed, eval_size
         if not 0 <= uncond_prob < 1:
             raise ConfigError(f"--uncond-prob must be in [0, 1), got {uncond_prob}")
         self.uncond_prob = uncond_prob
+        self.image_modeling = image_modeling
         self.data, self.val_data = data, val_data
         self.custom = data != WORLD  # a dataset folder or shards instead of the Shapes world
         self.codec = ImageCodecPipeline.load(run)
@@ -111,7 +113,13 @@ class LMStage:
     def from_run(cls, run: Path, common: dict, train, clip: str | Path | None = None, **extra):
         lora = (train.lora_rank, train.lora_alpha, train.lora_dropout)
         return cls(
-            **common, run=run, lora=lora, lm_path=train.lm or None, uncond_prob=train.uncond_prob, **extra
+            **common,
+            run=run,
+            lora=lora,
+            lm_path=train.lm or None,
+            uncond_prob=train.uncond_prob,
+            image_modeling=train.image_modeling,
+            **extra,
         )
 
     def dataset_sources(self, make) -> tuple:
@@ -138,7 +146,7 @@ class LMStage:
             resolved = []
             for seg in segments:
                 if seg.kind == "image":  # the value is an index into this sample's scenes
-                    seg = S.image(embeddings.pop(0), seg.train)
+                    seg = S.image(embeddings.pop(0), seg.train or self.image_modeling)
                 resolved.append(seg)
             seq = S.build(resolved, self.tokenizer, self.codec.token_dim)
             if (

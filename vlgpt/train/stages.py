@@ -23,6 +23,7 @@ import torch
 from ..checkpoint import CheckpointError, atomic_dir, save_model
 from ..config import ClipConfig, ModelConfig, TextConfig, to_dict
 from ..data.images import pixels_from, to_pil
+from ..data.negatives import SubstitutionTable
 from ..data.sources import make_source
 from ..eval.retrieval import group_ids, retrieval_r1
 from ..loading import CLIP_FOLDER, CODEC_FOLDER, HF_FOLDER, load_clip, load_codec
@@ -78,6 +79,9 @@ def clip_retrieval(clip: CLIP, text_tokenizer: TextTokenizer, stage: StageBase) 
 # --- stage: clip -------------------------------------------------------------------------------
 
 
+NEGATIVE_CORPUS = 2000  # captions the hard negatives' word swaps are learnt from
+
+
 @register_stage
 class ClipStage(StageBase):
     name = "clip"
@@ -105,15 +109,33 @@ class ClipStage(StageBase):
             )
         torch.manual_seed(seed)
         self.model = CLIP(model_config.clip)
+        self.negatives = None
+        if model_config.clip.hard_negatives:
+            # The swaps are learnt from the training captions (any dataset), not from a word list.
+            n = min(NEGATIVE_CORPUS, len(self.source)) if hasattr(self.source, "__len__") else NEGATIVE_CORPUS
+            self.negatives = SubstitutionTable.fit([self.source.get(i)[1] for i in range(n)])
 
     def batch(self, start: int, size: int) -> dict:
         pixels, captions, groups = self.raw_batch(start, size)
-        ids, lengths = self.text_tokenizer.batch(captions, self.model_config.clip.text.context_length)
-        return {"pixels": pixels, "ids": ids, "lengths": lengths, "groups": group_ids(groups)}
+        context = self.model_config.clip.text.context_length
+        ids, lengths = self.text_tokenizer.batch(captions, context)
+        batch = {"pixels": pixels, "ids": ids, "lengths": lengths, "groups": group_ids(groups)}
+        if self.negatives is not None:
+            rng = np.random.default_rng([self.seed, start, 5])
+            swapped = [self.negatives.negative(c, rng) for c in captions]
+            texts = [s or c for s, c in zip(swapped, captions)]  # a caption without one is masked out
+            neg_ids, neg_lengths = self.text_tokenizer.batch(texts, context)
+            valid = torch.tensor([s is not None for s in swapped])
+            batch.update(neg_ids=neg_ids, neg_lengths=neg_lengths, neg_valid=valid)
+        return batch
 
     def loss(self, batch: dict):
         parts = {"temperature": 1 / self.model.logit_scale.exp().item()}
-        loss, _ = self.model(batch["pixels"], batch["ids"], batch["lengths"], batch["groups"], parts)
+        negatives = None
+        if "neg_ids" in batch:
+            negatives = (batch["neg_ids"], batch["neg_lengths"], batch["neg_valid"])
+        pixels, ids, lengths, groups = (batch[k] for k in ("pixels", "ids", "lengths", "groups"))
+        loss, _ = self.model(pixels, ids, lengths, groups, parts, negatives)
         return loss, parts
 
     def tokens(self, batch: dict) -> int:
