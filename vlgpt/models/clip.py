@@ -107,7 +107,7 @@ class CLIP(nn.Module):
         positives = (groups[:, None] == groups[None, :]).float()
         targets = positives / positives.sum(1, keepdim=True)
         image_to_text = logits
-        if negatives is not None:
+        if negatives is not None and bool(negatives[2].any()):
             neg_ids, neg_lengths, valid = negatives
             hard = scale * image @ self.encode_text(neg_ids[valid], neg_lengths[valid]).T  # [B, M]
             image_to_text = torch.cat([logits, hard], dim=1)
