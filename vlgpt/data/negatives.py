@@ -60,9 +60,6 @@ class SubstitutionTable:
             }
         )
 
-    def __len__(self) -> int:
-        return len(self.substitutes)
-
     def negative(self, caption: str, rng: np.random.Generator) -> str | None:
         """The caption with one word (chosen at random among those with substitutes) replaced by one
         of its substitutes, capitalisation kept; None when no word of it has any."""
