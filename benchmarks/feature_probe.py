@@ -1,9 +1,10 @@
 """Can an object's shape, colour and size be read from the feature at its place? Linear and MLP probes.
 
-For Shapes scenes, the feature at each object's centre (the ViT patch on the 8 x 8 grid, or the
-image token on the tokenizer's 4 x 8 tiling) is fitted to that object's attributes on 80% of the
-objects and scored on the rest. Features: a CLIP folder's ViT (`--clip`, repeatable), the run's
-tuned ViT, and the run's codec output z (what the LM reads). Chance: shape 1/6, size 1/2.
+For Shapes scenes, the feature at each object's centre (the ViT patch on the 8 x 8 grid, a finer
+ViT grid average-pooled to 8 x 8 first, or the image token on the tokenizer's 4 x 8 tiling) is
+fitted to that object's attributes on 80% of the objects and scored on the rest. Features: a CLIP
+folder's ViT (`--clip`, repeatable), the run's tuned ViT, and the run's codec output z (what the LM
+reads). Chance: shape 1/6, size 1/2.
 
 python benchmarks/feature_probe.py --run runs/demo --clip runs/demo/clip
 """
@@ -39,6 +40,17 @@ def fit(features: torch.Tensor, labels: torch.Tensor, classes: int, hidden: int,
         return float((probe(x[train:]).argmax(1) == labels[train:]).float().mean())
 
 
+def on_grid8(features: torch.Tensor) -> torch.Tensor:
+    """ViT states [B, 1 + g^2, w] -> [B, 1 + 64, w]: a finer patch grid average-pooled to 8 x 8."""
+    g = int(round((features.shape[1] - 1) ** 0.5))
+    if g == 8:
+        return features
+    b, w = features.shape[0], features.shape[2]
+    grid = features[:, 1:].transpose(1, 2).reshape(b, w, g, g)
+    pooled = nn.functional.adaptive_avg_pool2d(grid, 8).flatten(2).transpose(1, 2)
+    return torch.cat([features[:, :1], pooled], dim=1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--run", required=True, help="a run with a trained codec")
@@ -57,7 +69,7 @@ def main() -> None:
         for first in range(0, args.images, 100):
             scenes = [world.scene(i) for i in range(first, first + 100)]
             pixels = pixels_from([to_array(render(s), 64) for s in scenes])
-            hidden = {f"vit {p}": t.image_features(pixels) for p, t in towers.items()}
+            hidden = {f"vit {p}": on_grid8(t.image_features(pixels)) for p, t in towers.items()}
             hidden["vit tuned"] = tuned.image_features(pixels)
             z = codec.tokenizer(hidden["vit tuned"])
             for j, scene in enumerate(scenes):

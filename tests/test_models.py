@@ -159,3 +159,29 @@ def test_captioning_loss_reads_the_image_and_is_causal():
         loss.backward()
         optimizer.step()
     assert parts["caption_ce"] < 0.1, parts  # chance for the colour word alone would be ln 2 / 3 = 0.23
+
+
+def test_sigmoid_loss_is_siglips_pairwise_loss_and_learns_to_match():
+    """clip.loss=sigmoid: -sum log sigmoid(+-(s x.y + b)) / B over all pairs; trained, each image's
+    own caption scores above the others."""
+    torch.manual_seed(0)
+    clip = CLIP(dataclasses.replace(TINY.clip, loss="sigmoid"))
+    size = TINY.clip.vision.image_size
+    pixels = torch.zeros(4, 3, size, size)
+    for i, channels in enumerate(([0], [1], [2], [0, 1])):  # four colours
+        pixels[i, channels] = 1.0
+    ids = torch.tensor([[5, 7 + i, 2] for i in range(4)])
+    lengths = torch.full((4,), 3)
+    loss, logits = clip(pixels, ids, lengths)
+    signs = 2 * torch.eye(4) - 1
+    expected = -torch.nn.functional.logsigmoid(signs * (logits + clip.logit_bias)).sum() / 4
+    torch.testing.assert_close(loss, expected)
+    optimizer = torch.optim.AdamW(clip.parameters(), lr=3e-3)
+    for _ in range(150):
+        loss, logits = clip(pixels, ids, lengths)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert (logits.argmax(1) == torch.arange(4)).all(), logits
+    with pytest.raises(ValueError, match="clip.loss"):
+        CLIP(dataclasses.replace(TINY.clip, loss="hinge"))

@@ -65,3 +65,29 @@ def test_image_modeling_regresses_the_images_the_model_reads(serve_run):
         assert read > 0 and regressed == read, (stage_class.name, read, regressed)
         read, regressed = image_targets_of_read_images(stage_class, False)
         assert read > 0 and regressed == 0, (stage_class.name, read, regressed)
+
+
+def test_layout_plan_off_draws_straight_from_the_prompt(serve_run):
+    """`layout_plan` (on by default) puts the scene's 'Layout: ...' text before each drawn image on the
+    Shapes world; off, the drawn image follows the prompt at once, in pretraining and in instruct."""
+    from vlgpt.config import preset
+    from vlgpt.data.sources import WORLD
+    from vlgpt.train.lm_stages import InstructStage, PretrainStage
+
+    def drawings(stage_class, layout_plan: bool) -> tuple[int, int]:
+        stage = stage_class(preset("tiny").model, WORLD, 0, 8, run=serve_run, layout_plan=layout_plan)
+        drawn = planned = 0
+        for index in range(60):
+            segments, _ = stage.sample(index)
+            texts = " ".join(s.value for s in segments if s.kind == "text" and isinstance(s.value, str))
+            if not any(s.kind == "image" and s.train for s in segments):
+                continue  # draws nothing
+            drawn += 1
+            planned += "Layout:" in texts
+        return drawn, planned
+
+    for stage_class in (PretrainStage, InstructStage):
+        drawn, planned = drawings(stage_class, True)
+        assert drawn > 0 and planned > 0, (stage_class.name, drawn, planned)
+        drawn, planned = drawings(stage_class, False)
+        assert drawn > 0 and planned == 0, (stage_class.name, drawn, planned)

@@ -74,6 +74,11 @@ class ClipConfig:
         8, "e_v = the pooled embedding plus the patch tokens average-pooled to this grid side"
     )
     init_temperature: float = f(0.07, "initial softmax temperature of the InfoNCE loss")
+    loss: str = f(
+        "infonce",
+        "infonce (CLIP's softmax over the batch, both directions) | sigmoid (SigLIP: every "
+        "image-text pair an independent binary decision, with a learnt bias; made for small batches)",
+    )
     caption_weight: float = f(
         0.0,
         "weight of a captioning loss beside InfoNCE: a small decoder predicts the caption from the "
@@ -254,6 +259,12 @@ class TrainConfig:
         "pretrain/instruct: also regress the embeddings of images the model reads (a caption's or a "
         "question's image, each embedding from the ones before it), not only of the images it draws; "
         "off: it helped a captions-only probe but not the full recipe (docs/BENCHMARKS.md)",
+    )
+    layout_plan: bool = f(
+        True,
+        "pretrain/instruct on the Shapes world: a drawing's text writes the scene's layout "
+        "('Layout: ...') before the image, a plan the model then draws from (off: the image follows "
+        "the prompt at once, as on a user's dataset, which has no layouts)",
     )
     lm: str = f(
         "",

@@ -1,4 +1,5 @@
-"""CLIP: a ViT and a text transformer trained contrastively (InfoNCE, learnable temperature).
+"""CLIP: a ViT and a text transformer trained contrastively (InfoNCE, or SigLIP's sigmoid loss;
+learnable temperature).
 
 VL-GPT §3.1 supervises its detokenizer with a frozen CLIP: e_v, the image embedding, and e_t, the
 text embedding of the image's caption. Here `image_embeddings` gives e_v as the pooled image
@@ -36,6 +37,10 @@ class CLIP(nn.Module):
         self.image_proj = nn.Linear(config.vision.width, config.embed_dim, bias=False)
         self.text_proj = nn.Linear(config.text.width, config.embed_dim, bias=False)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / config.init_temperature)))
+        if config.loss not in ("infonce", "sigmoid"):
+            raise ValueError(f"unknown clip.loss {config.loss!r}; choose infonce or sigmoid")
+        if config.loss == "sigmoid":  # SigLIP's bias, -10 at the start: most pairs are negatives
+            self.logit_bias = nn.Parameter(torch.tensor(-10.0))
         init_weights(self.image_proj)
         init_weights(self.text_proj)
         self.captioner = (
@@ -114,7 +119,11 @@ class CLIP(nn.Module):
             targets_i2t = torch.cat([targets, targets.new_zeros(hard.shape)], dim=1)
         else:
             targets_i2t = targets
-        loss = 0.5 * (F.cross_entropy(image_to_text, targets_i2t) + F.cross_entropy(logits.T, targets))
+        if self.config.loss == "sigmoid":  # SigLIP: -log sigmoid(+-(s x.y + b)) summed over pairs, / B
+            signs = 2 * (targets_i2t > 0).float() - 1
+            loss = -F.logsigmoid(signs * (image_to_text + self.logit_bias)).sum() / len(image)
+        else:
+            loss = 0.5 * (F.cross_entropy(image_to_text, targets_i2t) + F.cross_entropy(logits.T, targets))
         if self.captioner is not None:
             caption = self.captioner(features, ids, lengths)
             if parts is not None:

@@ -56,12 +56,14 @@ class LMStage:
         lm_path: str | Path | None = None,
         uncond_prob: float = 0.0,
         image_modeling: bool = False,
+        layout_plan: bool = True,
     ):
         self.run, self.seed, self.eval_size = Path(run), seed, eval_size
         if not 0 <= uncond_prob < 1:
             raise ConfigError(f"--uncond-prob must be in [0, 1), got {uncond_prob}")
         self.uncond_prob = uncond_prob
         self.image_modeling = image_modeling
+        self.layout_plan = layout_plan
         self.data, self.val_data = data, val_data
         self.custom = data != WORLD  # a dataset folder or shards instead of the Shapes world
         self.codec = ImageCodecPipeline.load(run)
@@ -119,6 +121,7 @@ class LMStage:
             lm_path=train.lm or None,
             uncond_prob=train.uncond_prob,
             image_modeling=train.image_modeling,
+            layout_plan=train.layout_plan,
             **extra,
         )
 
@@ -239,8 +242,8 @@ class PretrainStage(LMStage):
                 return pair_sample(self.source, index, rng, self.uncond_prob)
             return pair_sample(self.val_source, index, rng)
         if part == "val":
-            return world_pretrain_sample(self.val_world, index, rng)
-        return world_pretrain_sample(self.world, index, rng, self.uncond_prob)
+            return world_pretrain_sample(self.val_world, index, rng, layout_plan=self.layout_plan)
+        return world_pretrain_sample(self.world, index, rng, self.uncond_prob, self.layout_plan)
 
     def export_meta(self) -> dict:
         # What instruct replays (`--replay`) to keep what pretraining taught: this stage's data, and the
@@ -271,7 +274,7 @@ def pair_sample(source, index: int, rng, uncond_prob: float = 0.0) -> tuple[list
 
 
 def world_pretrain_sample(
-    world: ShapesWorld, index: int, rng, uncond_prob: float = 0.0
+    world: ShapesWorld, index: int, rng, uncond_prob: float = 0.0, layout_plan: bool = True
 ) -> tuple[list[S.Segment], list[Scene]]:
     scene = world.scene(index)
     caption = language.captions(scene, rng)[0]
@@ -281,12 +284,8 @@ def world_pretrain_sample(
     if kind < 0.85:  # caption then layout then image: "An image of <caption>. Layout: ... [IMG] ... [/IMG]"
         if uncond_prob > 0 and rng.random() < uncond_prob:
             return unconditional(), [scene]
-        return [
-            S.text(t2i_prompt(caption), True),
-            S.text(" " + language.layout(scene), True),
-            S.Segment("image", 0, True),
-            S.eos(),
-        ], [scene]
+        plan = [S.text(" " + language.layout(scene), True)] if layout_plan else []
+        return [S.text(t2i_prompt(caption), True), *plan, S.Segment("image", 0, True), S.eos()], [scene]
     doc = world.document(index)  # interleaved: a scene changed step by step
     segments, scenes = [], []
     for part in doc:
@@ -358,7 +357,7 @@ class InstructStage(LMStage):
             rng = np.random.default_rng([self.seed, index, 17])
             if rng.random() < self.replay_fraction:
                 if self.replay == WORLD:
-                    return world_pretrain_sample(self.world, index, rng, self.uncond_prob)
+                    return world_pretrain_sample(self.world, index, rng, self.uncond_prob, self.layout_plan)
                 return pair_sample(self.replay, index, rng, self.uncond_prob)
         if self.custom:  # labels from the conversation's own spans: assistant turns only
             messages, images = (self.source if part == "train" else self.val_source).get(index)
@@ -381,7 +380,8 @@ class InstructStage(LMStage):
             for qa in questions[1:]:
                 messages += [user(txt(qa["question"])), bot(txt(qa["answer"]))]
         elif kind == "draw" or row["edit"] is None:
-            messages = [user(txt(draw_prompt(row["references"][-1]))), bot(txt(language.layout(scene)), img)]
+            plan = [txt(language.layout(scene))] if self.layout_plan else []
+            messages = [user(txt(draw_prompt(row["references"][-1]))), bot(*plan, img)]
         elif kind == "edit":
             messages = [user(img, txt(row["edit"]["instruction"])), bot(img)]
             scenes.append(Scene.from_dict(row["edit"]["target"]))
