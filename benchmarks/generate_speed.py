@@ -59,7 +59,7 @@ def main() -> None:
     model = VLGPT(VLGPTConfig(tok.vocab_size, codec.num_tokens, codec.token_dim, model_config.lm)).eval()
     with torch.no_grad():  # no early stop, no image: fixed-length captions on both sides
         for special in (tok.pad_id, tok.bos_id, tok.eos_id, tok.img_id, tok.img_end_id):
-            model.lm_head.weight[special] = 0
+            model.transformer.lm_head.weight[special] = 0
     peer = HFPeer(model, {"pad": tok.pad_id, "bos": tok.bos_id, "eos": tok.eos_id}).eval()
     copy_weights(model, peer)
     generator = Generator(model, tok, codec)

@@ -75,8 +75,8 @@ class HFPeer(nn.Module):
 def copy_weights(model: VLGPT, peer: HFPeer) -> None:
     """Our weights -> the peer's (qkv split into q/k/v; the rest renamed)."""
     llm = peer.llm
-    llm.model.embed_tokens.weight.copy_(model.token_embed.weight)
-    llm.lm_head.weight.copy_(model.lm_head.weight)
+    llm.model.embed_tokens.weight.copy_(model.transformer.token_embed.weight)
+    llm.lm_head.weight.copy_(model.transformer.lm_head.weight)
     llm.model.norm.weight.copy_(model.transformer.norm.weight)
     for ours, theirs in zip(model.transformer.blocks, llm.model.layers):
         q, k, v = ours.attn.qkv.weight.chunk(3, dim=0)

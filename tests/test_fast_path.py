@@ -106,7 +106,7 @@ def test_caption_batch_equals_one_by_one():
     model = VLGPT(VLGPTConfig(tokenizer.vocab_size, num_image_tokens=4, image_token_dim=8, lm=lm)).eval()
     with torch.no_grad():
         for special in (tokenizer.eos_id, tokenizer.img_id, tokenizer.pad_id, tokenizer.bos_id):
-            model.lm_head.weight[special] = 0  # full-length answers: every position can disagree
+            model.transformer.lm_head.weight[special] = 0  # full-length answers: every position can disagree
     generator = Generator(model, tokenizer, SimpleNamespace(token_dim=8, num_tokens=4))
     prompts = [
         [S.image(torch.randn(4, 8)), S.text("a red circle")],

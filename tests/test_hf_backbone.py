@@ -28,9 +28,9 @@ from vlgpt.cli import main
 from vlgpt.config import LanguageModelConfig
 from vlgpt.data import sequences as S
 from vlgpt.hf_lm import load_local_lm
-from vlgpt.models.hf_backbone import HFVLGPT
+from vlgpt.models.hf_backbone import HFBackbone
 from vlgpt.models.lora import add_lora, has_lora, merge_lora
-from vlgpt.models.vlgpt import VLGPTConfig
+from vlgpt.models.vlgpt import VLGPT, VLGPTConfig
 
 FAST = [
     "--preset",
@@ -172,7 +172,7 @@ def test_pretrain_instruct_caption_imagine_with_a_llama_backbone(lm_folders, cod
     from vlgpt.world.dataset import ShapesWorld
 
     pipe = vlgpt.load(run)
-    assert isinstance(pipe.model, HFVLGPT)
+    assert isinstance(pipe.model.transformer, HFBackbone)
     assert pipe.tokenizer.decode(pipe.tokenizer.encode("a red circle")) == "a red circle"
     assert pipe.tokenizer.img_id == pipe.tokenizer.tokenizer.convert_tokens_to_ids("[IMG]")
     assert pipe.model.regression_head.in_features == 48  # sized to the LM's hidden width
@@ -275,11 +275,11 @@ def test_tokenizer_adapter_adds_image_tokens_and_falls_back_to_eos(lm_folders):
     assert adapted.bos_id == adapted.pad_id == adapted.eos_id == 2
 
 
-def hf_vlgpt(folder, dim: int = 8) -> HFVLGPT:
+def hf_vlgpt(folder, dim: int = 8) -> VLGPT:
     hf_model, tokenizer = load_local_lm(folder)
     torch.manual_seed(0)
     vocab = hf_model.get_input_embeddings().num_embeddings
-    return HFVLGPT(VLGPTConfig(vocab, 4, dim, LanguageModelConfig()), hf_model).eval(), tokenizer
+    return VLGPT(VLGPTConfig(vocab, 4, dim, LanguageModelConfig()), HFBackbone(hf_model)).eval(), tokenizer
 
 
 @pytest.mark.parametrize("family", ["llama", "mistral", "gpt2"])

@@ -32,7 +32,9 @@ def test_lora_freezes_the_transformer_and_trains_adapters_and_image_heads():
     per_block = {n.split(".")[4] for n in trainable if "lora_A" in n}
     assert per_block == {"qkv", "out", "gate", "up", "down"}  # every linear layer of the blocks
     assert not any(
-        p.requires_grad for n, p in model.named_parameters() if n.startswith(("token_embed", "lm_head"))
+        p.requires_grad
+        for n, p in model.named_parameters()
+        if n.startswith(("transformer.token_embed", "transformer.lm_head"))
     )
 
 

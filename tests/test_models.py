@@ -185,3 +185,22 @@ def test_sigmoid_loss_is_siglips_pairwise_loss_and_learns_to_match():
     assert (logits.argmax(1) == torch.arange(4)).all(), logits
     with pytest.raises(ValueError, match="clip.loss"):
         CLIP(dataclasses.replace(TINY.clip, loss="hinge"))
+
+
+def test_masked_patches_drop_tokens_in_training_only():
+    """clip.vision.mask_ratio (FLIP): training steps see a random share of the patches, while the
+    features that later stages read keep every patch."""
+    torch.manual_seed(0)
+    config = dataclasses.replace(TINY.clip, vision=dataclasses.replace(TINY.clip.vision, mask_ratio=0.5))
+    clip = CLIP(config)
+    pixels = torch.rand(2, 3, config.vision.image_size, config.vision.image_size)
+    patches = config.vision.num_patches
+    assert clip.vision(pixels, 0.5).shape[1] == 1 + patches // 2
+    assert clip.image_features(pixels).shape[1] == 1 + patches
+    ids, lengths = torch.randint(3, 50, (2, 6)), torch.tensor([6, 6])
+    clip.train()
+    assert not torch.equal(
+        clip(pixels, ids, lengths)[1], clip(pixels, ids, lengths)[1]
+    )  # new masks each step
+    clip.eval()
+    torch.testing.assert_close(clip(pixels, ids, lengths)[1], clip(pixels, ids, lengths)[1])

@@ -137,6 +137,7 @@ def load_weights(
         state = load_file(str(file), device=str(device))
     except (SafetensorError, OSError, ValueError) as error:
         raise CheckpointError(f"{file} is damaged or not a safetensors file ({error})") from None
+    state = model.upgrade_state(state) if hasattr(model, "upgrade_state") else state  # renamed weights
     own = model.state_dict()
     empty = any(p.is_meta for p in model.parameters())
     shared = _shared_parameters(model) if empty else {}  # meta tensors have no storage to compare

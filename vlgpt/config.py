@@ -41,6 +41,11 @@ class VisionConfig:
     heads: int = f(4, "attention heads")
     mlp_ratio: float = f(4.0, "MLP hidden size / width")
     conv_stem: bool = f(True, "stride-2 convolutions down to the patch grid instead of one patchify conv")
+    mask_ratio: float = f(
+        0.0,
+        "CLIP training only: share of patch tokens dropped at random from each image (FLIP), so a "
+        "step costs less; features for the later stages always see every patch",
+    )
 
     @property
     def num_patches(self) -> int:

@@ -20,7 +20,7 @@ from .config import ClipConfig, ImageTokenizerConfig, LanguageModelConfig, Pixel
 from .devices import empty_parameters
 from .hf_lm import LM_DIR, HFTextTokenizer, rebuild_lm
 from .models.clip import CLIP
-from .models.hf_backbone import HFVLGPT
+from .models.hf_backbone import HFBackbone
 from .models.image_detokenizer import ImageCodec
 from .models.pixel_decoder import build_pixel_decoder
 from .models.vlgpt import VLGPT, VLGPTConfig
@@ -121,7 +121,7 @@ def load_vlgpt(run_or_dir: Path, device="cpu", dtype=None) -> tuple[VLGPT, dict,
     )
     if config.get("backbone", "vlgpt") == "hf":
         hf_model, tokenizer = rebuild_lm(directory / LM_DIR)
-        model = HFVLGPT(vlgpt_config, hf_model)
+        model = VLGPT(vlgpt_config, HFBackbone(hf_model))
     else:
         with empty_parameters():
             model = VLGPT(vlgpt_config)

@@ -102,7 +102,7 @@ class CLIP(nn.Module):
         `negatives` (ids, lengths, valid [B]) are hard negative captions (`data/negatives.py`): extra
         texts every image is contrasted with in the image-to-text direction; invalid ones are left out.
         """
-        features = self.vision(pixels)
+        features = self.vision(pixels, self.config.vision.mask_ratio if self.training else 0.0)
         image = self.pool_image(features)
         text = self.encode_text(ids, lengths)
         scale = self.logit_scale.clamp(max=math.log(100)).exp()

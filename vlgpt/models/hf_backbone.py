@@ -1,11 +1,13 @@
 """A Hugging Face causal LM as VL-GPT's transformer (Llama, Qwen2, Mistral, GPT-2 families).
 
-VL-GPT (§3.2) builds on a pretrained LLM; `HFVLGPT` is `VLGPT` with the transformer, the token
-embedding and the LM head taken from a `transformers` causal LM. Only the image side is new: the
-input projection (image embedding -> the LM's width) and the regression head (width -> image
-embedding), sized to the LM's hidden width. Everything else — the splice, the losses, generation —
-is VLGPT's own code, through the same three calls: `embed`, `transformer(x, mask, cache)` and
-`next_token_logits`.
+VL-GPT (§3.2) builds on a pretrained LLM: `VLGPT(config, HFBackbone(model))` is VLGPT with the
+transformer, the token embedding and the LM head taken from a `transformers` causal LM. Only the
+image side is new: the input projection (image embedding -> the LM's width) and the regression head
+(width -> image embedding), sized to the LM's hidden width. Everything else — the splice, the
+losses, generation — is VLGPT's own code, through the backbone contract that our own
+`transformer.LanguageModel` implements too (`models/vlgpt.py`). Weights are named
+`transformer.model.<the HF names>`, `image_in.*` and `regression_head.*`; `config.vocab_size` is
+the LM's embedding rows (after adding [IMG] and [/IMG]).
 
 The model is handed in already built; reading folders (and refusing remote code or pickled weights)
 is `vlgpt/hf_lm.py`'s job.
@@ -19,9 +21,6 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .image_heads import build_image_head
-from .vlgpt import VLGPT, VLGPTConfig
-
 
 @dataclass
 class HFCache:
@@ -34,6 +33,11 @@ class HFCache:
 
 class HFBackbone(nn.Module):
     """Runs an HF causal LM's decoder on input embeddings: x [B, T, width] -> hidden [B, T, width]."""
+
+    lora_targets = (
+        "all-linear"  # peft: every nn.Linear / GPT-2 Conv1D of the decoder (the LM head is outside it)
+    )
+    lora_trains_embeddings = True  # [IMG] and [/IMG] are new rows of the embedding and the LM head
 
     def __init__(self, model: nn.Module):
         super().__init__()
@@ -56,8 +60,19 @@ class HFBackbone(nn.Module):
     def embed_tokens(self, ids: torch.Tensor) -> torch.Tensor:
         return self.model.get_input_embeddings()(ids)
 
-    def lm_head(self, hidden: torch.Tensor) -> torch.Tensor:
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.model.get_output_embeddings()(hidden)
+
+    @property
+    def lora_root(self) -> nn.Module:
+        return self.model.base_model  # the decoder: adapters go here, never on the LM head
+
+    @property
+    def embedding_modules(self) -> tuple[nn.Module, ...]:
+        return self.model.get_input_embeddings(), self.model.get_output_embeddings()
+
+    def new_cache(self, batch: int, max_len: int, dtype=None, device=None) -> HFCache:
+        return HFCache()  # the model makes its DynamicCache on the first call
 
     def forward(
         self, x: torch.Tensor, attention_mask: torch.Tensor | None = None, cache: HFCache | None = None
@@ -78,45 +93,3 @@ class HFBackbone(nn.Module):
         if cache is not None:
             cache.past, cache.length = out[self.cache_name], total
         return out.last_hidden_state  # [B, T, width], after the LM's final norm
-
-
-class HFVLGPT(VLGPT):
-    """VLGPT whose transformer, token embedding and LM head belong to an HF causal LM.
-
-    Weights are named `transformer.model.<the HF names>`, `image_in.*` and `regression_head.*`.
-    `config.vocab_size` is the LM's embedding rows (after adding [IMG] and [/IMG]).
-    """
-
-    lora_targets = (
-        "all-linear"  # peft: every nn.Linear / GPT-2 Conv1D of the decoder (the LM head is outside it)
-    )
-    lora_trains_embeddings = True  # [IMG] and [/IMG] are new rows of the embedding and the LM head
-
-    def __init__(self, config: VLGPTConfig, model: nn.Module):
-        nn.Module.__init__(self)  # VLGPT.__init__ would build our own transformer and embeddings
-        self.config = config
-        self.transformer = HFBackbone(model)
-        width = self.transformer.width
-        self.build_image_input(width)
-        self.regression_head = build_image_head(config.lm.image_head, width, config.image_token_dim)
-
-    @property
-    def max_seq_len(self) -> int:
-        return self.transformer.max_seq_len
-
-    @property
-    def lora_root(self) -> nn.Module:
-        return self.transformer.model.base_model  # the decoder: adapters go here, never on the LM head
-
-    @property
-    def embedding_modules(self) -> tuple[nn.Module, ...]:
-        return self.transformer.model.get_input_embeddings(), self.transformer.model.get_output_embeddings()
-
-    def new_cache(self, batch: int, max_len: int) -> HFCache:
-        return HFCache()
-
-    def embed_text(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.transformer.embed_tokens(ids)
-
-    def next_token_logits(self, hidden_last: torch.Tensor) -> torch.Tensor:
-        return self.transformer.lm_head(hidden_last)

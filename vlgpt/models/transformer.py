@@ -1,8 +1,9 @@
 """Decoder-only transformer for VL-GPT's language model: RoPE, RMSNorm, SwiGLU, SDPA, KV cache.
 
-Llama-style, small enough to read in one sitting. It consumes input *embeddings* (not ids), since
-VL-GPT splices projected image embeddings between text token embeddings; the caller owns the
-embedding table and the heads.
+Llama-style, small enough to read in one sitting. `Transformer` consumes input *embeddings* (not
+ids), since VL-GPT splices projected image embeddings between text token embeddings. `LanguageModel`
+adds the token embedding and the LM head: it is VL-GPT's own backbone, one of the two
+implementations (with `hf_backbone.HFBackbone`) of the contract `models/vlgpt.py` states.
 """
 
 from __future__ import annotations
@@ -226,3 +227,41 @@ class Transformer(nn.Module):
             cache.length = total
         x = self.norm(x)
         return real.scatter(x) if real is not None else x
+
+
+class LanguageModel(Transformer):
+    """Our backbone: the transformer with its token embedding (`token_embed`, handed in: VLGPT builds
+    it first, so that a seed gives the weights it always gave) and its LM head (`lm_head`)."""
+
+    lora_targets: tuple[str, ...] | str = ("qkv", "out", "gate", "up", "down")  # every block's linears
+    lora_trains_embeddings = False  # with LoRA, the token embedding and LM head stay frozen (VL-GPT §3.2)
+
+    def __init__(self, config: TransformerConfig, token_embed: nn.Embedding):
+        super().__init__(config)
+        self.token_embed = token_embed
+        self.lm_head = nn.Linear(config.width, token_embed.num_embeddings, bias=False)
+
+    @property
+    def width(self) -> int:
+        return self.config.width
+
+    @property
+    def max_seq_len(self) -> int:
+        return self.config.max_seq_len
+
+    @property
+    def lora_root(self) -> nn.Module:
+        return self
+
+    @property
+    def embedding_modules(self) -> tuple[nn.Module, ...]:
+        return self.token_embed, self.lm_head
+
+    def embed_tokens(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.token_embed(ids)
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.lm_head(hidden)
+
+    def new_cache(self, batch: int, max_len: int, dtype=torch.float32, device=None) -> KVCache:
+        return KVCache(self.config, batch, max_len, dtype=dtype, device=device)

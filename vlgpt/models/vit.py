@@ -54,11 +54,19 @@ class VisionTransformer(nn.Module):
         nn.init.normal_(self.pos_embed, std=0.02)
         nn.init.normal_(self.cls_token, std=0.02)
 
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        """pixels [B, 3, H, W] in 0..1 -> hidden states [B, 1 + P, width] (CLS first)."""
+    def forward(self, pixels: torch.Tensor, mask_ratio: float = 0.0) -> torch.Tensor:
+        """pixels [B, 3, H, W] in 0..1 -> hidden states [B, 1 + P, width] (CLS first).
+
+        With `mask_ratio` > 0 (FLIP, Li et al. 2023), a random share of each image's patch tokens is
+        dropped after the position embedding: [B, 1 + P', width] with P' = P (1 - mask_ratio)."""
         x = (pixels - self.pixel_mean) / self.pixel_std
-        x = self.patch_embed(x).flatten(2).transpose(1, 2)  # [B, P, w]
-        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embed
+        x = self.patch_embed(x).flatten(2).transpose(1, 2) + self.pos_embed[:, 1:]  # [B, P, w]
+        if mask_ratio > 0:
+            keep = max(1, round(x.shape[1] * (1 - mask_ratio)))
+            kept = torch.rand(x.shape[:2], device=x.device).argsort(dim=1)[:, :keep]  # [B, P']
+            x = x.gather(1, kept[..., None].expand(-1, -1, x.shape[2]))
+        cls = self.cls_token + self.pos_embed[:, :1]
+        x = torch.cat([cls.expand(x.shape[0], -1, -1), x], dim=1)
         for block in self.blocks:
             x = block(x)
         return self.norm(x)

@@ -17,7 +17,7 @@ from torch import nn
 
 from ..config import LanguageModelConfig
 from .image_heads import build_image_head
-from .transformer import KVCache, Transformer
+from .transformer import KVCache, LanguageModel
 
 
 @dataclass(frozen=True)
@@ -29,26 +29,39 @@ class VLGPTConfig:
 
 
 class VLGPT(nn.Module):
-    lora_targets: tuple[str, ...] | str = (
-        "qkv",
-        "out",
-        "gate",
-        "up",
-        "down",
-    )  # every linear layer of a block
-    lora_trains_embeddings = False  # with LoRA, the token embedding and LM head stay frozen (VL-GPT §3.2)
+    """The splice, the two heads and the losses, over a *backbone* (`self.transformer`).
 
-    def __init__(self, config: VLGPTConfig):
+    A backbone is our `transformer.LanguageModel` (the default) or `hf_backbone.HFBackbone` (a
+    Hugging Face causal LM). Both implement one contract, and nothing here reaches past it:
+    `width`, `max_seq_len`, `embed_tokens(ids)`, `forward(x, attention_mask, cache) -> hidden` (after
+    the final norm), `logits(hidden)`, `new_cache(batch, max_len, dtype, device)`; for LoRA
+    `lora_root`, `lora_targets`, `lora_trains_embeddings` and `embedding_modules`.
+    """
+
+    def __init__(self, config: VLGPTConfig, backbone: nn.Module | None = None):
         super().__init__()
         self.config = config
-        width = config.lm.width
-        self.token_embed = nn.Embedding(config.vocab_size, width)
-        self.build_image_input(width)
-        self.transformer = Transformer(config.lm)
-        self.lm_head = nn.Linear(width, config.vocab_size, bias=False)
+        if backbone is None:  # our own; built in this order so that a seed gives the weights it always gave
+            width = config.lm.width
+            token_embed = nn.Embedding(config.vocab_size, width)
+            self.build_image_input(width)
+            self.transformer = LanguageModel(config.lm, token_embed)
+        else:
+            self.transformer = backbone
+            self.build_image_input(backbone.width)
+        width = self.transformer.width
         self.regression_head = build_image_head(config.lm.image_head, width, config.image_token_dim)
-        nn.init.normal_(self.token_embed.weight, std=width**-0.5)
-        nn.init.normal_(self.lm_head.weight, std=width**-0.5)
+        if backbone is None:
+            nn.init.normal_(self.transformer.token_embed.weight, std=width**-0.5)
+            nn.init.normal_(self.transformer.lm_head.weight, std=width**-0.5)
+
+    @property
+    def lora_targets(self) -> tuple[str, ...] | str:
+        return self.transformer.lora_targets
+
+    @property
+    def lora_trains_embeddings(self) -> bool:
+        return self.transformer.lora_trains_embeddings
 
     def build_image_input(self, width: int) -> None:
         """The input projection for image embeddings; with `lm.normalize_inputs`, per-channel mean
@@ -79,20 +92,27 @@ class VLGPT(nn.Module):
 
     @property
     def max_seq_len(self) -> int:
-        return self.config.lm.max_seq_len
+        return self.transformer.max_seq_len
 
     @property
     def lora_root(self) -> nn.Module:
         """Where LoRA adapters go (VL-GPT §3.2: every linear layer of the transformer)."""
-        return self.transformer
+        return self.transformer.lora_root
 
     @property
     def embedding_modules(self) -> tuple[nn.Module, ...]:
-        return self.token_embed, self.lm_head
+        return self.transformer.embedding_modules
 
-    def new_cache(self, batch: int, max_len: int) -> KVCache:
+    def new_cache(self, batch: int, max_len: int):
+        """The backbone's KV cache for `batch` rows of up to `max_len` positions."""
         weight = self.image_in.weight
-        return KVCache(self.config.lm, batch, max_len, dtype=weight.dtype, device=weight.device)
+        return self.transformer.new_cache(batch, max_len, dtype=weight.dtype, device=weight.device)
+
+    def upgrade_state(self, state: dict) -> dict:
+        """Weights saved before the backbone held the token embedding and LM head (`token_embed.*`,
+        `lm_head.*` at the top) -> today's names; `checkpoint.load_weights` calls this."""
+        old = ("token_embed.", "lm_head.")
+        return {("transformer." + k if k.startswith(old) else k): v for k, v in state.items()}
 
     def embed(self, ids: torch.Tensor, image_embeds: torch.Tensor, is_image: torch.Tensor) -> torch.Tensor:
         """Splice: ids [B, T] and image_embeds [B, T, d] -> inputs [B, T, width] by the is_image mask."""
@@ -143,10 +163,10 @@ class VLGPT(nn.Module):
         return self.transformer(x, cache=cache)[0, -1]
 
     def embed_text(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.token_embed(ids)
+        return self.transformer.embed_tokens(ids)
 
     def next_token_logits(self, hidden_last: torch.Tensor) -> torch.Tensor:
-        return self.lm_head(hidden_last)
+        return self.transformer.logits(hidden_last)
 
     def next_image_embedding(
         self,

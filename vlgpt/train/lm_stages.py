@@ -24,7 +24,7 @@ from ..data.sources import WORLD, make_source
 from ..hf_lm import LM_DIR, load_local_lm, save_lm
 from ..image_codec import ImageCodecPipeline
 from ..loading import load_vlgpt
-from ..models.hf_backbone import HFVLGPT
+from ..models.hf_backbone import HFBackbone
 from ..models.lora import add_lora, has_lora, lora_state_dict, merge_lora
 from ..models.vlgpt import VLGPT, VLGPTConfig
 from ..prompts import DESCRIBE, draw_prompt, t2i_prompt
@@ -83,14 +83,14 @@ class LMStage:
             self.model.train()
         elif lm_path:  # a local Hugging Face causal LM as the transformer; its tokenizer replaces our BPE
             hf_model, self.tokenizer = load_local_lm(lm_path)
-            self.model = HFVLGPT(
+            self.model = VLGPT(
                 VLGPTConfig(
                     hf_model.get_input_embeddings().num_embeddings,
                     self.codec.num_tokens,
                     self.codec.token_dim,
                     model_config.lm,
                 ),
-                hf_model,
+                HFBackbone(hf_model),
             )
         else:
             self.model = VLGPT(
@@ -209,9 +209,7 @@ class LMStage:
             "image_token_dim": config.image_token_dim,
             "lm": to_dict(config.lm),
         }
-        if isinstance(
-            model, HFVLGPT
-        ):  # the HF LM's config and tokenizer in lm/, so loading needs no --lm folder
+        if isinstance(model.transformer, HFBackbone):  # its config and tokenizer in lm/: no --lm to load
             meta.update(backbone="hf", lm={"regression_weight": config.lm.regression_weight})
             save_lm(directory / LM_DIR, model.transformer.model, self.tokenizer)
         else:
