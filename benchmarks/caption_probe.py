@@ -28,7 +28,7 @@ import torch
 
 from vlgpt.config import LanguageModelConfig
 from vlgpt.data import sequences as S
-from vlgpt.generate import Generator, SamplingConfig
+from vlgpt.generate import InterleavedGenerator, SamplingConfig
 from vlgpt.image_codec import ImageCodecPipeline
 from vlgpt.loading import load_clip
 from vlgpt.models.vlgpt import VLGPT, VLGPTConfig
@@ -144,7 +144,7 @@ def main() -> None:
     per_step = (time.perf_counter() - warm) / max(args.steps - 21, 1) if args.steps > 21 else seconds
 
     model.eval()
-    generator = Generator(model, text_tokenizer, codec)
+    generator = InterleavedGenerator(model, text_tokenizer, codec)
     generator.dim = dim
     scenes = [val.scene(i) for i in range(args.val)]
     with torch.no_grad():

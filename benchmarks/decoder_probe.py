@@ -21,12 +21,12 @@ import time
 
 import torch
 
-from vlgpt.config import apply_overrides, preset
+from vlgpt.config import PixelDecoderModelConfig, TokenizerPairConfig, apply_overrides, preset
 from vlgpt.data.images import pixels_from, to_pil
 from vlgpt.data.sources import WorldSource
 from vlgpt.loading import load_clip
-from vlgpt.models.image_detokenizer import ImageCodec
 from vlgpt.models.pixel_decoder import build_pixel_decoder
+from vlgpt.models.tokenizer_pair import TokenizerPair
 from vlgpt.models.vit import PIXEL_MEAN, PIXEL_STD, VisionTransformer, conv_stem
 from vlgpt.world.judge import compare_scenes, judge
 from vlgpt.world.render import render_grid
@@ -54,7 +54,7 @@ def main() -> None:
     torch.manual_seed(0)
     model = apply_overrides(preset("small").model, args.set)
     grid, size, width = model.clip.condition_grid, model.clip.vision.image_size, model.clip.embed_dim
-    decoder = build_pixel_decoder(model.decoder, width, size, grid)
+    decoder = build_pixel_decoder(PixelDecoderModelConfig(model.decoder, width, size, grid))
     if args.encoder == "vit-fresh":  # the CLIP image tower's architecture, from random weights
         encoder = VisionTransformer(model.clip.vision)
     elif args.encoder == "vit":
@@ -77,7 +77,9 @@ def main() -> None:
         encoder = ConvEncoder()
 
     # --codec: the image tokenizer and detokenizer in between, fresh, as the decoder stage's chain has them
-    codec = ImageCodec(model.tokenizer, width, model.clip.num_condition_tokens, width, grid * grid)
+    codec = TokenizerPair(
+        TokenizerPairConfig(model.tokenizer, width, model.clip.num_condition_tokens, width, grid * grid)
+    )
 
     def reconstruct(x: torch.Tensor) -> torch.Tensor:
         tokens = encoder(x)

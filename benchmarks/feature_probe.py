@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from vlgpt.data.images import pixels_from, to_array
-from vlgpt.loading import load_clip, load_codec, trained_image_side
+from vlgpt.loading import load_clip, load_tokenizer_pair, trained_image_side
 from vlgpt.world.dataset import ShapesWorld
 from vlgpt.world.render import render
 from vlgpt.world.scene import COLORS, SHAPES, SIZES
@@ -60,7 +60,7 @@ def main() -> None:
     torch.manual_seed(0)
     clip_dir, codec_dir = trained_image_side(args.run)
     tuned, _ = load_clip(clip_dir)
-    codec = load_codec(codec_dir)
+    codec = load_tokenizer_pair(codec_dir)
     towers = {path: load_clip(path)[0] for path in args.clip}
     world, colours = ShapesWorld("train", seed=500000), list(COLORS)
     features: dict[str, list] = {**{f"vit {p}": [] for p in args.clip}, "vit tuned": [], "z": []}

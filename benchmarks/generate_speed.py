@@ -6,12 +6,12 @@ Both models hold the same weights (`benchmarks/hf_peer.py`), run in fp32 as `vlg
 greedily from the same prompt (User: [IMG] e_1..e_N [/IMG] Describe the image. Assistant:) and must
 write the same tokens, which the script checks. The special tokens' rows of the LM head are zeroed so
 that neither model stops early or starts an image: every caption is exactly --new-tokens long.
-Timed: ours through `Generator.generate` (prompt building and text decoding included), the peer
+Timed: ours through `InterleavedGenerator.generate` (prompt building and text decoding included), the peer
 through `LlamaForCausalLM.generate(inputs_embeds=...)` with the splice included. Calls alternate.
 
 Figures: time to first token (a 1-token answer), decoding tokens/s after the first, a caption's
 total time; text-to-image latency per image ([IMG], N regression steps, [/IMG], detokenizer and
-pixel decoder); captions/s for a batch of prompts (ours with `Generator.caption_batch` and one
+pixel decoder); captions/s for a batch of prompts (ours with `InterleavedGenerator.caption_batch` and one
 after another with `generate`, the peer with batched `generate`; the batched answers are checked
 equal too). One JSON line.
 """
@@ -32,7 +32,7 @@ from harness import caption_prompt, interleaved, load, machine, make_untrained_r
 from hf_peer import HFPeer, copy_weights
 
 from vlgpt.data import sequences as S
-from vlgpt.generate import Generator, SamplingConfig
+from vlgpt.generate import InterleavedGenerator, SamplingConfig
 from vlgpt.image_codec import ImageCodecPipeline
 from vlgpt.models.vlgpt import VLGPT, VLGPTConfig
 from vlgpt.prompts import t2i_prompt
@@ -62,7 +62,7 @@ def main() -> None:
             model.transformer.lm_head.weight[special] = 0
     peer = HFPeer(model, {"pad": tok.pad_id, "bos": tok.bos_id, "eos": tok.eos_id}).eval()
     copy_weights(model, peer)
-    generator = Generator(model, tok, codec)
+    generator = InterleavedGenerator(model, tok, codec)
 
     world = ShapesWorld("test", codec.image_size, codec.image_size)
     scenes = [world.scene(i) for i in range(args.batch)]

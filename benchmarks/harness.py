@@ -17,14 +17,15 @@ from pathlib import Path
 import torch
 
 from vlgpt.checkpoint import save_model
-from vlgpt.config import ModelConfig, preset, to_dict
+from vlgpt.config import ModelConfig, PixelDecoderModelConfig, TokenizerPairConfig, preset, to_dict
 from vlgpt.data import sequences as S
 from vlgpt.data.sources import make_source
 from vlgpt.models.clip import CLIP
-from vlgpt.models.image_detokenizer import ImageCodec
 from vlgpt.models.pixel_decoder import build_pixel_decoder
+from vlgpt.models.tokenizer_pair import TokenizerPair
 from vlgpt.models.vlgpt import VLGPT, VLGPTConfig
 from vlgpt.text_tokenizer import TextTokenizer
+from vlgpt.train.stages import save_pixel_decoder, save_tokenizer_pair
 
 
 def make_untrained_run(directory: Path, preset_name: str = "small", seed: int = 0) -> ModelConfig:
@@ -32,16 +33,8 @@ def make_untrained_run(directory: Path, preset_name: str = "small", seed: int = 
     config = preset(preset_name).model
     torch.manual_seed(seed)
     clip = CLIP(config.clip)
-    codec = ImageCodec(
-        config.tokenizer,
-        config.clip.vision.width,
-        config.clip.num_condition_tokens,
-        config.clip.embed_dim,
-        config.clip.vision.num_patches,
-    )
-    decoder = build_pixel_decoder(
-        config.decoder, config.clip.embed_dim, config.clip.vision.image_size, config.clip.condition_grid
-    )
+    codec = TokenizerPair(TokenizerPairConfig.for_clip(config.tokenizer, config.clip))
+    decoder = build_pixel_decoder(PixelDecoderModelConfig.for_clip(config.decoder, config.clip))
     text = TextTokenizer.train(
         make_source("world", config.clip.vision.image_size).corpus(1000), config.clip.text.vocab_size
     )
@@ -50,29 +43,8 @@ def make_untrained_run(directory: Path, preset_name: str = "small", seed: int = 
         (directory / stage / "model").mkdir(parents=True, exist_ok=True)
     save_model(directory / "clip" / "model", clip, {"kind": "clip", "config": to_dict(config.clip)})
     text.save(directory / "clip" / "model")
-    save_model(
-        directory / "tokenizer" / "model",
-        codec,
-        {
-            "kind": "tokenizer",
-            "config": to_dict(config.tokenizer),
-            "feature_width": config.clip.vision.width,
-            "num_condition_tokens": config.clip.num_condition_tokens,
-            "embed_dim": config.clip.embed_dim,
-            "num_patches": config.clip.vision.num_patches,
-        },
-    )
-    save_model(
-        directory / "decoder" / "model",
-        decoder,
-        {
-            "kind": "decoder",
-            "config": to_dict(config.decoder),
-            "embed_dim": config.clip.embed_dim,
-            "image_size": config.clip.vision.image_size,
-            "grid": config.clip.condition_grid,
-        },
-    )
+    save_tokenizer_pair(directory / "tokenizer" / "model", codec)
+    save_pixel_decoder(directory / "decoder" / "model", decoder)
     return config
 
 

@@ -4,7 +4,7 @@
 
 Training: the pretrain stage's model, fused AdamW and `--steps` steps on its real batches (the
 run's frozen image codec loaded, as `vlgpt train pretrain` has it), in the precision `auto` picks.
-Inference: a 32-token caption through `Generator` with the codec loaded. With --peer, the HF peer
+Inference: a 32-token caption through `InterleavedGenerator` with the codec loaded. With --peer, the HF peer
 (benchmarks/hf_peer.py) does the same training steps in its own process. Each figure is the
 process's peak RSS (`ru_maxrss`), and that minus the RSS right after the imports (torch, and
 transformers for the peer): the work's own share, first-use kernel and thread-pool set-up included.
@@ -40,7 +40,7 @@ def child(mode: str, preset_name: str, run: str, steps: int, threads: int) -> di
     from harness import caption_prompt, peak_rss_mib
 
     from vlgpt.config import preset
-    from vlgpt.generate import Generator, SamplingConfig
+    from vlgpt.generate import InterleavedGenerator, SamplingConfig
     from vlgpt.image_codec import ImageCodecPipeline
     from vlgpt.models.vlgpt import VLGPT, VLGPTConfig
     from vlgpt.train.engine import make_optimizer, resolve_precision
@@ -60,7 +60,9 @@ def child(mode: str, preset_name: str, run: str, steps: int, threads: int) -> di
         model = VLGPT(VLGPTConfig(tok.vocab_size, codec.num_tokens, codec.token_dim, model_config.lm)).eval()
         world = ShapesWorld("test", codec.image_size, codec.image_size)
         embeddings = codec.encode([np.asarray(render(world.scene(0)))])[0]
-        Generator(model, tok, codec).generate(caption_prompt(embeddings), SamplingConfig(max_new_tokens=32))
+        InterleavedGenerator(model, tok, codec).generate(
+            caption_prompt(embeddings), SamplingConfig(max_new_tokens=32)
+        )
     else:
         recipe = preset(preset_name).train["pretrain"]
         stage = PretrainStage(model_config, "world", seed=0, eval_size=8, run=Path(run))

@@ -20,11 +20,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vlgpt.config import ImageTokenizerConfig
+from vlgpt.config import ImageTokenizerConfig, TokenizerPairConfig
 from vlgpt.data.images import pixels_from
 from vlgpt.loading import load_clip
-from vlgpt.models.image_detokenizer import ImageCodec
 from vlgpt.models.pixel_decoder import foreground
+from vlgpt.models.tokenizer_pair import TokenizerPair
 from vlgpt.world.dataset import ShapesWorld
 from vlgpt.world.render import render
 
@@ -36,7 +36,7 @@ def batch(world: ShapesWorld, start: int, n: int) -> torch.Tensor:
 def run(clip, config: ImageTokenizerConfig, steps: int, batch_size: int, lr: float, val: dict) -> dict:
     torch.manual_seed(0)
     c = clip.config
-    codec = ImageCodec(config, c.vision.width, c.num_condition_tokens, c.embed_dim, c.vision.num_patches)
+    codec = TokenizerPair(TokenizerPairConfig.for_clip(config, c))
     optimizer = torch.optim.AdamW(codec.parameters(), lr=lr, weight_decay=0.0, betas=(0.9, 0.98))
     world = ShapesWorld("train")
     start = time.perf_counter()

@@ -99,14 +99,14 @@ def halves_run(tmp_path_factory):
 def draw_accuracy(model_dir, run, centre) -> float:
     """Share of the 12 captions whose drawing the nearest-centroid classifier assigns to that caption."""
     from vlgpt.data import sequences as S
-    from vlgpt.generate import Generator, SamplingConfig
+    from vlgpt.generate import InterleavedGenerator, SamplingConfig
     from vlgpt.image_codec import ImageCodecPipeline
     from vlgpt.loading import load_vlgpt
     from vlgpt.prompts import t2i_prompt
 
     model, _, _ = load_vlgpt(model_dir)
     codec = ImageCodecPipeline.load(run)
-    generator = Generator(model, codec.text_tokenizer, codec)
+    generator = InterleavedGenerator(model, codec.text_tokenizer, codec)
     names, matrix = list(centre), np.stack(list(centre.values()))
     hits = []
     for cls in CLASSES:

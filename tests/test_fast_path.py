@@ -97,7 +97,7 @@ def test_caption_batch_equals_one_by_one():
     from types import SimpleNamespace
 
     from vlgpt.data import sequences as S
-    from vlgpt.generate import Generator, SamplingConfig
+    from vlgpt.generate import InterleavedGenerator, SamplingConfig
     from vlgpt.text_tokenizer import TextTokenizer
 
     tokenizer = TextTokenizer.train(["a red circle left of a blue square", "two green triangles"] * 20, 80)
@@ -107,7 +107,7 @@ def test_caption_batch_equals_one_by_one():
     with torch.no_grad():
         for special in (tokenizer.eos_id, tokenizer.img_id, tokenizer.pad_id, tokenizer.bos_id):
             model.transformer.lm_head.weight[special] = 0  # full-length answers: every position can disagree
-    generator = Generator(model, tokenizer, SimpleNamespace(token_dim=8, num_tokens=4))
+    generator = InterleavedGenerator(model, tokenizer, SimpleNamespace(token_dim=8, num_tokens=4))
     prompts = [
         [S.image(torch.randn(4, 8)), S.text("a red circle")],
         [S.text("two")],
@@ -127,7 +127,7 @@ def test_guided_drawing_steers_from_the_unconditional_context():
     from types import SimpleNamespace
 
     from vlgpt.data import sequences as S
-    from vlgpt.generate import Generator, SamplingConfig
+    from vlgpt.generate import InterleavedGenerator, SamplingConfig
     from vlgpt.text_tokenizer import TextTokenizer
 
     tokenizer = TextTokenizer.train(["a red circle left of a blue square", "two green triangles"] * 20, 80)
@@ -135,7 +135,7 @@ def test_guided_drawing_steers_from_the_unconditional_context():
     lm = LanguageModelConfig(width=32, depth=2, heads=2, mlp_hidden=64, max_seq_len=64)
     model = VLGPT(VLGPTConfig(tokenizer.vocab_size, num_image_tokens=4, image_token_dim=8, lm=lm)).eval()
     codec = SimpleNamespace(token_dim=8, num_tokens=4, decode=lambda embeddings: embeddings)
-    generator = Generator(model, tokenizer, codec)
+    generator = InterleavedGenerator(model, tokenizer, codec)
     prompt = [S.text("a red circle")]
 
     def draw(guidance: float) -> torch.Tensor:

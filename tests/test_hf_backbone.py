@@ -391,11 +391,11 @@ def test_caption_batch_runs_on_an_hf_backbone(family, lm_folders):
     HF backbone decodes a batch as it decodes each prompt alone."""
     from types import SimpleNamespace
 
-    from vlgpt.generate import Generator, SamplingConfig
+    from vlgpt.generate import InterleavedGenerator, SamplingConfig
 
     model, tokenizer = hf_vlgpt(lm_folders[family])
     g = torch.Generator().manual_seed(0)
-    generator = Generator(model, tokenizer, SimpleNamespace(token_dim=8, num_tokens=4))
+    generator = InterleavedGenerator(model, tokenizer, SimpleNamespace(token_dim=8, num_tokens=4))
     prompts = [
         [S.text("User:"), S.image(torch.randn(4, 8, generator=g)), S.text("Describe the image. Assistant:")],
         [S.text("User: Describe the image. Assistant:")],

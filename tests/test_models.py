@@ -7,10 +7,17 @@ import pytest
 import torch
 
 from vlgpt.checkpoint import CheckpointError, load_weights, read_config, save_model
-from vlgpt.config import ConfigError, ModelConfig, apply_overrides, preset
+from vlgpt.config import (
+    ConfigError,
+    ModelConfig,
+    PixelDecoderModelConfig,
+    TokenizerPairConfig,
+    apply_overrides,
+    preset,
+)
 from vlgpt.models.clip import CLIP
-from vlgpt.models.image_detokenizer import ImageCodec
 from vlgpt.models.pixel_decoder import build_pixel_decoder
+from vlgpt.models.tokenizer_pair import TokenizerPair
 
 TINY: ModelConfig = preset("tiny").model
 SMALL: ModelConfig = preset("small").model
@@ -28,12 +35,12 @@ def test_component_output_shapes():
     assert clip.encode_text(ids, lengths).shape == (3, D)
     loss, logits = clip(pixels, ids, lengths)
     assert logits.shape == (3, 3) and loss.ndim == 0
-    codec = ImageCodec(TINY.tokenizer, v.width, C, D, v.num_patches)
+    codec = TokenizerPair(TokenizerPairConfig.for_clip(TINY.tokenizer, TINY.clip))
     embeddings = codec.tokenizer(clip.image_features(pixels))
     assert embeddings.shape == (3, TINY.tokenizer.num_tokens, TINY.tokenizer.token_dim)
     z_v, z_t = codec.detokenizer(embeddings)
     assert z_v.shape == (3, C, D) and z_t.shape == (3, D)
-    decoder = build_pixel_decoder(TINY.decoder, D, v.image_size, TINY.clip.condition_grid)
+    decoder = build_pixel_decoder(PixelDecoderModelConfig.for_clip(TINY.decoder, TINY.clip))
     image = decoder.decode(z_v, z_t)
     assert image.shape == (3, 3, v.image_size, v.image_size)
     assert 0 <= image.min() and image.max() <= 1
@@ -42,7 +49,7 @@ def test_component_output_shapes():
 def test_tokenizer_queries_are_causal():
     """Embedding i must not depend on queries after i (VL-GPT regresses them left to right)."""
     torch.manual_seed(0)
-    codec = ImageCodec(TINY.tokenizer, 16, 5, 8)
+    codec = TokenizerPair(TokenizerPairConfig(TINY.tokenizer, 16, 5, 8))
     features = torch.randn(2, 5, 16)
     base = codec.tokenizer(features)
     with torch.no_grad():
@@ -58,7 +65,7 @@ def test_seeded_queries_give_a_patch_a_direct_path_to_its_token(seeded):
     token, before any training; without seeding, attention has yet to learn where to look."""
     torch.manual_seed(0)
     config = dataclasses.replace(SMALL.tokenizer, seeded_queries=seeded)
-    codec = ImageCodec(config, 128, SMALL.clip.num_condition_tokens, 128, 64).eval()
+    codec = TokenizerPair(TokenizerPairConfig(config, 128, SMALL.clip.num_condition_tokens, 128, 64)).eval()
     features = torch.randn(1, 65, 128)
     base = codec.tokenizer(features)
     wins = 0

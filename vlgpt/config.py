@@ -217,6 +217,39 @@ class ModelConfig:
     lm: LanguageModelConfig = f(LanguageModelConfig(), "the VL-GPT transformer")
 
 
+@dataclass(frozen=True)
+class TokenizerPairConfig:
+    """What `models.tokenizer_pair.TokenizerPair` is built from (and its config.json holds): the
+    tokenizer's config and the shapes of the CLIP it reads and is supervised by."""
+
+    tokenizer: ImageTokenizerConfig
+    feature_width: int  # the ViT's width: the tokenizer reads its hidden states
+    num_condition_tokens: int  # tokens in e_v, which the detokenizer predicts
+    embed_dim: int  # CLIP's shared embedding width
+    num_patches: int | None = None  # the ViT's patch tokens (None: as many as the queries' homes)
+
+    @classmethod
+    def for_clip(cls, tokenizer: ImageTokenizerConfig, clip: ClipConfig) -> TokenizerPairConfig:
+        return cls(
+            tokenizer, clip.vision.width, clip.num_condition_tokens, clip.embed_dim, clip.vision.num_patches
+        )
+
+
+@dataclass(frozen=True)
+class PixelDecoderModelConfig:
+    """What a pixel decoder is built from (and its config.json holds): its config and the shapes of
+    the conditions and images it works with."""
+
+    decoder: PixelDecoderConfig
+    embed_dim: int  # width of each condition token (CLIP's)
+    image_size: int
+    grid: int  # the e_v region grid side
+
+    @classmethod
+    def for_clip(cls, decoder: PixelDecoderConfig, clip: ClipConfig) -> PixelDecoderModelConfig:
+        return cls(decoder, clip.embed_dim, clip.vision.image_size, clip.condition_grid)
+
+
 # --- training --------------------------------------------------------------------------------
 
 

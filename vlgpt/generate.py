@@ -115,7 +115,7 @@ class TextStream:
             self.sent = safe
 
 
-class Generator:
+class InterleavedGenerator:
     def __init__(self, model, tokenizer, codec):
         self.model, self.tokenizer, self.codec = model.eval(), tokenizer, codec
         self.dim = codec.token_dim

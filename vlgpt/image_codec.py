@@ -15,7 +15,7 @@ from PIL import Image
 
 from .data.images import load_image, pixels_from, to_array, to_pil
 from .devices import module_device, module_dtype, resolve
-from .loading import load_clip, load_codec, load_decoder, trained_image_side
+from .loading import load_clip, load_decoder, load_tokenizer_pair, trained_image_side
 
 
 class ImageCodecPipeline:
@@ -32,16 +32,19 @@ class ImageCodecPipeline:
         clip_dir, codec_dir = trained_image_side(run)
         clip, text_tokenizer = load_clip(clip_dir, device, dtype)
         return cls(
-            clip, text_tokenizer, load_codec(codec_dir, device, dtype), load_decoder(run, device, dtype)
+            clip,
+            text_tokenizer,
+            load_tokenizer_pair(codec_dir, device, dtype),
+            load_decoder(run, device, dtype),
         )
 
     @property
     def num_tokens(self) -> int:
-        return self.codec.config.num_tokens
+        return self.codec.config.tokenizer.num_tokens
 
     @property
     def token_dim(self) -> int:
-        return self.codec.config.token_dim
+        return self.codec.config.tokenizer.token_dim
 
     def pixels(self, images: list) -> torch.Tensor:
         """Paths, bytes or PIL images -> [B, 3, S, S] in 0..1 (safe loading, RGB, centre crop)."""

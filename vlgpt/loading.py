@@ -16,13 +16,13 @@ from pathlib import Path
 import torch
 
 from .checkpoint import CheckpointError, load_weights, read_config
-from .config import ClipConfig, ImageTokenizerConfig, LanguageModelConfig, PixelDecoderConfig, from_dict
+from .config import ClipConfig, LanguageModelConfig, PixelDecoderModelConfig, TokenizerPairConfig, from_dict
 from .devices import empty_parameters
 from .hf_lm import LM_DIR, HFTextTokenizer, rebuild_lm
 from .models.clip import CLIP
 from .models.hf_backbone import HFBackbone
-from .models.image_detokenizer import ImageCodec
 from .models.pixel_decoder import build_pixel_decoder
+from .models.tokenizer_pair import TokenizerPair
 from .models.vlgpt import VLGPT, VLGPTConfig
 from .text_tokenizer import TextTokenizer
 
@@ -57,32 +57,29 @@ def trained_image_side(run_or_dir: Path) -> tuple[Path, Path]:
     return clip_dir, codec_dir
 
 
-def load_codec(run_or_dir: Path, device="cpu", dtype=None) -> ImageCodec:
+def load_tokenizer_pair(run_or_dir: Path, device="cpu", dtype=None) -> TokenizerPair:
     directory = _model_dir(run_or_dir, "tokenizer")
     config = read_config(directory, "tokenizer")
+    if "feature_width" in config:  # saved before config.json held the whole TokenizerPairConfig
+        shapes = ("feature_width", "num_condition_tokens", "embed_dim", "num_patches")
+        config["config"] = {"tokenizer": config["config"], **{k: config.get(k) for k in shapes}}
     # A tokenizer saved before queries were seeded has no seed weights: build it as it was trained.
-    config["config"].setdefault("seeded_queries", False)
+    config["config"]["tokenizer"].setdefault("seeded_queries", False)
+    spec = from_dict(TokenizerPairConfig, config["config"], f"{directory}/config.json")
     with empty_parameters():
-        model = ImageCodec(
-            from_dict(ImageTokenizerConfig, config["config"]),
-            config["feature_width"],
-            config["num_condition_tokens"],
-            config["embed_dim"],
-            config.get("num_patches"),
-        )
+        model = TokenizerPair(spec)
     return load_weights(directory, model, device, dtype).eval().requires_grad_(False)
 
 
 def load_decoder(run_or_dir: Path, device="cpu", dtype=None) -> torch.nn.Module:
     directory = _model_dir(run_or_dir, "decoder")
     config = read_config(directory, "decoder")
+    if "embed_dim" in config:  # saved before config.json held the whole PixelDecoderModelConfig
+        shapes = ("embed_dim", "image_size", "grid")
+        config["config"] = {"decoder": config["config"], **{k: config[k] for k in shapes}}
+    spec = from_dict(PixelDecoderModelConfig, config["config"], f"{directory}/config.json")
     with empty_parameters():
-        model = build_pixel_decoder(
-            from_dict(PixelDecoderConfig, config["config"]),
-            config["embed_dim"],
-            config["image_size"],
-            config["grid"],
-        )
+        model = build_pixel_decoder(spec)
     return load_weights(directory, model, device, dtype).eval().requires_grad_(False)
 
 

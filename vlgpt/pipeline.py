@@ -20,7 +20,7 @@ from pathlib import Path
 from .data import sequences as S
 from .data.images import load_image, load_image_from_data_uri
 from .devices import resolve
-from .generate import GenerationError, Generator, OnPart, Output, SamplingConfig
+from .generate import GenerationError, InterleavedGenerator, OnPart, Output, SamplingConfig
 from .image_codec import ImageCodecPipeline
 from .loading import load_vlgpt
 from .prompts import DESCRIBE, draw_prompt
@@ -31,7 +31,7 @@ class Pipeline:
     def __init__(self, model, config: dict, codec: ImageCodecPipeline, path: Path, tokenizer=None):
         self.model, self.config, self.codec, self.path = model, config, codec, path
         self.tokenizer = tokenizer or codec.text_tokenizer  # an HF backbone brings its own
-        self.generator = Generator(model, self.tokenizer, codec)
+        self.generator = InterleavedGenerator(model, self.tokenizer, codec)
 
     # --- the five verbs ------------------------------------------------------------------------
     def caption(self, image, **sampling) -> str:
@@ -78,7 +78,7 @@ class Pipeline:
         )
 
     def chat_batch(self, conversations: list[list[dict]], **sampling) -> list[Output]:
-        """Text answers to many conversations at once (`Generator.caption_batch`: one forward pass
+        """Text answers to many conversations at once (`InterleavedGenerator.caption_batch`: one forward pass
         per position for all of them). Greedy answers equal `chat`'s. An answer that starts an image
         stops there with `wants_image` set: finish it with `chat`, which draws."""
         return self.generator.caption_batch(

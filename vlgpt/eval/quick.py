@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..data import sequences as S
-from ..generate import Generator, SamplingConfig
+from ..generate import InterleavedGenerator, SamplingConfig
 from ..prompts import DESCRIBE, draw_prompt, t2i_prompt
 from ..world.judge import judge
 from ..world.language import caption_attribute_scores
@@ -16,7 +16,7 @@ from .text_metrics import normalize_vqa_answer
 
 
 def quick_eval(stage, n: int = 20) -> dict:
-    generator = Generator(stage.model, stage.tokenizer, stage.codec)
+    generator = InterleavedGenerator(stage.model, stage.tokenizer, stage.codec)
     rows = [stage.val_world[i] for i in range(n)]
     scenes = [Scene.from_dict(r["scene"]) for r in rows]
     embeddings = stage.codec.encode([np.asarray(render(s)) for s in scenes])

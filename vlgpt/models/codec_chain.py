@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import PixelDecoderConfig
-from .image_detokenizer import ImageCodec
+from .tokenizer_pair import TokenizerPair
 
 
 class CodecChain(nn.Module):
@@ -27,7 +27,7 @@ class CodecChain(nn.Module):
     def __init__(
         self,
         config: PixelDecoderConfig,
-        codec: ImageCodec,
+        codec: TokenizerPair,
         decoder: nn.Module,
         vision: nn.Module | None = None,
         captioner: nn.Module | None = None,

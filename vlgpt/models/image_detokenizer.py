@@ -8,11 +8,10 @@ L = lambda_1 MSE(z_v, e_v) + lambda_2 MSE(z_t, e_t) against the frozen CLIP; no 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..config import ImageTokenizerConfig
-from .image_tokenizer import ImageTokenizer, QueryTransformer, grid_homes, home_slots, locality_bias
+from .image_tokenizer import QueryTransformer, grid_homes, home_slots, locality_bias
 from .layers import init_weights
 
 
@@ -45,27 +44,3 @@ class ImageDetokenizer(nn.Module):
         """[B, N, token_dim] -> z_v [B, 1 + P, D], z_t [B, D]."""
         x = self.transformer(embeddings)
         return self.out_image(x[:, :-1]), self.out_text(x[:, -1])
-
-
-class ImageCodec(nn.Module):
-    """Tokenizer and detokenizer trained together: the `tokenizer` stage's model."""
-
-    def __init__(
-        self,
-        config: ImageTokenizerConfig,
-        feature_width: int,
-        num_image_condition_tokens: int,
-        embed_dim: int,
-        num_patches: int | None = None,
-    ):
-        super().__init__()
-        self.config = config
-        self.tokenizer = ImageTokenizer(config, feature_width, num_patches)
-        self.detokenizer = ImageDetokenizer(config, num_image_condition_tokens, embed_dim)
-
-    def forward(self, features: torch.Tensor, e_v: torch.Tensor, e_t: torch.Tensor):
-        """Loss lambda_1 MSE(z_v, e_v) + lambda_2 MSE(z_t, e_t), with both terms for logging."""
-        z_v, z_t = self.detokenizer(self.tokenizer(features))
-        loss_v, loss_t = F.mse_loss(z_v, e_v), F.mse_loss(z_t, e_t)
-        loss = self.config.weight_image * loss_v + self.config.weight_text * loss_t
-        return loss, {"mse_v": loss_v.detach(), "mse_t": loss_t.detach()}

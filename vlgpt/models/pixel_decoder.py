@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import PixelDecoderConfig
+from ..config import PixelDecoderModelConfig
 from .layers import Block, init_weights
 
 
@@ -44,8 +44,15 @@ class FiLMStage(nn.Module):
 
 
 class ConvPixelDecoder(nn.Module):
-    def __init__(self, config: PixelDecoderConfig, embed_dim: int, image_size: int, grid: int):
+    def __init__(self, model_config: PixelDecoderModelConfig):
         super().__init__()
+        config, embed_dim, image_size, grid = (
+            model_config.decoder,
+            model_config.embed_dim,
+            model_config.image_size,
+            model_config.grid,
+        )
+        self.model_config = model_config
         self.config = config
         self.grid, self.image_size = grid, image_size
         ups = int(math.log2(image_size // grid))
@@ -145,7 +152,8 @@ def foreground(images: torch.Tensor, reference: torch.Tensor | None = None) -> t
 DECODERS = {"conv": ConvPixelDecoder}
 
 
-def build_pixel_decoder(config: PixelDecoderConfig, embed_dim: int, image_size: int, grid: int) -> nn.Module:
-    if config.kind not in DECODERS:
-        raise ValueError(f"unknown pixel decoder {config.kind!r}; choose one of {', '.join(DECODERS)}")
-    return DECODERS[config.kind](config, embed_dim, image_size, grid)
+def build_pixel_decoder(config: PixelDecoderModelConfig) -> nn.Module:
+    kind = config.decoder.kind
+    if kind not in DECODERS:
+        raise ValueError(f"unknown pixel decoder {kind!r}; choose one of {', '.join(DECODERS)}")
+    return DECODERS[kind](config)

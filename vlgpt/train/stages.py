@@ -21,17 +21,23 @@ import numpy as np
 import torch
 
 from ..checkpoint import CheckpointError, atomic_dir, save_model
-from ..config import ClipConfig, ModelConfig, TextConfig, to_dict
+from ..config import (
+    ModelConfig,
+    PixelDecoderModelConfig,
+    TextConfig,
+    TokenizerPairConfig,
+    to_dict,
+)
 from ..data.images import pixels_from, to_pil
 from ..data.negatives import SubstitutionTable
 from ..data.sources import make_source
 from ..eval.retrieval import group_ids, retrieval_r1
-from ..loading import CLIP_FOLDER, CODEC_FOLDER, HF_FOLDER, load_clip, load_codec
+from ..loading import CLIP_FOLDER, CODEC_FOLDER, HF_FOLDER, load_clip, load_tokenizer_pair
 from ..models.captioner import Captioner
 from ..models.clip import CLIP
 from ..models.codec_chain import CodecChain
-from ..models.image_detokenizer import ImageCodec
 from ..models.pixel_decoder import build_pixel_decoder
+from ..models.tokenizer_pair import TokenizerPair
 from ..text_tokenizer import TextTokenizer
 from ..world.judge import compare_scenes, judge
 from .registry import register_stage
@@ -244,13 +250,7 @@ class TokenizerStage(FrozenClipStage):
         super().__init__(*args, **kwargs)
         clip = self.clip.config
         torch.manual_seed(self.seed)
-        self.model = ImageCodec(
-            self.model_config.tokenizer,
-            clip.vision.width,
-            clip.num_condition_tokens,
-            clip.embed_dim,
-            clip.vision.num_patches,
-        )
+        self.model = TokenizerPair(TokenizerPairConfig.for_clip(self.model_config.tokenizer, clip))
 
     def loss(self, batch: dict):
         return self.model(batch["features"], batch["e_v"], batch["e_t"])
@@ -276,22 +276,11 @@ class TokenizerStage(FrozenClipStage):
         return {"mse_v": mse_v / n, "mse_t": mse_t / n, "cosine_t": cos_t / n, "z_t_caption_r1": r1}
 
     def export(self, directory: Path) -> None:
-        save_codec(directory, self.model, self.clip.config)
+        save_tokenizer_pair(directory, self.model)
 
 
-def save_codec(directory: Path, codec: ImageCodec, clip: ClipConfig) -> None:
-    save_model(
-        directory,
-        codec,
-        {
-            "kind": "tokenizer",
-            "config": to_dict(codec.config),
-            "feature_width": clip.vision.width,
-            "num_condition_tokens": clip.num_condition_tokens,
-            "embed_dim": clip.embed_dim,
-            "num_patches": clip.vision.num_patches,
-        },
-    )
+def save_tokenizer_pair(directory: Path, pair: TokenizerPair) -> None:
+    save_model(directory, pair, {"kind": "tokenizer", "config": to_dict(pair.config)})
 
 
 # --- stage: decoder ----------------------------------------------------------------------------
@@ -314,10 +303,7 @@ class DecoderStage(FrozenClipStage):
         vision = self.clip.config.vision
         torch.manual_seed(self.seed)
         self.model = build_pixel_decoder(
-            self.model_config.decoder,
-            self.clip.config.embed_dim,
-            vision.image_size,
-            self.clip.config.condition_grid,
+            PixelDecoderModelConfig.for_clip(self.model_config.decoder, self.clip.config)
         )
         config = self.model_config.decoder
         self.chain = None
@@ -330,17 +316,17 @@ class DecoderStage(FrozenClipStage):
             vision = None
             if isinstance(self.clip, CLIP):  # our own ViT trains on; a pretrained --vision CLIP stays frozen
                 vision = copy.deepcopy(self.clip.vision).requires_grad_(True).train()
-            codec = load_codec(codec_dir).requires_grad_(True).train()
+            codec = load_tokenizer_pair(codec_dir).requires_grad_(True).train()
             captioner = None
             if config.caption_weight > 0:  # discarded after training: a training aid, like CLIP's
                 text = getattr(self.clip.config, "text", None) or TextConfig(self.text_tokenizer.vocab_size)
-                captioner = Captioner(text, codec.config.token_dim, self.clip.config.caption_depth)
+                captioner = Captioner(text, codec.config.tokenizer.token_dim, self.clip.config.caption_depth)
             self.model = self.chain = CodecChain(config, codec, self.model, vision, captioner)
             self.codec = None
             return
         fraction = config.detokenized_fraction
         # The run's frozen tokenizer-detokenizer, when the recipe mixes its outputs into training.
-        self.codec = load_codec(codec_dir) if fraction > 0 and codec_dir is not None else None
+        self.codec = load_tokenizer_pair(codec_dir) if fraction > 0 and codec_dir is not None else None
         if fraction > 0 and self.codec is None:
             raise CheckpointError(
                 "decoder.detokenized_fraction > 0 needs a trained tokenizer: run `vlgpt train "
@@ -394,29 +380,22 @@ class DecoderStage(FrozenClipStage):
         return result
 
     def export(self, directory: Path) -> None:
-        vision = self.clip.config.vision
         decoder = self.chain.decoder if self.chain is not None else self.model
-        save_model(
-            directory,
-            decoder,
-            {
-                "kind": "decoder",
-                "config": to_dict(self.model_config.decoder),
-                "embed_dim": self.clip.config.embed_dim,
-                "image_size": vision.image_size,
-                "grid": self.clip.config.condition_grid,
-            },
-        )
+        save_pixel_decoder(directory, decoder)
         if self.chain is None:
             return
         (directory / CODEC_FOLDER).mkdir()
-        save_codec(directory / CODEC_FOLDER, self.chain.codec, self.clip.config)
+        save_tokenizer_pair(directory / CODEC_FOLDER, self.chain.codec)
         if self.chain.vision is not None:  # the run's CLIP with the tuned image tower: the codec's encoder
             tuned = copy.deepcopy(self.clip)
             tuned.vision.load_state_dict(self.chain.vision.state_dict())
             (directory / CLIP_FOLDER).mkdir()
             save_model(directory / CLIP_FOLDER, tuned, {"kind": "clip", "config": to_dict(self.clip.config)})
             self.text_tokenizer.save(directory / CLIP_FOLDER)
+
+
+def save_pixel_decoder(directory: Path, decoder: torch.nn.Module) -> None:
+    save_model(directory, decoder, {"kind": "decoder", "config": to_dict(decoder.model_config)})
 
 
 def agreement_summary(results: list[dict], prefix: str = "") -> dict:
