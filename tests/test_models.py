@@ -211,3 +211,54 @@ def test_masked_patches_drop_tokens_in_training_only():
     )  # new masks each step
     clip.eval()
     torch.testing.assert_close(clip(pixels, ids, lengths)[1], clip(pixels, ids, lengths)[1])
+
+
+def test_model_folders_of_the_older_layouts_still_load(tmp_path):
+    """Folders written before config.json held the whole build config (tokenizer, decoder), and VL-GPT
+    weights from before the backbone held the token embedding and LM head, load to the same models."""
+    from safetensors.torch import save_file
+
+    from vlgpt.config import to_dict
+    from vlgpt.loading import load_decoder, load_tokenizer_pair, load_vlgpt
+    from vlgpt.models.vlgpt import VLGPT, VLGPTConfig
+    from vlgpt.text_tokenizer import TextTokenizer
+
+    torch.manual_seed(0)
+    clip = TINY.clip
+    pair = TokenizerPair(TokenizerPairConfig.for_clip(TINY.tokenizer, clip))
+    decoder = build_pixel_decoder(PixelDecoderModelConfig.for_clip(TINY.decoder, clip))
+    old = {
+        "tokenizer": (pair, {"config": to_dict(TINY.tokenizer), "feature_width": clip.vision.width,
+                             "num_condition_tokens": clip.num_condition_tokens, "embed_dim": clip.embed_dim,
+                             "num_patches": clip.vision.num_patches}),
+        "decoder": (decoder, {"config": to_dict(TINY.decoder), "embed_dim": clip.embed_dim,
+                              "image_size": clip.vision.image_size, "grid": clip.condition_grid}),
+    }  # fmt: skip
+    for kind, (model, config) in old.items():
+        (tmp_path / kind).mkdir()
+        save_model(tmp_path / kind, model, {"kind": kind, **config})
+    assert load_tokenizer_pair(tmp_path / "tokenizer").config == pair.config
+    assert load_decoder(tmp_path / "decoder").model_config == decoder.model_config
+    features = torch.randn(2, 1 + clip.vision.num_patches, clip.vision.width)
+    torch.testing.assert_close(
+        load_tokenizer_pair(tmp_path / "tokenizer").tokenizer(features), pair.tokenizer(features)
+    )
+
+    model = VLGPT(VLGPTConfig(40, 4, 8, TINY.lm))
+    state = {k.removeprefix("transformer.") if ".token_embed." in "." + k or ".lm_head." in "." + k else k: v
+             for k, v in model.state_dict().items()}  # fmt: skip
+    assert "token_embed.weight" in state and "lm_head.weight" in state
+    folder = tmp_path / "vlgpt"
+    folder.mkdir()
+    save_file({k: v.contiguous() for k, v in state.items()}, str(folder / "model.safetensors"))
+    meta = {
+        "kind": "vlgpt",
+        "vocab_size": 40,
+        "num_image_tokens": 4,
+        "image_token_dim": 8,
+        "lm": to_dict(TINY.lm),
+    }
+    (folder / "config.json").write_text(json.dumps(meta))
+    TextTokenizer.train(["a red circle", "a blue star"], 40).save(folder)
+    loaded, _, _ = load_vlgpt(folder)
+    torch.testing.assert_close(loaded.transformer.lm_head.weight, model.transformer.lm_head.weight)
