@@ -10,12 +10,13 @@ from pathlib import Path
 import torch
 
 from vlgpt.config import preset
+from vlgpt.train.registry import StageInputs
 from vlgpt.train.stages import DecoderStage
 
 run = Path(sys.argv[1])
 B = int(sys.argv[2]) if len(sys.argv) > 2 else 16
 cfg = preset("small").model
-st = DecoderStage(cfg, "world", 0, 32, clip_dir=run, codec_dir=run)
+st = DecoderStage(StageInputs(cfg, "world", 0, 32), clip_dir=run, codec_dir=run)
 chain = st.chain
 chain.train()
 opt = torch.optim.AdamW([p for p in chain.parameters() if p.requires_grad], lr=1e-4)

@@ -45,6 +45,7 @@ def child(mode: str, preset_name: str, run: str, steps: int, threads: int) -> di
     from vlgpt.models.vlgpt import VLGPT, VLGPTConfig
     from vlgpt.train.engine import make_optimizer, resolve_precision
     from vlgpt.train.lm_stages import PretrainStage
+    from vlgpt.train.registry import StageInputs
     from vlgpt.world.dataset import ShapesWorld
     from vlgpt.world.render import render
 
@@ -65,7 +66,7 @@ def child(mode: str, preset_name: str, run: str, steps: int, threads: int) -> di
         )
     else:
         recipe = preset(preset_name).train["pretrain"]
-        stage = PretrainStage(model_config, "world", seed=0, eval_size=8, run=Path(run))
+        stage = PretrainStage(StageInputs(model_config, "world", seed=0, eval_size=8), run=Path(run))
         model = stage.model.train()
         if mode == "train_peer":
             from hf_peer import HFPeer

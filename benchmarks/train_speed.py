@@ -47,6 +47,7 @@ from vlgpt.config import preset
 from vlgpt.data.images import pixels_from
 from vlgpt.train.engine import Trainer, make_optimizer, resolve_precision
 from vlgpt.train.lm_stages import PretrainStage
+from vlgpt.train.registry import StageInputs
 from vlgpt.world.render import render
 
 
@@ -125,7 +126,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="vlgpt-bench-train-") as tmp:
         model_config = make_untrained_run(Path(tmp), args.preset)
-        stage = PretrainStage(model_config, "world", seed=0, eval_size=8, run=Path(tmp))
+        stage = PretrainStage(StageInputs(model_config, "world", seed=0, eval_size=8), run=Path(tmp))
         start = time.perf_counter()
         batches = [stage.batch(i * batch_size, batch_size) for i in range(args.batches)]
         data_s = (time.perf_counter() - start) / args.batches

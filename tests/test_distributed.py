@@ -26,6 +26,7 @@ from vlgpt.text_tokenizer import TextTokenizer
 from vlgpt.train import train_stage
 from vlgpt.train.distributed import Distributed, check_sharded_metadata
 from vlgpt.train.engine import Trainer
+from vlgpt.train.registry import StageInputs
 from vlgpt.train.stages import ClipStage
 
 STEPS = 5
@@ -182,7 +183,9 @@ def nan_on_rank_1_at_step_2(rank: int, port: int, shards: str, tokenizer_dir: st
         "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2
     )
     torch.set_num_threads(1)
-    task = ClipStage(preset("tiny").model, shards, 0, 8, text_tokenizer=TextTokenizer.load(tokenizer_dir))
+    task = ClipStage(
+        StageInputs(preset("tiny").model, shards, 0, 8), text_tokenizer=TextTokenizer.load(tokenizer_dir)
+    )
     clean_batch = task.batch
 
     def batch(start: int, size: int) -> dict:

@@ -18,6 +18,7 @@ from vlgpt.data.sources import WorldSource
 from vlgpt.models.clip import CLIP
 from vlgpt.text_tokenizer import TextTokenizer
 from vlgpt.train.engine import EXIT_PREEMPTED, Preempted, Trainer, TrainingError
+from vlgpt.train.registry import StageInputs
 from vlgpt.train.stages import ClipStage
 
 TINY = preset("tiny").model
@@ -40,7 +41,7 @@ def text_tokenizer():
 
 
 def make_task(text_tokenizer):
-    return ClipStage(TINY, "world", 0, 16, text_tokenizer=text_tokenizer)
+    return ClipStage(StageInputs(TINY, "world", 0, 16), text_tokenizer=text_tokenizer)
 
 
 def losses(run: Path) -> list[tuple[int, float]]:

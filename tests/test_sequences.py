@@ -44,9 +44,12 @@ def test_image_modeling_regresses_the_images_the_model_reads(serve_run):
     from vlgpt.config import preset
     from vlgpt.data.sources import WORLD
     from vlgpt.train.lm_stages import InstructStage, PretrainStage
+    from vlgpt.train.registry import StageInputs
 
     def image_targets_of_read_images(stage_class, image_modeling: bool) -> tuple[int, int]:
-        stage = stage_class(preset("tiny").model, WORLD, 0, 8, run=serve_run, image_modeling=image_modeling)
+        stage = stage_class(
+            StageInputs(preset("tiny").model, WORLD, 0, 8), run=serve_run, image_modeling=image_modeling
+        )
         read = regressed = 0
         for index in range(40):
             segments, _ = stage.sample(index)
@@ -73,9 +76,12 @@ def test_layout_plan_off_draws_straight_from_the_prompt(serve_run):
     from vlgpt.config import preset
     from vlgpt.data.sources import WORLD
     from vlgpt.train.lm_stages import InstructStage, PretrainStage
+    from vlgpt.train.registry import StageInputs
 
     def drawings(stage_class, layout_plan: bool) -> tuple[int, int]:
-        stage = stage_class(preset("tiny").model, WORLD, 0, 8, run=serve_run, layout_plan=layout_plan)
+        stage = stage_class(
+            StageInputs(preset("tiny").model, WORLD, 0, 8), run=serve_run, layout_plan=layout_plan
+        )
         drawn = planned = 0
         for index in range(60):
             segments, _ = stage.sample(index)

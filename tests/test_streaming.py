@@ -12,6 +12,7 @@ from vlgpt.data.sources import make_source
 from vlgpt.data.streaming import StreamingSource
 from vlgpt.text_tokenizer import TextTokenizer
 from vlgpt.train.engine import Trainer
+from vlgpt.train.registry import StageInputs
 from vlgpt.train.stages import ClipStage
 
 TINY = preset("tiny").model
@@ -84,7 +85,7 @@ def test_after_a_resume_the_next_8_batches_are_the_uninterrupted_runs(tmp_path, 
     tokenizer = TextTokenizer.train(StreamingSource(tiny_shards, 32).corpus(), 512)
 
     def task():
-        return ClipStage(TINY, tiny_shards, 0, 8, text_tokenizer=tokenizer)
+        return ClipStage(StageInputs(TINY, tiny_shards, 0, 8), text_tokenizer=tokenizer)
 
     straight = Recorder(task())
     Trainer(straight.task, CFG, tmp_path / "straight", progress=False).fit()

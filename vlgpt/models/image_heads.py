@@ -1,6 +1,7 @@
 """Image heads: from the transformer's hidden state to the next image embedding.
 
-Each head implements `loss(hidden [M, W], target [M, d]) -> scalar` and `sample(hidden [M, W]) -> [M, d]`;
+Each head implements `loss(hidden [M, W], target [M, d]) -> scalar` and, through `ImageHead`,
+`sample(hidden [M, W]) -> [M, d]` (its `draw`, or `draw_guided` with an unconditional context);
 `IMAGE_HEADS` is the registry that `lm.image_head` names.
 
 * `mse` — VL-GPT §3.2's linear regression head, trained with MSE. Deterministic: where the text leaves
@@ -27,7 +28,23 @@ import torch.nn.functional as F
 from torch import nn
 
 
-class MSEHead(nn.Linear):
+class ImageHead:
+    """What every head shares: `sample`, unguided or guided. A head implements `draw(hidden,
+    generator)` and `draw_guided(hidden, uncond, guidance, generator)` (and `loss`)."""
+
+    def sample(
+        self,
+        hidden: torch.Tensor,
+        generator: torch.Generator | None = None,
+        uncond: torch.Tensor | None = None,
+        guidance: float = 1.0,
+    ) -> torch.Tensor:
+        if uncond is None or guidance == 1.0:
+            return self.draw(hidden, generator)
+        return self.draw_guided(hidden, uncond, guidance, generator)
+
+
+class MSEHead(ImageHead, nn.Linear):
     """The paper's regression head: a linear layer (weights named `regression_head.weight/bias`)."""
 
     def __init__(self, width: int, dim: int):
@@ -38,15 +55,10 @@ class MSEHead(nn.Linear):
     def loss(self, hidden: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return F.mse_loss(self(hidden).float(), target.float())
 
-    def sample(
-        self,
-        hidden: torch.Tensor,
-        generator: torch.Generator | None = None,
-        uncond: torch.Tensor | None = None,
-        guidance: float = 1.0,
-    ) -> torch.Tensor:
-        if uncond is None or guidance == 1.0:
-            return self(hidden)
+    def draw(self, hidden: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        return self(hidden)
+
+    def draw_guided(self, hidden, uncond, guidance: float, generator=None) -> torch.Tensor:
         base = self(uncond)
         return base + guidance * (self(hidden) - base)
 
@@ -67,7 +79,7 @@ class _AdaLNBlock(nn.Module):
         return x + gate * self.mlp(self.norm(x) * (1 + scale) + shift)
 
 
-class FlowHead(nn.Module):
+class FlowHead(ImageHead, nn.Module):
     """Flow matching on each image embedding, conditioned on the hidden state that predicts it.
 
     Training: x_t = (1 - t) x_0 + t x_1 with x_0 ~ N(0, I) and x_1 the target (rescaled to unit RMS
@@ -122,23 +134,23 @@ class FlowHead(nn.Module):
         xt = (1 - t[:, None]) * x0 + t[:, None] * x1
         return F.mse_loss(self.velocity(xt, t, hidden), x1 - x0)
 
+    def draw(self, hidden: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        return self._integrate(hidden, None, 1.0, generator)
+
+    def draw_guided(self, hidden, uncond, guidance: float, generator=None) -> torch.Tensor:
+        return self._integrate(hidden, uncond, guidance, generator)
+
     @torch.no_grad()
-    def sample(
-        self,
-        hidden: torch.Tensor,
-        generator: torch.Generator | None = None,
-        uncond: torch.Tensor | None = None,
-        guidance: float = 1.0,
-    ) -> torch.Tensor:
+    def _integrate(self, hidden, uncond, guidance: float, generator) -> torch.Tensor:
+        """Euler from noise (t = 0) to data (t = 1); with `uncond`, on the guided velocity."""
         hidden = hidden.float().reshape(-1, hidden.shape[-1])
-        guided = uncond is not None and guidance != 1.0
-        if guided:
+        if uncond is not None:
             uncond = uncond.float().reshape(-1, hidden.shape[-1]).expand_as(hidden)
         x = self.temperature * torch.randn(len(hidden), self.dim, generator=generator, device=hidden.device)
         dt = 1.0 / self.steps
-        for i in range(self.steps):  # Euler from noise (t = 0) to data (t = 1)
+        for i in range(self.steps):
             t = torch.full((len(x),), i * dt, device=x.device)
-            if guided:  # one batched call for both conditions
+            if uncond is not None:  # one batched call for both conditions
                 both = self.velocity(torch.cat([x, x]), torch.cat([t, t]), torch.cat([hidden, uncond]))
                 v, v_uncond = both.chunk(2)
                 v = v_uncond + guidance * (v - v_uncond)

@@ -19,7 +19,7 @@ from ..config import (
 from . import lm_stages, stages  # noqa: F401 - importing them registers the five stages
 from .distributed import process_group
 from .engine import Trainer, TrainingError
-from .registry import get_stage, list_stages
+from .registry import StageInputs, get_stage, list_stages
 
 
 def resolve_configs(
@@ -85,12 +85,8 @@ def train_stage(
         stage, preset_name, yaml_file, model_overrides, train_overrides
     )
     run = Path(run)
-    common = dict(
-        model_config=model_config,
-        data=data,
-        seed=train_config.seed,
-        eval_size=train_config.eval_size,
-        val_data=val_data,
+    inputs = StageInputs(
+        model_config, data, seed=train_config.seed, eval_size=train_config.eval_size, val_data=val_data
     )
     if vision is not None:
         if stage != "clip":
@@ -100,11 +96,9 @@ def train_stage(
             )
         from .stages import VisionImport
 
-        return VisionImport(
-            vision, model_config, data, train_config.seed, train_config.eval_size, val_data
-        ).run(run / "clip")
+        return VisionImport(vision, inputs).run(run / "clip")
     with process_group(train_config) as dist:
-        task = stage_class.from_run(run, common, train_config, clip)
+        task = stage_class.from_run(run, inputs, train_config, clip)
         recipe = resolved_yaml(task.model_config, train_config)  # as run, in the form --config reads
         trainer = Trainer(
             task,

@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import save_file
 
 from ..checkpoint import CheckpointError, read_config, save_model
-from ..config import ConfigError, ModelConfig, to_dict
+from ..config import ConfigError, to_dict
 from ..data import sequences as S
 from ..data.conversations import ConversationSource
 from ..data.formats import DatasetError
@@ -32,7 +32,7 @@ from ..world import language
 from ..world.dataset import ShapesWorld
 from ..world.render import render
 from ..world.scene import Scene
-from .registry import register_stage
+from .registry import StageInputs, register_stage
 
 ADAPTER_FILE = "adapter.safetensors"
 
@@ -45,12 +45,8 @@ class LMStage:
 
     def __init__(
         self,
-        model_config: ModelConfig,
-        data: str,
-        seed: int,
-        eval_size: int,
+        inputs: StageInputs,
         run: Path,
-        val_data: str | None = None,
         init_from: Path | None = None,
         lora: tuple[int, float, float] = (0, 32.0, 0.0),
         lm_path: str | Path | None = None,
@@ -58,7 +54,8 @@ class LMStage:
         image_modeling: bool = False,
         layout_plan: bool = True,
     ):
-        self.run, self.seed, self.eval_size = Path(run), seed, eval_size
+        model_config, data, seed, val_data = inputs.model_config, inputs.data, inputs.seed, inputs.val_data
+        self.run, self.seed, self.eval_size = Path(run), seed, inputs.eval_size
         if not 0 <= uncond_prob < 1:
             raise ConfigError(f"--uncond-prob must be in [0, 1), got {uncond_prob}")
         self.uncond_prob = uncond_prob
@@ -112,10 +109,10 @@ class LMStage:
         self.max_len = self.model.max_seq_len
 
     @classmethod
-    def from_run(cls, run: Path, common: dict, train, clip: str | Path | None = None, **extra):
+    def from_run(cls, run: Path, inputs: StageInputs, train, clip: str | Path | None = None, **extra):
         lora = (train.lora_rank, train.lora_alpha, train.lora_dropout)
         return cls(
-            **common,
+            inputs,
             run=run,
             lora=lora,
             lm_path=train.lm or None,
@@ -314,8 +311,8 @@ class InstructStage(LMStage):
     name = "instruct"
 
     @classmethod
-    def from_run(cls, run: Path, common: dict, train, clip: str | Path | None = None):
-        return super().from_run(run, common, train, clip, replay=train.replay)
+    def from_run(cls, run: Path, inputs: StageInputs, train, clip: str | Path | None = None):
+        return super().from_run(run, inputs, train, clip, replay=train.replay)
 
     def __init__(self, *args, replay: float = 0.0, **kwargs):
         run = kwargs.get("run")

@@ -5,7 +5,7 @@
         name = "mystage"
 
         @classmethod
-        def from_run(cls, run, common, train, clip): ...   # build the task for RUN/mystage/
+        def from_run(cls, run, inputs, train, clip): ...  # from StageInputs: the task for RUN/mystage/
 
 `vlgpt/train/__init__.py` imports the built-in stage modules, so they are registered before any
 lookup; `train_stage` looks a stage up here; `list_stages()` is what the CLI offers and what tests loop over.
@@ -13,7 +13,21 @@ lookup; `train_stage` looks a stage up here; `list_stages()` is what the CLI off
 
 from __future__ import annotations
 
-from ..config import STAGES, ConfigError
+from dataclasses import dataclass
+
+from ..config import STAGES, ConfigError, ModelConfig
+
+
+@dataclass(frozen=True)
+class StageInputs:
+    """What every stage is built from, whatever else it reads from its run folder."""
+
+    model_config: ModelConfig
+    data: str = "world"  # the Shapes world, a dataset folder or WebDataset shards
+    seed: int = 0
+    eval_size: int = 500  # validation rows (held out of `data` when there is no `val_data`)
+    val_data: str | None = None
+
 
 _STAGES: dict[str, type] = {}
 

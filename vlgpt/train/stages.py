@@ -22,7 +22,6 @@ import torch
 
 from ..checkpoint import CheckpointError, atomic_dir, save_model
 from ..config import (
-    ModelConfig,
     PixelDecoderModelConfig,
     TextConfig,
     TokenizerPairConfig,
@@ -40,7 +39,7 @@ from ..models.pixel_decoder import build_pixel_decoder
 from ..models.tokenizer_pair import TokenizerPair
 from ..text_tokenizer import TextTokenizer
 from ..world.judge import compare_scenes, judge
-from .registry import register_stage
+from .registry import StageInputs, register_stage
 
 # --- shared pieces -----------------------------------------------------------------------------
 
@@ -50,9 +49,14 @@ class StageBase:
 
     name = "stage"
 
-    def __init__(
-        self, model_config: ModelConfig, data: str, seed: int, eval_size: int, val_data: str | None = None
-    ):
+    def __init__(self, inputs: StageInputs):
+        model_config, data, seed, eval_size, val_data = (
+            inputs.model_config,
+            inputs.data,
+            inputs.seed,
+            inputs.eval_size,
+            inputs.val_data,
+        )
         self.model_config = model_config
         size = model_config.clip.vision.image_size
         holdout = eval_size if val_data is None else 0
@@ -93,19 +97,12 @@ class ClipStage(StageBase):
     name = "clip"
 
     @classmethod
-    def from_run(cls, run: Path, common: dict, train, clip: str | Path | None = None):
-        return cls(**common)
+    def from_run(cls, run: Path, inputs: StageInputs, train, clip: str | Path | None = None):
+        return cls(inputs)
 
-    def __init__(
-        self,
-        model_config: ModelConfig,
-        data: str,
-        seed: int,
-        eval_size: int,
-        val_data=None,
-        text_tokenizer: TextTokenizer | None = None,
-    ):
-        super().__init__(model_config, data, seed, eval_size, val_data)
+    def __init__(self, inputs: StageInputs, text_tokenizer: TextTokenizer | None = None):
+        super().__init__(inputs)
+        model_config, seed = inputs.model_config, inputs.seed
         vocab = model_config.clip.text.vocab_size
         self.text_tokenizer = text_tokenizer or TextTokenizer.train(self.source.corpus(), vocab)
         if self.text_tokenizer.vocab_size > vocab:
@@ -164,20 +161,15 @@ class VisionImport(StageBase):
 
     name = "clip"
 
-    def __init__(
-        self,
-        path: str | Path,
-        model_config: ModelConfig,
-        data: str,
-        seed: int,
-        eval_size: int,
-        val_data: str | None = None,
-    ):
+    def __init__(self, path: str | Path, inputs: StageInputs):
         from ..models.hf_clip import HFClip
 
+        model_config = inputs.model_config
         self.model = HFClip(path, model_config.clip.condition_grid)
         super().__init__(
-            dataclasses.replace(model_config, clip=self.model.config), data, seed, eval_size, val_data
+            dataclasses.replace(
+                inputs, model_config=dataclasses.replace(model_config, clip=self.model.config)
+            )
         )
         self.text_tokenizer = TextTokenizer.train(self.source.corpus(), model_config.clip.text.vocab_size)
 
@@ -209,14 +201,13 @@ class VisionImport(StageBase):
 class FrozenClipStage(StageBase):
     """Stages that read e_v and e_t from the frozen CLIP of the same run."""
 
-    def __init__(
-        self, model_config: ModelConfig, data: str, seed: int, eval_size: int, clip_dir: Path, val_data=None
-    ):
+    def __init__(self, inputs: StageInputs, clip_dir: Path):
         self.clip, self.text_tokenizer = load_clip(clip_dir)
-        if self.clip.config != model_config.clip:
+        if self.clip.config != inputs.model_config.clip:
             # The run's CLIP decides the image size and embedding width, not the preset.
-            model_config = dataclasses.replace(model_config, clip=self.clip.config)
-        super().__init__(model_config, data, seed, eval_size, val_data)
+            model_config = dataclasses.replace(inputs.model_config, clip=self.clip.config)
+            inputs = dataclasses.replace(inputs, model_config=model_config)
+        super().__init__(inputs)
 
     @torch.no_grad()
     def targets(self, pixels: torch.Tensor, captions: list[str]) -> dict:
@@ -243,8 +234,8 @@ class TokenizerStage(FrozenClipStage):
     name = "tokenizer"
 
     @classmethod
-    def from_run(cls, run: Path, common: dict, train, clip: str | Path | None = None):
-        return cls(**common, clip_dir=Path(clip) if clip else run)
+    def from_run(cls, run: Path, inputs: StageInputs, train, clip: str | Path | None = None):
+        return cls(inputs, clip_dir=Path(clip) if clip else run)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -291,9 +282,9 @@ class DecoderStage(FrozenClipStage):
     name = "decoder"
 
     @classmethod
-    def from_run(cls, run: Path, common: dict, train, clip: str | Path | None = None):
+    def from_run(cls, run: Path, inputs: StageInputs, train, clip: str | Path | None = None):
         return cls(
-            **common,
+            inputs,
             clip_dir=Path(clip) if clip else run,
             codec_dir=run if (run / "tokenizer" / "model").is_dir() else None,
         )
