@@ -63,7 +63,8 @@ class CodecChain(nn.Module):
         z_v, z_t = self.codec.detokenizer(tokens)
         pixel, parts = self.decoder.pixel_loss(self.decoder(z_v, z_t), pixels)
         mse_v, mse_t = F.mse_loss(z_v, e_v), F.mse_loss(z_t, e_t)
-        loss = pixel + self.config.align_weight * (mse_v + mse_t)
+        weights = self.codec.config.tokenizer  # the tokenizer stage's lambda_1, lambda_2 (Table 4's rows)
+        loss = pixel + self.config.align_weight * (weights.weight_image * mse_v + weights.weight_text * mse_t)
         if self.captioner is not None:
             loss = loss + self.config.caption_weight * caption
         return loss, {**parts, "mse_v": mse_v.detach(), "mse_t": mse_t.detach(), **extra}
