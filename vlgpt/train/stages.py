@@ -50,22 +50,16 @@ class StageBase:
     name = "stage"
 
     def __init__(self, inputs: StageInputs):
-        model_config, data, seed, eval_size, val_data = (
-            inputs.model_config,
-            inputs.data,
-            inputs.seed,
-            inputs.eval_size,
-            inputs.val_data,
-        )
-        self.model_config = model_config
-        size = model_config.clip.vision.image_size
-        holdout = eval_size if val_data is None else 0
-        self.source = make_source(data, size, seed, "train", holdout)
-        self.val_source = make_source(val_data or data, size, seed, "val", holdout)
+        self.model_config, self.data, self.seed = inputs.model_config, inputs.data, inputs.seed
+        size = inputs.model_config.clip.vision.image_size
+        holdout = inputs.eval_size if inputs.val_data is None else 0
+        self.source = make_source(inputs.data, size, inputs.seed, "train", holdout)
+        self.val_source = make_source(inputs.val_data or inputs.data, size, inputs.seed, "val", holdout)
         self.eval_size = (
-            min(eval_size, len(self.val_source)) if hasattr(self.val_source, "__len__") else eval_size
+            min(inputs.eval_size, len(self.val_source))
+            if hasattr(self.val_source, "__len__")
+            else inputs.eval_size
         )
-        self.data, self.seed = data, seed
 
     def raw_batch(self, start: int, size: int, source=None) -> tuple[torch.Tensor, list[str], list[str]]:
         items = [(source or self.source).get(i) for i in range(start, start + size)]
