@@ -16,6 +16,7 @@ from vlgpt.config import (
     preset,
 )
 from vlgpt.models.clip import CLIP
+from vlgpt.models.conv_encoder import build_vision
 from vlgpt.models.pixel_decoder import build_pixel_decoder
 from vlgpt.models.tokenizer_pair import TokenizerPair
 
@@ -172,7 +173,7 @@ def test_sigmoid_loss_is_siglips_pairwise_loss_and_learns_to_match():
     """clip.loss=sigmoid: -sum log sigmoid(+-(s x.y + b)) / B over all pairs; trained, each image's
     own caption scores above the others."""
     torch.manual_seed(0)
-    clip = CLIP(dataclasses.replace(TINY.clip, loss="sigmoid"))
+    clip = CLIP(dataclasses.replace(TINY.clip, loss="sigmoid", caption_weight=0.0))
     size = TINY.clip.vision.image_size
     pixels = torch.zeros(4, 3, size, size)
     for i, channels in enumerate(([0], [1], [2], [0, 1])):  # four colours
@@ -194,11 +195,53 @@ def test_sigmoid_loss_is_siglips_pairwise_loss_and_learns_to_match():
         CLIP(dataclasses.replace(TINY.clip, loss="hinge"))
 
 
+def test_conv_tower_gives_a_pooled_token_then_its_grid():
+    """vision.kind=conv: [B, 1 + P, width], the first row the mean of the cells (the ViT's form), and
+    a cell sees its own part of the image more than a far one."""
+    config = dataclasses.replace(SMALL.clip.vision, width=32)
+    tower = build_vision(config)
+    pixels = torch.rand(2, 3, config.image_size, config.image_size)
+    out = tower(pixels)
+    assert out.shape == (2, 1 + config.num_patches, 32)
+    torch.testing.assert_close(out[:, 0], out[:, 1:].mean(1))
+    changed = pixels.clone()
+    changed[:, :, :8, :8] = 1 - changed[:, :, :8, :8]  # the top-left cell only
+    delta = (tower(changed) - out)[0, 1:].norm(dim=-1)
+    assert (
+        delta[0] > 5 * delta[-1]
+    )  # convolutions are local; only GroupNorm's statistics reach the far corner
+    with pytest.raises(ValueError, match="mask_ratio"):
+        build_vision(dataclasses.replace(config, mask_ratio=0.5))
+    with pytest.raises(ValueError, match="vision.kind"):
+        build_vision(dataclasses.replace(config, kind="mlp"))
+
+
+def test_parallel_captions_see_no_words_and_greedy_captions_stop_at_eos():
+    """clip.caption_parallel (CapPa): in training, a parallel row's predictions cannot depend on its
+    words; the greedy decoder ends each caption at [EOS] and says what it was trained to say."""
+    torch.manual_seed(0)
+    config = dataclasses.replace(TINY.clip, caption_parallel=1.0)
+    captioner = CLIP(config).captioner.train()
+    features = torch.randn(1, 1 + config.vision.num_patches, config.vision.width)
+    ids, other = torch.tensor([[5, 7, 8, 2]]), torch.tensor([[5, 9, 10, 2]])
+    torch.testing.assert_close(captioner.logits(features, ids), captioner.logits(features, other))
+    captioner.eval()  # generation (and evaluation) read the words
+    assert not torch.allclose(captioner.logits(features, ids), captioner.logits(features, other))
+    captioner = CLIP(dataclasses.replace(TINY.clip, caption_weight=1.0)).captioner
+    optimizer = torch.optim.AdamW(captioner.parameters(), lr=3e-3)
+    for _ in range(100):
+        optimizer.zero_grad()
+        captioner(features, ids, torch.tensor([4])).backward()
+        optimizer.step()
+    assert captioner.generate(features, eos_id=2) == [[5, 7, 8]]
+
+
 def test_masked_patches_drop_tokens_in_training_only():
     """clip.vision.mask_ratio (FLIP): training steps see a random share of the patches, while the
     features that later stages read keep every patch."""
     torch.manual_seed(0)
-    config = dataclasses.replace(TINY.clip, vision=dataclasses.replace(TINY.clip.vision, mask_ratio=0.5))
+    vision = dataclasses.replace(TINY.clip.vision, kind="vit", mask_ratio=0.5)
+    config = dataclasses.replace(TINY.clip, vision=vision)
     clip = CLIP(config)
     pixels = torch.rand(2, 3, config.vision.image_size, config.vision.image_size)
     patches = config.vision.num_patches

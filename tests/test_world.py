@@ -241,14 +241,18 @@ def test_layout_names_every_object_left_to_right_on_a_16_grid():
 
 def test_instruction_tuning_asks_every_kind_of_question():
     """The rows list one question per kind in a fixed order; training must not see only the first."""
-    from vlgpt.train.lm_stages import sample_questions
+    from vlgpt.train.lm_stages import look_turns
 
     world = ShapesWorld("train", 64)
-    kinds = Counter()
-    for index in range(200):
+    kinds, lengths = Counter(), Counter()
+    for index in range(300):
         rng = np.random.default_rng(index)
-        picked = sample_questions(world[index], rng)
-        assert 1 <= len(picked) <= 3
-        kinds.update(qa["kind"] for qa in picked)
-    assert set(kinds) == set(L.QUESTION_KINDS), kinds
+        row = world[index]
+        picked = look_turns(row, rng)
+        assert 1 <= len(picked) <= 1 + len(row["questions"])
+        assert len({turn["question"] for turn in picked}) == len(picked)
+        kinds.update(turn["kind"] for turn in picked)
+        lengths[len(picked)] += 1
+    assert set(kinds) == set(L.QUESTION_KINDS) | {"describe"}, kinds
     assert min(kinds.values()) > 0.4 * max(kinds.values()), kinds
+    assert lengths[1] > 0 and max(lengths) >= 5, lengths

@@ -32,12 +32,17 @@ def f(default, help: str):
 
 @dataclass(frozen=True)
 class VisionConfig:
-    """ViT image encoder (the CLIP image tower)."""
+    """The image tower of the vision stage: a ViT, or a plain convolutional encoder."""
 
+    kind: str = f(
+        "vit",
+        "vit (conv stem + transformer blocks) | conv (stride-2 convolutions to the patch grid, then one "
+        "stride-1 convolution; no attention: learns to read shape fastest on a CPU, docs/BENCHMARKS.md)",
+    )
     image_size: int = f(64, "input image side in pixels")
-    patch_size: int = f(8, "patch side in pixels")
-    width: int = f(128, "transformer width")
-    depth: int = f(4, "number of transformer blocks")
+    patch_size: int = f(8, "patch side in pixels (the grid cell the encoder reduces the image to)")
+    width: int = f(128, "feature width")
+    depth: int = f(4, "vit: number of transformer blocks")
     heads: int = f(4, "attention heads")
     mlp_ratio: float = f(4.0, "MLP hidden size / width")
     conv_stem: bool = f(True, "stride-2 convolutions down to the patch grid instead of one patchify conv")
@@ -86,10 +91,18 @@ class ClipConfig:
     )
     caption_weight: float = f(
         0.0,
-        "weight of a captioning loss beside InfoNCE: a small decoder predicts the caption from the "
-        "image tower's patch features (CoCa/CapPa), so the tower keeps what captions name; 0: off",
+        "weight of a captioning loss: a small decoder predicts the caption from the image tower's "
+        "patch features (CapPa, CoCa), so the tower learns everything captions name; 0: off",
     )
     caption_depth: int = f(2, "blocks of that caption decoder")
+    caption_parallel: float = f(
+        0.0,
+        "share of captions predicted in parallel (CapPa): every input token of the caption decoder is "
+        "a mask, so each word must be read from the image rather than guessed from the words before it",
+    )
+    contrastive_weight: float = f(
+        1.0, "weight of the contrastive loss (InfoNCE or sigmoid), which trains the text tower and e_t"
+    )
     hard_negatives: bool = f(
         False,
         "each caption also brings a copy with one word swapped for a word seen in the same places "
@@ -339,10 +352,12 @@ PRESETS: dict[str, Preset] = {
     "tiny": Preset(
         ModelConfig(
             ClipConfig(
-                VisionConfig(image_size=32, patch_size=8, width=32, depth=1, heads=2),
+                VisionConfig(kind="conv", image_size=32, patch_size=8, width=32, depth=1, heads=2),
                 TextConfig(vocab_size=512, context_length=40, width=32, depth=1, heads=2),
                 embed_dim=32,
                 condition_grid=2,
+                caption_weight=1.0,
+                caption_depth=1,
             ),
             ImageTokenizerConfig(num_tokens=4, token_dim=32, width=32, depth=1, detokenizer_depth=1, heads=2),
             PixelDecoderConfig(channels=32),
@@ -369,9 +384,16 @@ PRESETS: dict[str, Preset] = {
         # The transformer at width 128 (0.8M parameters): reading images is limited by samples seen,
         # and a quarter-size transformer learns as much per sample and runs 1.4x faster, so 1400
         # steps fit the time 1000 took at width 256 (docs/BENCHMARKS.md, eighth round).
-        ModelConfig(lm=LanguageModelConfig(width=128, mlp_hidden=344)),
+        # The vision stage reads: a convolutional tower trained by captioning (CapPa, through a
+        # one-block caption decoder) beside InfoNCE passes the phase transition where shape becomes
+        # readable within its 1600 steps, where a contrastive ViT never did (docs/BENCHMARKS.md,
+        # "Learn to see").
+        ModelConfig(
+            clip=ClipConfig(vision=VisionConfig(kind="conv"), caption_weight=1.0, caption_depth=1),
+            lm=LanguageModelConfig(width=128, mlp_hidden=344),
+        ),
         {
-            "clip": _train(steps=500, batch_size=128, lr=2e-3, warmup_steps=30, save_every=100),
+            "clip": _train(steps=1600, batch_size=64, lr=2e-3, warmup_steps=30, save_every=200),
             "tokenizer": _train(steps=300, batch_size=64, lr=2e-3, warmup_steps=30, save_every=100),
             # Shapes arrive late and want steps more than batch (benchmarks/decoder_probe.py).
             "decoder": _train(steps=3200, batch_size=8, lr=1e-3, warmup_steps=30, save_every=200),

@@ -1,6 +1,7 @@
 """`vlgpt eval all`: everything VL-GPT does, scored on the Shapes test split.
 
-Captioning (attribute F1 + BLEU-4/CIDEr/ROUGE-L), VQA, text-to-image in GenEval's categories,
+Captioning (attribute F1 + BLEU-4/CIDEr/ROUGE-L), VQA, text-to-image in GenEval's categories (with
+a strict score that allows no extra objects, and the floor random noise earns on the same meter),
 editing, the compositional split's text-to-image, and few-shot accuracy at k = 0, 2, 4 on a task
 whose labels exist only in the demonstrations. Each figure comes with n and a bootstrap 95% CI.
 """
@@ -15,7 +16,7 @@ from ..world.dataset import ShapesWorld
 from ..world.judge import judge
 from ..world.render import render
 from ..world.scene import Scene
-from .geneval import evaluate_t2i, make_prompts
+from .geneval import evaluate_t2i, make_prompts, noise_floor
 from .text_metrics import normalize_vqa_answer, summarize
 from .world_eval import evaluate_captions, evaluate_edits, evaluate_vqa
 
@@ -57,15 +58,15 @@ def evaluate_all(model: Pipeline, n: int = 100, progress: bool = True, guidance:
     test = ShapesWorld("test", size, size)
     rows = [test[i] for i in tqdm(range(n), desc="rows", disable=not progress)]
     bar = lambda items, desc: tqdm(items, desc=desc, disable=not progress)
+    prompts = make_prompts(max(1, n // 6), width=size, height=size)
     result = {
         "captioning": evaluate_captions(lambda im: model.caption(im, max_new_tokens=48), rows),
         "vqa": evaluate_vqa(lambda im, q: model.ask(im, q, max_new_tokens=6), rows),
         "t2i": evaluate_t2i(
-            lambda p: model.imagine(p.description, **draw),
-            judge,
-            make_prompts(max(1, n // 6), width=size, height=size),
-            progress=lambda p: bar(p, "t2i"),
+            lambda p: model.imagine(p.description, **draw), judge, prompts, progress=lambda p: bar(p, "t2i")
         ),
+        # The meter's floor: what random pixel noise scores on the same prompts (the worst of 3 spreads).
+        "t2i_noise_floor": noise_floor(judge, prompts),
         "editing": evaluate_edits(model.edit, rows),
         "compositional_t2i": evaluate_t2i(
             lambda p: model.imagine(p.description, **draw),
@@ -85,6 +86,8 @@ def headline(metrics: dict) -> dict:
         "caption_cider": metrics["captioning"]["cider"]["mean"],
         "vqa_accuracy": metrics["vqa"]["overall"]["mean"],
         "t2i_overall": metrics["t2i"]["overall"]["mean"],
+        "t2i_strict_overall": metrics["t2i"]["strict_overall"]["mean"],
+        "t2i_noise_floor": metrics["t2i_noise_floor"]["mean"],
         "editing_accuracy": metrics["editing"]["overall"]["mean"],
         "compositional_t2i_overall": metrics["compositional_t2i"]["overall"]["mean"],
         **{f"few_shot_{k}": v["mean"] for k, v in metrics["few_shot"].items()},

@@ -50,14 +50,23 @@ def _matching(scene: Scene, req: Requirement):
     return [o for o in scene.objects if o.shape == req.shape and (req.color is None or o.color == req.color)]
 
 
-def score_prompt(prompt: T2IPrompt, judged: Scene) -> float:
-    """1.0 when the judged scene satisfies the prompt, else 0.0."""
+def score_prompt(prompt: T2IPrompt, judged: Scene, strict: bool = False) -> float:
+    """1.0 when the judged scene satisfies the prompt, else 0.0.
+
+    GenEval's rule (the default) asks for the named objects and ignores anything else in the
+    picture. `strict` also asks for nothing else: exactly one of each object the prompt names
+    without a number, no other object and no blob the judge could not read."""
     found = []
     for req in prompt.requires:
         objs = _matching(judged, req)
-        if (req.count is None and not objs) or (req.count is not None and len(objs) != req.count):
+        wanted = req.count if req.count is not None else (1 if strict else None)
+        if (wanted is None and not objs) or (wanted is not None and len(objs) != wanted):
             return 0.0
         found.append(objs)
+    if strict:
+        asked = sum(len(objs) for objs in found)
+        if asked != len(judged.objects) or getattr(judged, "unreadable", ()):
+            return 0.0
     if prompt.relation is not None:
         margin = POSITION_MARGIN * min(judged.width, judged.height)
         ok = any(
@@ -165,14 +174,39 @@ def evaluate_t2i(
     prompts: list[T2IPrompt],
     progress: Callable | None = None,
 ) -> dict:
-    """Per-category and overall scores, each with n and a bootstrap 95% CI."""
+    """Per-category and overall scores, each with n and a bootstrap 95% CI; `strict_overall` beside
+    `overall` asks for nothing but the objects named (`score_prompt(..., strict=True)`)."""
     scores: dict[str, list[float]] = {c: [] for c in CATEGORIES}
+    strict: dict[str, list[float]] = {c: [] for c in CATEGORIES}
     items = progress(prompts) if progress else prompts
     for prompt in items:
-        scores[prompt.category].append(score_prompt(prompt, judge(generate(prompt))))
+        judged = judge(generate(prompt))
+        scores[prompt.category].append(score_prompt(prompt, judged))
+        strict[prompt.category].append(score_prompt(prompt, judged, strict=True))
     result = {c: summarize(v) for c, v in scores.items() if v}
     result["overall"] = stratified_summary([scores[c] for c in result])
+    result["strict_overall"] = stratified_summary([strict[c] for c in CATEGORIES if strict[c]])
     return result
+
+
+def noise_floor(
+    judge: Callable[[Image.Image], Scene], prompts: list[T2IPrompt], spreads=(0.25, 0.5, 1.0), seed: int = 0
+) -> dict:
+    """What random pixel noise scores on the meter: the worst GenEval overall over noise of each
+    spread (mean 0.5, clipped to 0..1). A text-to-image figure means something only well above it."""
+    worst = None
+    for spread in spreads:
+        rng = np.random.default_rng(seed)
+        side = prompts[0].scene.get("width", 64) if prompts else 64
+
+        def noise(_prompt, rng=rng, spread=spread, side=side):
+            values = rng.normal(0.5, spread, (side, side, 3))
+            return Image.fromarray((np.clip(values, 0, 1) * 255).astype(np.uint8))
+
+        overall = evaluate_t2i(noise, judge, prompts)["overall"]
+        if worst is None or overall["mean"] > worst["mean"]:
+            worst = {**overall, "spread": spread}
+    return worst
 
 
 def stratified_summary(groups: list[list[float]], n_resamples: int = 1000, seed: int = 0) -> dict:

@@ -7,7 +7,11 @@ image tower for every attribute a caption names, shape included. Measured on the
 docs/BENCHMARKS.md, "Issue 12, fourth round".
 
 Teacher-forced and causal: a learned start vector, then the caption's tokens, each position
-cross-attending to the ViT's hidden states. Only the `clip` stage uses it (a training aid).
+cross-attending to the image tower's hidden states. The `clip` stage trains it beside the tower and
+reads its greedy captions (`generate`) to report how well the tower sees. With `parallel` > 0, that
+share of the captions is predicted in parallel, as CapPa does (Tschannen et al. 2023): every input is
+one learned mask vector, so no word can be guessed from the words before it and the tower must hold
+them all.
 """
 
 from __future__ import annotations
@@ -21,10 +25,12 @@ from .layers import QueryBlock, init_weights
 
 
 class Captioner(nn.Module):
-    def __init__(self, text: TextConfig, image_width: int, depth: int):
+    def __init__(self, text: TextConfig, image_width: int, depth: int, parallel: float = 0.0):
         super().__init__()
+        self.parallel = parallel
         self.token_embed = nn.Embedding(text.vocab_size, text.width)
         self.start = nn.Parameter(torch.zeros(1, 1, text.width))
+        self.mask = nn.Parameter(torch.zeros(1, 1, text.width)) if parallel > 0 else None
         self.pos_embed = nn.Parameter(torch.zeros(1, text.context_length, text.width))
         self.blocks = nn.ModuleList(
             QueryBlock(text.width, text.heads, text.mlp_ratio, image_width) for _ in range(depth)
@@ -33,15 +39,46 @@ class Captioner(nn.Module):
         self.apply(init_weights)
         nn.init.normal_(self.pos_embed, std=0.01)
         nn.init.normal_(self.start, std=0.02)
+        if self.mask is not None:
+            nn.init.normal_(self.mask, std=0.02)
 
     def forward(self, features: torch.Tensor, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Mean next-token cross-entropy of the captions `ids` [B, T] (right-padded, `lengths` [B])
         given the image tower's hidden states `features` [B, 1 + P, image_width]."""
+        logits = self.logits(features, ids)  # [B, T, vocab]
+        keep = torch.arange(ids.shape[1], device=ids.device)[None] < lengths[:, None]
+        return F.cross_entropy(logits[keep], ids[keep])
+
+    def logits(self, features: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced predictions [B, T, vocab] of each caption token from the ones before it (in
+        training, a `parallel` share of the rows from none of them)."""
         B, T = ids.shape
         x = torch.cat([self.start.expand(B, -1, -1), self.token_embed(ids[:, :-1])], dim=1)
+        if self.mask is not None and self.training:  # CapPa: these rows see no words, only positions
+            parallel = torch.rand(B, 1, 1, device=ids.device) < self.parallel
+            x = torch.where(parallel, self.mask.expand(B, T, -1), x)
         x = x + self.pos_embed[:, :T]
         for block in self.blocks:
             x = block(x, features, causal=True)
-        logits = self.norm(x) @ self.token_embed.weight.T  # [B, T, vocab], tied to the input embedding
-        keep = torch.arange(T, device=ids.device)[None] < lengths[:, None]
-        return F.cross_entropy(logits[keep], ids[keep])
+        return self.norm(x) @ self.token_embed.weight.T  # tied to the input embedding
+
+    @torch.no_grad()
+    def generate(self, features: torch.Tensor, eos_id: int, max_len: int | None = None) -> list[list[int]]:
+        """Greedy captions of a batch of images: token ids [B][<= max_len], each cut at its [EOS]."""
+        B = features.shape[0]
+        max_len = min(max_len or self.pos_embed.shape[1], self.pos_embed.shape[1])
+        x = self.start.expand(B, -1, -1)
+        ids = torch.zeros(B, 0, dtype=torch.long, device=features.device)
+        done = torch.zeros(B, dtype=torch.bool, device=features.device)
+        for t in range(max_len):
+            h = x + self.pos_embed[:, : t + 1]
+            for block in self.blocks:
+                h = block(h, features, causal=True)
+            token = (self.norm(h[:, -1]) @ self.token_embed.weight.T).argmax(-1)  # [B]
+            ids = torch.cat([ids, token[:, None]], dim=1)
+            done |= token == eos_id
+            if bool(done.all()):
+                break
+            x = torch.cat([x, self.token_embed(token)[:, None]], dim=1)
+        rows = ids.tolist()
+        return [row[: row.index(eos_id)] if eos_id in row else row for row in rows]

@@ -19,9 +19,9 @@ from torch import nn
 
 from ..config import ClipConfig
 from .captioner import Captioner
+from .conv_encoder import build_vision
 from .layers import init_weights
 from .text import TextTransformer
-from .vit import VisionTransformer
 
 
 def scaled_normalize(x: torch.Tensor) -> torch.Tensor:
@@ -32,7 +32,7 @@ class CLIP(nn.Module):
     def __init__(self, config: ClipConfig):
         super().__init__()
         self.config = config
-        self.vision = VisionTransformer(config.vision)
+        self.vision = build_vision(config.vision)
         self.text = TextTransformer(config.text)
         self.image_proj = nn.Linear(config.vision.width, config.embed_dim, bias=False)
         self.text_proj = nn.Linear(config.text.width, config.embed_dim, bias=False)
@@ -44,7 +44,7 @@ class CLIP(nn.Module):
         init_weights(self.image_proj)
         init_weights(self.text_proj)
         self.captioner = (
-            Captioner(config.text, config.vision.width, config.caption_depth)
+            Captioner(config.text, config.vision.width, config.caption_depth, config.caption_parallel)
             if config.caption_weight > 0
             else None
         )
@@ -94,8 +94,8 @@ class CLIP(nn.Module):
         parts: dict | None = None,
         negatives: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Symmetric InfoNCE loss (plus `caption_weight` x the captioning loss) and the [B, B]
-        image-to-text logits; `parts`, when given, receives each term detached, for logging.
+        """`contrastive_weight` x the symmetric InfoNCE loss plus `caption_weight` x the captioning
+        loss, and the [B, B] image-to-text logits; `parts`, when given, receives each term detached.
 
         `groups` [B] marks samples that describe the same content (two scenes whose captions say
         the same thing): they count as positives of each other rather than as false negatives.
@@ -128,5 +128,5 @@ class CLIP(nn.Module):
             caption = self.captioner(features, ids, lengths)
             if parts is not None:
                 parts.update(infonce=loss.detach(), caption_ce=caption.detach())
-            loss = loss + self.config.caption_weight * caption
+            loss = self.config.contrastive_weight * loss + self.config.caption_weight * caption
         return loss, logits

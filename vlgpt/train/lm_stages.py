@@ -292,18 +292,22 @@ def world_pretrain_sample(
     return segments + [S.eos()], scenes
 
 
-INSTRUCT_KINDS = ("describe", "vqa", "draw", "edit", "episode")
+# Instruction kinds and their shares: a look at one image (its caption and questions about it, as
+# turns of one conversation), a drawing, an edit, a few-shot episode.
+INSTRUCT_KINDS = {"look": 0.45, "draw": 0.2, "edit": 0.2, "episode": 0.15}
 
 
-def sample_questions(row: dict, rng) -> list[dict]:
-    """A random one to three of a world row's questions, in random order.
+def look_turns(row: dict, rng) -> list[dict]:
+    """A random one to all of a world row's readings of its image, in random order: the caption
+    ("Describe the image.") and one question of each kind, each a {question, answer} turn.
 
-    The row holds one question per kind in a fixed order (colour, shape, count, existence, relation,
-    size): taking its first ones left relation and size questions untrained, and the demo model
-    answered every one of them wrong."""
-    order = rng.permutation(len(row["questions"]))[: int(rng.integers(1, 4))]
-    picked = [row["questions"][int(i)] for i in order]
-    return picked or [{"question": "How many shapes are there?", "answer": str(len(row["scene"]["objects"]))}]
+    One image serves several turns, as LLaVA's conversations do: the image costs the transformer its
+    N positions once, and each turn adds a dozen, so a conversation teaches three or four readings
+    for the price of two single ones. (The row lists its questions in a fixed order; taking the
+    first ones left relation and size questions untrained.)"""
+    turns = [{"kind": "describe", "question": DESCRIBE, "answer": row["caption"]}, *row["questions"]]
+    order = rng.permutation(len(turns))[: int(rng.integers(1, len(turns) + 1))]
+    return [turns[int(i)] for i in order]
 
 
 @register_stage
@@ -361,19 +365,17 @@ class InstructStage(LMStage):
         world = self.world if part == "train" else self.val_world
         row = world[index]
         scene = Scene.from_dict(row["scene"])
-        kind = INSTRUCT_KINDS[int(rng.integers(len(INSTRUCT_KINDS)))]
+        kind = str(rng.choice(list(INSTRUCT_KINDS), p=list(INSTRUCT_KINDS.values())))
         user = lambda *parts: {"role": "user", "content": list(parts)}
         bot = lambda *parts: {"role": "assistant", "content": list(parts)}
         txt = lambda t: {"type": "text", "text": t}
         img = {"type": "image"}
         scenes = [scene]
-        if kind == "describe":
-            messages = [user(img, txt(DESCRIBE)), bot(txt(row["caption"]))]
-        elif kind == "vqa":
-            questions = sample_questions(row, rng)
-            messages = [user(img, txt(questions[0]["question"])), bot(txt(questions[0]["answer"]))]
-            for qa in questions[1:]:
-                messages += [user(txt(qa["question"])), bot(txt(qa["answer"]))]
+        if kind == "look":
+            turns = look_turns(row, rng)
+            messages = [user(img, txt(turns[0]["question"])), bot(txt(turns[0]["answer"]))]
+            for turn in turns[1:]:
+                messages += [user(txt(turn["question"])), bot(txt(turn["answer"]))]
         elif kind == "draw" or row["edit"] is None:
             plan = [txt(language.layout(scene))] if self.layout_plan else []
             messages = [user(txt(draw_prompt(row["references"][-1]))), bot(*plan, img)]

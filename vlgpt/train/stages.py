@@ -30,6 +30,7 @@ from ..config import (
 from ..data.images import pixels_from, to_pil
 from ..data.negatives import SubstitutionTable
 from ..data.sources import make_source
+from ..eval.probes import object_rows, probe_objects
 from ..eval.retrieval import group_ids, retrieval_r1
 from ..loading import CLIP_FOLDER, CODEC_FOLDER, HF_FOLDER, load_clip, load_tokenizer_pair
 from ..models.captioner import Captioner
@@ -39,6 +40,7 @@ from ..models.pixel_decoder import build_pixel_decoder
 from ..models.tokenizer_pair import TokenizerPair
 from ..text_tokenizer import TextTokenizer
 from ..world.judge import compare_scenes, judge
+from ..world.language import caption_attribute_scores
 from .registry import StageInputs, register_stage
 
 # --- shared pieces -----------------------------------------------------------------------------
@@ -142,7 +144,32 @@ class ClipStage(StageBase):
 
     def evaluate(self) -> dict:
         self.model.eval()
-        return clip_retrieval(self.model, self.text_tokenizer, self)
+        metrics = clip_retrieval(self.model, self.text_tokenizer, self)
+        if self.model.captioner is not None:
+            metrics.update(self.caption_scores())
+        if self.val_source.has_scenes:  # can each object's attributes be read from the cell under it?
+            scenes = [self.val_source.scene(i) for i in range(self.eval_size)]
+            rows = object_rows(lambda pixels: self.model.image_features(pixels)[:, 1:], scenes)
+            metrics.update({f"probe_{k}": v for k, v in probe_objects(*rows).items()})
+        return metrics
+
+    @torch.no_grad()
+    def caption_scores(self) -> dict:
+        """The tower's own captions (greedy, from its caption decoder) on the validation images:
+        attribute F1 against the scenes where the data has them, else the share said word for word."""
+        f1, exact = [], []
+        for start, (pixels, captions, _) in self.val_batches():
+            features = self.model.image_features(pixels)
+            ids = self.model.captioner.generate(features, self.text_tokenizer.eos_id)
+            for i, (row, truth) in enumerate(zip(ids, captions)):
+                said = self.text_tokenizer.decode(row)
+                exact.append(said.strip().lower() == truth.strip().lower())
+                if self.val_source.has_scenes:
+                    f1.append(caption_attribute_scores(said, self.val_source.scene(start + i))["f1"])
+        scores = {"caption_exact": float(np.mean(exact))}
+        if f1:
+            scores["caption_f1"] = float(np.mean(f1))
+        return scores
 
     def export(self, directory: Path) -> None:
         save_model(directory, self.model, {"kind": "clip", "config": to_dict(self.model_config.clip)})

@@ -1,7 +1,7 @@
 """The Shapes world: procedural scenes, their language, and an exact judge."""
 
 from .dataset import ShapesWorld
-from .judge import JudgeError, compare_scenes, judge
+from .judge import JudgedScene, JudgeError, compare_scenes, judge
 from .render import render, render_grid
 from .scene import COLORS, SHAPES, SIZES, Scene, SceneError, ShapeObject, compose
 from .splits import HELD_OUT_PAIRS, SPLITS
@@ -13,6 +13,7 @@ __all__ = [
     "SIZES",
     "SPLITS",
     "JudgeError",
+    "JudgedScene",
     "Scene",
     "SceneError",
     "ShapeObject",
