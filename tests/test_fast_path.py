@@ -193,3 +193,28 @@ def test_standardised_image_inputs_fit_apply_everywhere_and_save(tmp_path):
     torch.testing.assert_close(fresh.image_std, model.image_std)
     # models without the option keep their old layout (and so their old checkpoints)
     assert "image_mean" not in tiny_vlgpt().state_dict()
+
+
+def test_whitened_image_inputs_have_identity_covariance_and_save(tmp_path):
+    """lm.whiten_inputs: image embeddings enter the projection with zero mean and identity covariance
+    (ZCA), a quiet direction as loud as a loud one; the whitening is saved with the weights."""
+    from safetensors.torch import save_file
+
+    from vlgpt.checkpoint import load_weights
+
+    torch.manual_seed(0)
+    lm = LanguageModelConfig(width=32, depth=1, heads=2, mlp_hidden=64, max_seq_len=64, whiten_inputs=True)
+    config = VLGPTConfig(vocab_size=50, num_image_tokens=4, image_token_dim=8, lm=lm)
+    model = VLGPT(config).eval()
+    rotation = torch.linalg.qr(torch.randn(8, 8))[0]
+    mixing = torch.diag(torch.linspace(0.1, 5.0, 8)) @ rotation  # correlated channels, very unequal sizes
+    z = torch.randn(512, 8) @ mixing + 2.0
+    model.fit_input_stats(z)
+    white = (z - model.image_center) @ model.image_whiten
+    torch.testing.assert_close(white.mean(0), torch.zeros(8), atol=1e-4, rtol=0)
+    torch.testing.assert_close(torch.cov(white.T), torch.eye(8), atol=1e-3, rtol=0)
+    torch.testing.assert_close(model.project_image(z), model.image_in(white))
+    save_file(model.state_dict(), str(tmp_path / "model.safetensors"))
+    fresh = load_weights(tmp_path, VLGPT(config))
+    torch.testing.assert_close(fresh.image_whiten, model.image_whiten)
+    assert "image_whiten" not in tiny_vlgpt().state_dict()

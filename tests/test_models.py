@@ -236,6 +236,22 @@ def test_parallel_captions_see_no_words_and_greedy_captions_stop_at_eos():
     assert captioner.generate(features, eos_id=2) == [[5, 7, 8]]
 
 
+def test_backward_captions_reverse_the_words_and_start_from_their_own_vector():
+    """clip.caption_backward (VirTex's bicaptioning): a caption read right to left keeps its [EOS]
+    last and its padding, and the decoder knows which way it reads."""
+    from vlgpt.models.captioner import reversed_words
+
+    ids = torch.tensor([[5, 6, 7, 2, 0], [8, 9, 2, 0, 0]])
+    assert reversed_words(ids, torch.tensor([4, 3])).tolist() == [[7, 6, 5, 2, 0], [9, 8, 2, 0, 0]]
+    torch.manual_seed(0)
+    config = dataclasses.replace(TINY.clip, caption_backward=0.5)
+    captioner = CLIP(config).captioner
+    features = torch.randn(1, 1 + config.vision.num_patches, config.vision.width)
+    forward = captioner.logits(features, ids[:1])
+    backward = captioner.logits(features, ids[:1], reverse=torch.tensor([True]))
+    assert not torch.allclose(forward[:, 0], backward[:, 0])  # a different start, a different first guess
+
+
 def test_masked_patches_drop_tokens_in_training_only():
     """clip.vision.mask_ratio (FLIP): training steps see a random share of the patches, while the
     features that later stages read keep every patch."""

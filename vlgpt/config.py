@@ -100,6 +100,11 @@ class ClipConfig:
         "share of captions predicted in parallel (CapPa): every input token of the caption decoder is "
         "a mask, so each word must be read from the image rather than guessed from the words before it",
     )
+    caption_backward: float = f(
+        0.0,
+        "share of captions the caption decoder reads right to left (VirTex's bicaptioning), so the "
+        "tower's features let a reader find an object by any word said about it, not only the first",
+    )
     contrastive_weight: float = f(
         1.0, "weight of the contrastive loss (InfoNCE or sigmoid), which trains the text tower and e_t"
     )
@@ -212,6 +217,18 @@ class LanguageModelConfig:
         False,
         "standardise each image embedding channel (mean and std measured on training images at the "
         "LM stage's start) before the input projection",
+    )
+    whiten_inputs: bool = f(
+        False,
+        "whiten image embeddings (ZCA, from their mean and covariance on training images at the LM "
+        "stage's start) before the input projection, so that a quiet direction (shape, beside loud "
+        "colour) is as easy for attention to key on as a loud one",
+    )
+    image_projector: str = f(
+        "linear",
+        "how image embeddings enter the transformer: linear (VL-GPT's input projection) | mlp (two "
+        "layers with a GELU, LLaVA-1.5's projector: each embedding is re-encoded before attention "
+        "needs to find it)",
     )
     image_head: str = f(
         "mse",

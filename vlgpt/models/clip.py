@@ -44,7 +44,13 @@ class CLIP(nn.Module):
         init_weights(self.image_proj)
         init_weights(self.text_proj)
         self.captioner = (
-            Captioner(config.text, config.vision.width, config.caption_depth, config.caption_parallel)
+            Captioner(
+                config.text,
+                config.vision.width,
+                config.caption_depth,
+                config.caption_parallel,
+                config.caption_backward,
+            )
             if config.caption_weight > 0
             else None
         )

@@ -68,27 +68,54 @@ class VLGPT(nn.Module):
         and std buffers (set from training images by `fit_input_stats`, saved with the weights)
         standardise each embedding before it."""
         d = self.config.image_token_dim
-        self.image_in = nn.Linear(d, width)
-        nn.init.normal_(self.image_in.weight, std=d**-0.5)
-        nn.init.zeros_(self.image_in.bias)
+        kind = self.config.lm.image_projector
+        if kind == "linear":
+            self.image_in = nn.Linear(d, width)
+        elif kind == "mlp":
+            self.image_in = nn.Sequential(nn.Linear(d, width), nn.GELU(), nn.Linear(width, width))
+        else:
+            raise ValueError(f"unknown lm.image_projector {kind!r}; choose linear or mlp")
+        for layer in self.image_in.modules():
+            if isinstance(layer, nn.Linear):
+                nn.init.normal_(layer.weight, std=layer.in_features**-0.5)
+                nn.init.zeros_(layer.bias)
         if self.config.lm.normalize_inputs:
             self.register_buffer("image_mean", torch.zeros(d))
             self.register_buffer("image_std", torch.ones(d))
+        if self.config.lm.whiten_inputs:
+            self.register_buffer("image_center", torch.zeros(d))
+            self.register_buffer("image_whiten", torch.eye(d))
 
     @torch.no_grad()
     def fit_input_stats(self, embeddings: torch.Tensor) -> None:
-        """Measure the codec's per-channel mean and std on image embeddings [M, d]."""
+        """Measure the codec's per-channel mean and std (or mean and covariance) on image embeddings
+        [M, d]."""
+        z = embeddings.float().reshape(-1, self.config.image_token_dim)
         if self.config.lm.normalize_inputs:
-            z = embeddings.float().reshape(-1, self.config.image_token_dim)
             self.image_mean.copy_(z.mean(0))
             self.image_std.copy_(z.std(0).clamp(min=1e-3 * float(z.std().clamp(min=1e-6))))
+        if (
+            self.config.lm.whiten_inputs
+        ):  # ZCA: W = C^-1/2, directions below 1e-4 of the top one kept as they are
+            centered = z - z.mean(0)
+            values, vectors = torch.linalg.eigh(centered.T @ centered / max(len(z) - 1, 1))
+            scale = values.clamp(min=1e-4 * float(values.max().clamp(min=1e-12))).rsqrt()
+            self.image_center.copy_(z.mean(0))
+            self.image_whiten.copy_(vectors @ torch.diag(scale) @ vectors.T)
 
     def project_image(self, embeds: torch.Tensor) -> torch.Tensor:
         """Image embeddings [..., d] -> transformer inputs [..., width]."""
-        weight = self.image_in.weight
+        weight = self.image_in_weight
         if self.config.lm.normalize_inputs:
             embeds = (embeds.to(self.image_mean.dtype) - self.image_mean) / self.image_std
+        if self.config.lm.whiten_inputs:
+            embeds = (embeds.to(self.image_center.dtype) - self.image_center) @ self.image_whiten
         return self.image_in(embeds.to(device=weight.device, dtype=weight.dtype))
+
+    @property
+    def image_in_weight(self) -> torch.Tensor:
+        """The input projection's first weight: the device and dtype image inputs are cast to."""
+        return next(self.image_in.parameters())
 
     @property
     def max_seq_len(self) -> int:
@@ -105,7 +132,7 @@ class VLGPT(nn.Module):
 
     def new_cache(self, batch: int, max_len: int):
         """The backbone's KV cache for `batch` rows of up to `max_len` positions."""
-        weight = self.image_in.weight
+        weight = self.image_in_weight
         return self.transformer.new_cache(batch, max_len, dtype=weight.dtype, device=weight.device)
 
     def upgrade_state(self, state: dict) -> dict:
@@ -159,7 +186,7 @@ class VLGPT(nn.Module):
         if embedding is not None:
             x = self.project_image(embedding.view(1, 1, -1))
         else:
-            x = self.embed_text(torch.tensor([[token]], device=self.image_in.weight.device))
+            x = self.embed_text(torch.tensor([[token]], device=self.image_in_weight.device))
         return self.transformer(x, cache=cache)[0, -1]
 
     def embed_text(self, ids: torch.Tensor) -> torch.Tensor:

@@ -96,7 +96,9 @@ class LMStage:
                 )
             )
         fit_head = hasattr(self.model.regression_head, "fit_scale")
-        if init_from is None and (fit_head or model_config.lm.normalize_inputs):
+        if init_from is None and (
+            fit_head or model_config.lm.normalize_inputs or model_config.lm.whiten_inputs
+        ):
             # Measure the codec's embeddings once: their scale for a generative head, their
             # per-channel statistics for the input standardisation.
             probe = make_source(data if self.custom else WORLD, size, seed, part="train")
