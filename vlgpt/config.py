@@ -194,6 +194,12 @@ class PixelDecoderConfig:
         "with train_codec: Gaussian noise on the N image tokens, relative to their RMS, so "
         "the decoder tolerates the language model's regression errors",
     )
+    perceptual_weight: float = f(
+        0.0,
+        "weight of a feature-matching loss through the run's frozen image tower: the tower's grid "
+        "features of the drawn image against the true one's, so a wrong shape costs what the tower "
+        "sees of it rather than the few pixels it covers (LPIPS's idea, with our own tower)",
+    )
     caption_weight: float = f(
         0.0,
         "with train_codec: weight of a captioning loss read from the N image tokens (a small "

@@ -112,7 +112,9 @@ class ConvPixelDecoder(nn.Module):
                     x = x + self.maps[i]
         return F.pixel_shuffle(self.head(x), self.shuffle) + 0.5
 
-    def loss(self, e_v: torch.Tensor, e_t: torch.Tensor, images: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    def loss(
+        self, e_v: torch.Tensor, e_t: torch.Tensor, images: torch.Tensor, critic=None
+    ) -> tuple[torch.Tensor, dict]:
         """Foreground-weighted L1 + edge L1, on conditions jittered with noise so that decoding z
         (not e) works too.
 
@@ -125,10 +127,11 @@ class ConvPixelDecoder(nn.Module):
         if self.training and self.config.condition_noise > 0:
             e_v = e_v + self.config.condition_noise * torch.randn_like(e_v)
             e_t = e_t + self.config.condition_noise * torch.randn_like(e_t)
-        return self.pixel_loss(self.forward(e_v, e_t), images)
+        return self.pixel_loss(self.forward(e_v, e_t), images, critic)
 
-    def pixel_loss(self, pred: torch.Tensor, images: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        """Foreground-weighted L1 + edge L1 between decoded (unclamped) and true pixels."""
+    def pixel_loss(self, pred: torch.Tensor, images: torch.Tensor, critic=None) -> tuple[torch.Tensor, dict]:
+        """Foreground-weighted L1 + edge L1 between decoded (unclamped) and true pixels; with a
+        `critic` (pixels -> features, frozen) and `perceptual_weight` > 0, + the features' MSE."""
         cover = foreground(images)
         if self.config.foreground_symmetric:  # drawn where the picture is empty counts as much as missing
             cover = torch.maximum(cover, foreground(pred.detach(), images))
@@ -137,7 +140,14 @@ class ConvPixelDecoder(nn.Module):
         edges = F.l1_loss(pred.diff(dim=-1), images.diff(dim=-1)) + F.l1_loss(
             pred.diff(dim=-2), images.diff(dim=-2)
         )
-        return l1 + self.config.edge_weight * edges, {"l1": l1.detach(), "edge_l1": edges.detach()}
+        loss, parts = l1 + self.config.edge_weight * edges, {"l1": l1.detach(), "edge_l1": edges.detach()}
+        if critic is not None and self.config.perceptual_weight > 0:
+            with torch.no_grad():
+                wanted = critic(images)
+            perceptual = F.mse_loss(critic(pred), wanted)
+            loss = loss + self.config.perceptual_weight * perceptual
+            parts["perceptual"] = perceptual.detach()
+        return loss, parts
 
 
 def foreground(images: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:

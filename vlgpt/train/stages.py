@@ -364,8 +364,12 @@ class DecoderStage(FrozenClipStage):
             if self.chain.captioner is not None:
                 context = self.chain.captioner.pos_embed.shape[1]
                 captions = self.text_tokenizer.batch(batch["captions"], context)
-            return self.chain(batch["pixels"], features, batch["e_v"], batch["e_t"], captions)
-        return self.model.loss(batch["e_v"], batch["e_t"], batch["pixels"])
+            return self.chain(batch["pixels"], features, batch["e_v"], batch["e_t"], captions, self.critic)
+        return self.model.loss(batch["e_v"], batch["e_t"], batch["pixels"], self.critic)
+
+    def critic(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The frozen tower's grid features of `pixels`: what the perceptual term compares."""
+        return self.clip.image_features(pixels)[:, 1:]
 
     @torch.no_grad()
     def evaluate(self) -> dict:
