@@ -218,3 +218,30 @@ def test_whitened_image_inputs_have_identity_covariance_and_save(tmp_path):
     fresh = load_weights(tmp_path, VLGPT(config))
     torch.testing.assert_close(fresh.image_whiten, model.image_whiten)
     assert "image_whiten" not in tiny_vlgpt().state_dict()
+
+
+def test_image_place_embeddings_mark_each_embedding_of_a_span_in_training_and_decoding():
+    """lm.image_positions: the k-th embedding of every image span gets place k, in a batch (the
+    splice) exactly as one position at a time through the cache (drawing)."""
+    from vlgpt.models.vlgpt import place_in_image
+
+    mask = torch.tensor([[0, 1, 1, 1, 0, 0, 1, 1, 0], [1, 1, 0, 1, 1, 1, 1, 0, 0]], dtype=torch.bool)
+    assert place_in_image(mask).tolist() == [[0, 0, 1, 2, 0, 0, 0, 1, 0], [0, 1, 0, 0, 1, 2, 3, 0, 0]]
+    torch.manual_seed(0)
+    lm = LanguageModelConfig(width=32, depth=2, heads=2, mlp_hidden=64, max_seq_len=64, image_positions=True)
+    model = VLGPT(VLGPTConfig(vocab_size=50, num_image_tokens=3, image_token_dim=8, lm=lm)).eval()
+    z = torch.randn(3, 8)
+    ids = torch.tensor([[3, 4, 0, 0, 0, 5]])
+    embeds = torch.zeros(1, 6, 8)
+    embeds[0, 2:5] = z
+    is_image = torch.tensor([[False, False, True, True, True, False]])
+    full = model.transformer(model.embed(ids, embeds, is_image))[0]
+    cache = model.new_cache(1, 8)
+    steps = [model.step(cache, token=3), model.step(cache, token=4)]
+    steps += [model.step(cache, embedding=z[k], place=k) for k in range(3)] + [model.step(cache, token=5)]
+    torch.testing.assert_close(torch.stack(steps), full, atol=1e-5, rtol=1e-5)
+    # the same embedding at another place enters differently: each place has its own vector
+    assert not torch.allclose(
+        model.project_image(z[:1], torch.tensor([0])), model.project_image(z[:1], torch.tensor([2]))
+    )
+    assert "image_pos" not in tiny_vlgpt().state_dict()  # off: the older layout, and its checkpoints

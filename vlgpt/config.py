@@ -236,6 +236,12 @@ class LanguageModelConfig:
         "layers with a GELU, LLaVA-1.5's projector: each embedding is re-encoded before attention "
         "needs to find it)",
     )
+    image_positions: bool = f(
+        False,
+        "add a learned embedding for each of an image's N places (started from a 2D sine map of "
+        "the tile each embedding stands for), so an image embedding says where it lies: RoPE gives "
+        "only 1D distances, and an answer about left or above must compare two places",
+    )
     image_head: str = f(
         "mse",
         "next image embedding: mse (VL-GPT's linear regression) | flow (a flow-matching MLP "

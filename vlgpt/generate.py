@@ -121,9 +121,11 @@ class InterleavedGenerator:
         self.dim = codec.token_dim
         self.device = module_device(model)  # prompts are built on the CPU and moved here
 
-    def _step(self, cache, token: int | None = None, embedding: torch.Tensor | None = None) -> torch.Tensor:
-        """Feed one position (a token or an image embedding); returns its hidden state [width]."""
-        return self.model.step(cache, token, embedding)
+    def _step(
+        self, cache, token: int | None = None, embedding: torch.Tensor | None = None, place: int = 0
+    ) -> torch.Tensor:
+        """Feed one position (a token or an image's `place`-th embedding); returns its hidden state."""
+        return self.model.step(cache, token, embedding, place)
 
     def _unconditional(self, n: int):
         """The context classifier-free guidance steers away from: [BOS] [IMG] with no text, the
@@ -274,12 +276,12 @@ class InterleavedGenerator:
                 hidden = self._step(cache, token=token)
                 uncond_cache, uncond = self._unconditional(n) if config.guidance != 1.0 else (None, None)
                 predicted = []
-                for _ in range(n):  # N regression steps, each prediction fed back as the next input
+                for place in range(n):  # N regression steps, each prediction fed back as the next input
                     embedding = self.model.next_image_embedding(hidden, generator, uncond, config.guidance)
                     predicted.append(embedding)
-                    hidden = self._step(cache, embedding=embedding)
+                    hidden = self._step(cache, embedding=embedding, place=place)
                     if uncond_cache is not None:
-                        uncond = self._step(uncond_cache, embedding=embedding)
+                        uncond = self._step(uncond_cache, embedding=embedding, place=place)
                 hidden = self._step(cache, token=self.tokenizer.img_end_id)
                 drawn = self.codec.decode(torch.stack(predicted)[None])[0]
                 output.parts.append(("image", drawn))

@@ -17,6 +17,7 @@ from torch import nn
 
 from ..config import LanguageModelConfig
 from .image_heads import build_image_head
+from .image_tokenizer import grid_homes
 from .transformer import KVCache, LanguageModel
 
 
@@ -85,6 +86,9 @@ class VLGPT(nn.Module):
         if self.config.lm.whiten_inputs:
             self.register_buffer("image_center", torch.zeros(d))
             self.register_buffer("image_whiten", torch.eye(d))
+        self.image_pos = None
+        if self.config.lm.image_positions:
+            self.image_pos = nn.Parameter(tile_positions(self.config.num_image_tokens, width))
 
     @torch.no_grad()
     def fit_input_stats(self, embeddings: torch.Tensor) -> None:
@@ -103,14 +107,18 @@ class VLGPT(nn.Module):
             self.image_center.copy_(z.mean(0))
             self.image_whiten.copy_(vectors @ torch.diag(scale) @ vectors.T)
 
-    def project_image(self, embeds: torch.Tensor) -> torch.Tensor:
-        """Image embeddings [..., d] -> transformer inputs [..., width]."""
+    def project_image(self, embeds: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        """Image embeddings [..., d] -> transformer inputs [..., width]; `index` [...] says which of
+        its image's N places each one is (needed with `lm.image_positions`)."""
         weight = self.image_in_weight
         if self.config.lm.normalize_inputs:
             embeds = (embeds.to(self.image_mean.dtype) - self.image_mean) / self.image_std
         if self.config.lm.whiten_inputs:
             embeds = (embeds.to(self.image_center.dtype) - self.image_center) @ self.image_whiten
-        return self.image_in(embeds.to(device=weight.device, dtype=weight.dtype))
+        x = self.image_in(embeds.to(device=weight.device, dtype=weight.dtype))
+        if self.image_pos is not None:
+            x = x + self.image_pos[index.clamp(max=self.config.num_image_tokens - 1)].to(x.dtype)
+        return x
 
     @property
     def image_in_weight(self) -> torch.Tensor:
@@ -144,7 +152,7 @@ class VLGPT(nn.Module):
     def embed(self, ids: torch.Tensor, image_embeds: torch.Tensor, is_image: torch.Tensor) -> torch.Tensor:
         """Splice: ids [B, T] and image_embeds [B, T, d] -> inputs [B, T, width] by the is_image mask."""
         text = self.embed_text(ids)
-        image = self.project_image(image_embeds).to(text.dtype)
+        image = self.project_image(image_embeds, place_in_image(is_image)).to(text.dtype)
         return torch.where(is_image[..., None], image, text)
 
     def forward(self, batch: dict, cache: KVCache | None = None) -> dict:
@@ -178,13 +186,18 @@ class VLGPT(nn.Module):
         return out
 
     def step(
-        self, cache: KVCache, token: int | None = None, embedding: torch.Tensor | None = None
+        self,
+        cache: KVCache,
+        token: int | None = None,
+        embedding: torch.Tensor | None = None,
+        place: int = 0,
     ) -> torch.Tensor:
-        """One decoding position, a text token or an image embedding [d], through the cache -> its
-        hidden state [width]. The same computation as `forward` on one position, without the
-        splice: only the input that is used is embedded."""
+        """One decoding position, a text token or an image's `place`-th embedding [d], through the
+        cache -> its hidden state [width]. The same computation as `forward` on one position,
+        without the splice: only the input that is used is embedded."""
         if embedding is not None:
-            x = self.project_image(embedding.view(1, 1, -1))
+            index = torch.tensor([[place]], device=self.image_in_weight.device)
+            x = self.project_image(embedding.view(1, 1, -1), index)
         else:
             x = self.embed_text(torch.tensor([[token]], device=self.image_in_weight.device))
         return self.transformer(x, cache=cache)[0, -1]
@@ -208,3 +221,26 @@ class VLGPT(nn.Module):
             uncond = uncond[None]
         sample = self.regression_head.sample(hidden_last[None], generator, uncond, guidance)
         return sample[0].to(hidden_last.dtype)
+
+
+def place_in_image(is_image: torch.Tensor) -> torch.Tensor:
+    """[B, T] mask of image positions -> [B, T] index of each within its own image span (0, 1, ...,
+    N - 1 for an image's N embeddings; 0 at text positions)."""
+    count = is_image.long().cumsum(dim=1)  # image positions so far, this one included
+    starts = is_image & ~torch.nn.functional.pad(is_image, (1, 0))[:, :-1]
+    before = torch.where(starts, count - 1, torch.zeros_like(count)).cummax(dim=1).values
+    return torch.where(is_image, count - 1 - before, torch.zeros_like(count))
+
+
+def tile_positions(n: int, width: int, scale: float = 0.1) -> torch.Tensor:
+    """[n, width] start for the image place embeddings: sines and cosines of each tile's centre (x in
+    the first half of the channels, y in the second) on the raster tiling the image tokenizer uses."""
+    homes = grid_homes(n)  # [n, 2] in (0, 1)
+    quarter = max(width // 4, 1)
+    freqs = torch.pi * 2.0 ** torch.arange(quarter).clamp(max=6)
+    parts = []
+    for axis in range(2):
+        angles = homes[:, axis : axis + 1] * freqs  # [n, quarter]
+        parts += [angles.sin(), angles.cos()]
+    table = torch.cat(parts, dim=1)[:, :width]
+    return scale * torch.nn.functional.pad(table, (0, width - table.shape[1]))
