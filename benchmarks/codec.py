@@ -62,10 +62,17 @@ def main() -> None:
         for name, weights in (("e_v_only", (1.0, 0.0)), ("e_t_only", (0.0, 1.0)), ("both", (1.0, 1.0))):
             variant = run / f"ablation-{name}"
             variant.mkdir(exist_ok=True)
-            # Shared CLIP and decoder (the run's own): only the tokenizer's supervision changes.
+            # Shared CLIP and decoder (the run's own): only the tokenizer's supervision changes. The
+            # decoder stage's tuned copies of the CLIP and tokenizer (decoder.train_codec) stay out,
+            # or they, not the variant's tokenizer, would make z: each row decodes the frozen CLIP's
+            # features through its own tokenizer with the run's pixel decoder, the paper's setting.
             for stage in ("clip", "decoder"):
                 if not (variant / stage).exists():
-                    shutil.copytree(run / stage / "model", variant / stage / "model")
+                    shutil.copytree(
+                        run / stage / "model",
+                        variant / stage / "model",
+                        ignore=lambda folder, names: [n for n in names if n in ("clip", "tokenizer")],
+                    )
             timed_stage(
                 "tokenizer",
                 variant,

@@ -252,6 +252,21 @@ def test_backward_captions_reverse_the_words_and_start_from_their_own_vector():
     assert not torch.allclose(forward[:, 0], backward[:, 0])  # a different start, a different first guess
 
 
+def test_a_detached_contrastive_loss_leaves_the_tower_to_the_captions():
+    """clip.contrastive_detach: InfoNCE's gradient trains the text tower and the image projection
+    and stops at the image tower; the caption loss still reaches it."""
+    torch.manual_seed(0)
+    pixels = torch.rand(2, 3, TINY.clip.vision.image_size, TINY.clip.vision.image_size)
+    ids, lengths = torch.randint(3, 50, (2, 6)), torch.tensor([6, 6])
+    for caption_weight, tower_learns in ((0.0, False), (1.0, True)):
+        config = dataclasses.replace(TINY.clip, contrastive_detach=True, caption_weight=caption_weight)
+        clip = CLIP(config)
+        clip(pixels, ids, lengths)[0].backward()
+        reached = sum(float(p.grad.abs().sum()) for p in clip.vision.parameters() if p.grad is not None)
+        assert (reached > 0) == tower_learns
+        assert clip.image_proj.weight.grad.abs().sum() > 0 and clip.text_proj.weight.grad.abs().sum() > 0
+
+
 def test_masked_patches_drop_tokens_in_training_only():
     """clip.vision.mask_ratio (FLIP): training steps see a random share of the patches, while the
     features that later stages read keep every patch."""

@@ -256,3 +256,16 @@ def test_instruction_tuning_asks_every_kind_of_question():
     assert set(kinds) == set(L.QUESTION_KINDS) | {"describe"}, kinds
     assert min(kinds.values()) > 0.4 * max(kinds.values()), kinds
     assert lengths[1] > 0 and max(lengths) >= 5, lengths
+
+
+def test_the_instruct_mix_is_parsed_normalised_and_refused_when_wrong():
+    """--world-mix sets the share of each conversation kind; a typo or a bad number is named."""
+    from vlgpt.config import ConfigError
+    from vlgpt.train.lm_stages import INSTRUCT_KINDS, parse_mix
+
+    assert parse_mix("") == INSTRUCT_KINDS
+    assert parse_mix("look=3, episode=1") == {"look": 0.75, "episode": 0.25}
+    refused = {"looks=1": "unknown kind 'looks'", "look=x": "needs a number", "look=0": "add up to 0"}
+    for bad, said in refused.items():
+        with pytest.raises(ConfigError, match=said):
+            parse_mix(bad)

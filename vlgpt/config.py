@@ -108,6 +108,11 @@ class ClipConfig:
     contrastive_weight: float = f(
         1.0, "weight of the contrastive loss (InfoNCE or sigmoid), which trains the text tower and e_t"
     )
+    contrastive_detach: bool = f(
+        False,
+        "the contrastive loss trains the text tower and the image projection but stops at the image "
+        "tower's features (LiT's lock, the other way round: the tower learns from captions alone)",
+    )
     hard_negatives: bool = f(
         False,
         "each caption also brings a copy with one word swapped for a word seen in the same places "
@@ -339,6 +344,12 @@ class TrainConfig:
         "pretrain/instruct: also regress the embeddings of images the model reads (a caption's or a "
         "question's image, each embedding from the ones before it), not only of the images it draws; "
         "off: it helped a captions-only probe but not the full recipe (docs/BENCHMARKS.md)",
+    )
+    world_mix: str = f(
+        "",
+        "instruct on the Shapes world: the share of each conversation kind, e.g. "
+        "'look=0.6,draw=0.15,edit=0.1,episode=0.15' (look: a caption and questions about one image; "
+        "empty: the default mix, INSTRUCT_KINDS)",
     )
     layout_plan: bool = f(
         True,

@@ -109,7 +109,7 @@ class CLIP(nn.Module):
         texts every image is contrasted with in the image-to-text direction; invalid ones are left out.
         """
         features = self.vision(pixels, self.config.vision.mask_ratio if self.training else 0.0)
-        image = self.pool_image(features)
+        image = self.pool_image(features.detach() if self.config.contrastive_detach else features)
         text = self.encode_text(ids, lengths)
         scale = self.logit_scale.clamp(max=math.log(100)).exp()
         logits = scale * image @ text.T  # [B, B]

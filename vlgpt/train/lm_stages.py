@@ -299,6 +299,31 @@ def world_pretrain_sample(
 INSTRUCT_KINDS = {"look": 0.45, "draw": 0.2, "edit": 0.2, "episode": 0.15}
 
 
+def parse_mix(text: str) -> dict[str, float]:
+    """'look=0.6,draw=0.4' -> {"look": 0.6, "draw": 0.4}, normalised; '' -> INSTRUCT_KINDS."""
+    if not text.strip():
+        return dict(INSTRUCT_KINDS)
+    mix = {}
+    for part in text.split(","):
+        name, _, value = part.partition("=")
+        name = name.strip()
+        if name not in INSTRUCT_KINDS:
+            raise ConfigError(
+                f"--world-mix: unknown kind {name!r}; choose from {', '.join(INSTRUCT_KINDS)} "
+                "(e.g. look=0.6,draw=0.2,edit=0.1,episode=0.1)"
+            )
+        try:
+            mix[name] = float(value)
+        except ValueError:
+            raise ConfigError(f"--world-mix: {part.strip()!r} needs a number after '='") from None
+        if mix[name] < 0:
+            raise ConfigError(f"--world-mix: the share of {name} is negative")
+    total = sum(mix.values())
+    if total <= 0:
+        raise ConfigError("--world-mix: the shares add up to 0")
+    return {name: share / total for name, share in mix.items()}
+
+
 def look_turns(row: dict, rng) -> list[dict]:
     """A random one to all of a world row's readings of its image, in random order: the caption
     ("Describe the image.") and one question of each kind, each a {question, answer} turn.
@@ -318,9 +343,10 @@ class InstructStage(LMStage):
 
     @classmethod
     def from_run(cls, run: Path, inputs: StageInputs, train, clip: str | Path | None = None):
-        return super().from_run(run, inputs, train, clip, replay=train.replay)
+        return super().from_run(run, inputs, train, clip, replay=train.replay, mix=train.world_mix)
 
-    def __init__(self, *args, replay: float = 0.0, **kwargs):
+    def __init__(self, *args, replay: float = 0.0, mix: str = "", **kwargs):
+        self.kinds = parse_mix(mix)  # before any sample is drawn
         run = kwargs.get("run")
         kwargs.setdefault("init_from", Path(run) / "pretrain" / "model" if run else None)
         if kwargs["init_from"] is not None and not Path(kwargs["init_from"]).is_dir():
@@ -367,7 +393,7 @@ class InstructStage(LMStage):
         world = self.world if part == "train" else self.val_world
         row = world[index]
         scene = Scene.from_dict(row["scene"])
-        kind = str(rng.choice(list(INSTRUCT_KINDS), p=list(INSTRUCT_KINDS.values())))
+        kind = str(rng.choice(list(self.kinds), p=list(self.kinds.values())))
         user = lambda *parts: {"role": "user", "content": list(parts)}
         bot = lambda *parts: {"role": "assistant", "content": list(parts)}
         txt = lambda t: {"type": "text", "text": t}

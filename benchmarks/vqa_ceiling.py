@@ -1,0 +1,127 @@
+"""The simplest model of the Shapes world's questions, as a ceiling for the transformer's VQA.
+
+A caption decoder (`models/captioner.py`: causal self-attention over the words, cross-attention to
+the image tower's grid) reads a question and is trained on its answer alone, over a run's frozen
+tower (`--clip RUN/clip/model`) or a fresh conv tower trained end to end. Every `--every` steps it
+answers the questions of `--val` val images greedily, scored exactly per kind. What this model
+learns in a few minutes and the transformer does not is the transformer's to learn; what neither
+learns is the task's.
+
+python benchmarks/vqa_ceiling.py --clip runs/demo/clip/model --steps 900 --every 300
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from collections import defaultdict
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from vlgpt.config import TextConfig, VisionConfig
+from vlgpt.data.images import pixels_from
+from vlgpt.data.sources import WorldSource
+from vlgpt.loading import load_clip
+from vlgpt.models.captioner import Captioner
+from vlgpt.models.conv_encoder import ConvEncoder
+from vlgpt.text_tokenizer import TextTokenizer
+from vlgpt.world.dataset import ShapesWorld
+from vlgpt.world.render import render
+from vlgpt.world.scene import Scene
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clip", default="", help="a CLIP model folder whose tower stays frozen")
+    parser.add_argument("--steps", type=int, default=900)
+    parser.add_argument("--batch", type=int, default=32, help="images a step (all their questions)")
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--depth", type=int, default=2)
+    parser.add_argument("--every", type=int, default=300)
+    parser.add_argument("--val", type=int, default=200)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+
+    if args.clip:
+        clip, tokenizer = load_clip(args.clip)
+        tower = clip.vision.eval().requires_grad_(False)
+    else:
+        tokenizer = TextTokenizer.train(WorldSource("train", 64).corpus(1000), 1024)
+        tower = ConvEncoder(VisionConfig(kind="conv"))
+    width = tower.config.width
+    text = TextConfig(
+        vocab_size=tokenizer.vocab_size, context_length=48, width=128, depth=args.depth, heads=4
+    )
+    decoder = Captioner(text, width, args.depth)
+    params = list(decoder.parameters()) + ([] if args.clip else list(tower.parameters()))
+    optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.05, betas=(0.9, 0.98))
+    world, val = ShapesWorld("train"), ShapesWorld("val")
+
+    def pairs(rows):
+        """(question ids, answer ids + [EOS], image index, kind) for every question of `rows`."""
+        out = []
+        for j, row in enumerate(rows):
+            for qa in row["questions"]:
+                answer = tokenizer.encode(" " + qa["answer"]) + [tokenizer.eos_id]
+                out.append((tokenizer.encode(qa["question"]), answer, j, qa["kind"]))
+        return out
+
+    def grid(rows):
+        return tower(pixels_from([np.asarray(render(Scene.from_dict(r["scene"]))) for r in rows]))
+
+    @torch.no_grad()
+    def evaluate() -> dict:
+        decoder.eval()
+        rows = [val[i] for i in range(args.val)]
+        features, right = grid(rows), defaultdict(list)
+        for question, answer, j, kind in pairs(rows):
+            ids = list(question)
+            for _ in range(len(answer) + 2):
+                logits = decoder.logits(features[j : j + 1], torch.tensor([ids + [0]]))[0, len(ids)]
+                token = int(logits.argmax())
+                if token == tokenizer.eos_id:
+                    break
+                ids.append(token)
+            said = tokenizer.decode(ids[len(question) :]).strip().lower()
+            right[kind].append(said == tokenizer.decode(answer[:-1]).strip().lower())
+        decoder.train()
+        scores = {kind: round(float(np.mean(v)), 3) for kind, v in sorted(right.items())}
+        scores["overall"] = round(float(np.mean([x for v in right.values() for x in v])), 3)
+        return scores
+
+    start = time.perf_counter()
+    for step in range(args.steps):
+        warm, cosine = min(1.0, (step + 1) / 30), 0.1 + 0.45 * (1 + math.cos(math.pi * step / args.steps))
+        for group in optimizer.param_groups:
+            group["lr"] = args.lr * warm * cosine
+        rows = [world[step * args.batch + i] for i in range(args.batch)]
+        with torch.set_grad_enabled(not args.clip):
+            features = grid(rows)
+        batch = pairs(rows)
+        length = max(len(q) + len(a) for q, a, _, _ in batch)
+        ids = torch.full((len(batch), length), tokenizer.pad_id)
+        scored = torch.zeros(len(batch), length, dtype=torch.bool)
+        for i, (question, answer, _, _) in enumerate(batch):
+            ids[i, : len(question) + len(answer)] = torch.tensor(question + answer)
+            scored[i, len(question) : len(question) + len(answer)] = True
+        logits = decoder.logits(features[torch.tensor([j for _, _, j, _ in batch])], ids)
+        loss = F.cross_entropy(logits[scored], ids[scored])  # logits[t] predicts ids[t]
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        if (step + 1) % args.every == 0 or step == args.steps - 1:
+            seconds = time.perf_counter() - start
+            print(
+                f"step {step + 1}  images {(step + 1) * args.batch}  train {seconds:.0f} s"
+                f"  loss {loss.item():.3f}  VQA {evaluate()}",
+                flush=True,
+            )
+            start = time.perf_counter() - seconds
+
+
+if __name__ == "__main__":
+    main()
