@@ -42,6 +42,7 @@ def main() -> None:
     parser.add_argument("--depth", type=int, default=2)
     parser.add_argument("--every", type=int, default=300)
     parser.add_argument("--val", type=int, default=200)
+    parser.add_argument("--kinds", default="", help="train and score only these kinds, e.g. relation")
     args = parser.parse_args()
     torch.manual_seed(0)
 
@@ -59,12 +60,15 @@ def main() -> None:
     params = list(decoder.parameters()) + ([] if args.clip else list(tower.parameters()))
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.05, betas=(0.9, 0.98))
     world, val = ShapesWorld("train"), ShapesWorld("val")
+    kinds = {k.strip() for k in args.kinds.split(",") if k.strip()}
 
     def pairs(rows):
         """(question ids, answer ids + [EOS], image index, kind) for every question of `rows`."""
         out = []
         for j, row in enumerate(rows):
             for qa in row["questions"]:
+                if kinds and qa["kind"] not in kinds:
+                    continue
                 answer = tokenizer.encode(" " + qa["answer"]) + [tokenizer.eos_id]
                 out.append((tokenizer.encode(qa["question"]), answer, j, qa["kind"]))
         return out
@@ -101,6 +105,8 @@ def main() -> None:
         with torch.set_grad_enabled(not args.clip):
             features = grid(rows)
         batch = pairs(rows)
+        if not batch:  # --kinds asked for none of these images' questions
+            continue
         length = max(len(q) + len(a) for q, a, _, _ in batch)
         ids = torch.full((len(batch), length), tokenizer.pad_id)
         scored = torch.zeros(len(batch), length, dtype=torch.bool)
