@@ -16,10 +16,15 @@ import argparse
 import json
 from pathlib import Path
 
-from vlgpt.eval.probes import object_rows, probe_objects
+import numpy as np
+import torch
+
+from vlgpt.data.images import pixels_from
+from vlgpt.eval.probes import linear_probe, object_rows, probe_objects
 from vlgpt.image_codec import ImageCodecPipeline
 from vlgpt.loading import load_clip, load_tokenizer_pair
 from vlgpt.world.dataset import ShapesWorld
+from vlgpt.world.render import render
 
 
 def main() -> None:
@@ -48,7 +53,36 @@ def main() -> None:
         rows = object_rows(encode, scenes)  # features without gradients; the probes fit their own
         result[name] = {k: round(v, 3) for k, v in probe_objects(*rows).items()}
         print(f"{name:>26}: {result[name]}  ({len(rows[1])} objects)", flush=True)
+    result["tower grid: where"] = where_probe(clip, scenes[:600])
+    print(f"{'tower grid: where':>26}: {result['tower grid: where']}", flush=True)
     print(json.dumps({"benchmark": "token_probe", "run": str(run), **result}))
+
+
+def where_probe(clip, scenes) -> dict:
+    """Can the column and row of the cell under an object (8 classes each on the 8 x 8 grid) be read
+    from that cell's feature? A relation question needs this absolute place; `place` above only
+    asks which half of its own cell the object sits in. Also the RMS of the tower's position map
+    against that of its cells, when it has one."""
+    g = clip.config.vision.grid
+    with torch.no_grad():
+        grid = clip.image_features(pixels_from([np.asarray(render(s)) for s in scenes]))[:, 1:]
+    features, columns, rows = [], [], []
+    for j, scene in enumerate(scenes):
+        for o in scene.objects:
+            c, r = min(int(o.x / scene.width * g), g - 1), min(int(o.y / scene.height * g), g - 1)
+            features.append(grid[j, r * g + c])
+            columns.append(c)
+            rows.append(r)
+    x, train = torch.stack(features), int(len(features) * 0.7)
+    out = {
+        "column": round(linear_probe(x, torch.tensor(columns), g, train), 3),
+        "row": round(linear_probe(x, torch.tensor(rows), g, train), 3),
+        "cell_rms": round(float(grid.pow(2).mean().sqrt()), 3),
+    }
+    position = getattr(clip.vision, "pos_embed", None)
+    if position is not None:
+        out["position_map_rms"] = round(float(position.pow(2).mean().sqrt()), 3)
+    return out
 
 
 if __name__ == "__main__":
