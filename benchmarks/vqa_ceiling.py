@@ -27,6 +27,7 @@ from vlgpt.data.sources import WorldSource
 from vlgpt.loading import load_clip
 from vlgpt.models.captioner import Captioner
 from vlgpt.models.conv_encoder import ConvEncoder
+from vlgpt.models.vlgpt import tile_positions
 from vlgpt.text_tokenizer import TextTokenizer
 from vlgpt.world.dataset import ShapesWorld
 from vlgpt.world.render import render
@@ -43,6 +44,13 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=300)
     parser.add_argument("--val", type=int, default=200)
     parser.add_argument("--kinds", default="", help="train and score only these kinds, e.g. relation")
+    parser.add_argument(
+        "--coords",
+        type=float,
+        default=0.0,
+        help="add a fixed 2-D sine map of each cell's place to the grid, at this multiple of the "
+        "cells' RMS (0: the tower's own position map only)",
+    )
     args = parser.parse_args()
     torch.manual_seed(0)
 
@@ -73,8 +81,14 @@ def main() -> None:
                 out.append((tokenizer.encode(qa["question"]), answer, j, qa["kind"]))
         return out
 
+    cells = tower.config.num_patches
+    places = torch.cat([torch.zeros(1, width), tile_positions(cells, width, 1.0)])[None]  # [1, 1+P, w]
+
     def grid(rows):
-        return tower(pixels_from([np.asarray(render(Scene.from_dict(r["scene"]))) for r in rows]))
+        features = tower(pixels_from([np.asarray(render(Scene.from_dict(r["scene"]))) for r in rows]))
+        if args.coords:
+            features = features + args.coords * places * features.detach().pow(2).mean().sqrt()
+        return features
 
     @torch.no_grad()
     def evaluate() -> dict:
