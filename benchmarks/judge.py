@@ -54,13 +54,12 @@ def main() -> None:
     world = ShapesWorld("test", args.size, args.size)
     scenes = [world.scene(i) for i in range(max(args.n, args.render_n))]
     accuracy = judge_accuracy(scenes[: args.n])
+
     # 32 -> 64 px bilinear resampling: a decoder's soft edges must not read as unreadable blobs.
-    resampled = [
-        compare_scenes(judge(render(s).resize((32, 32), Image.BILINEAR).resize((64, 64), Image.BILINEAR)), s)[
-            "exact"
-        ]
-        for s in scenes[: args.n]
-    ]
+    def resampled_render(scene: Scene) -> Image.Image:
+        return render(scene).resize((32, 32), Image.BILINEAR).resize((64, 64), Image.BILINEAR)
+
+    resampled = [compare_scenes(judge(resampled_render(s)), s)["exact"] for s in scenes[: args.n]]
     floors = meter_floors(args.prompts)
     render(scenes[0])  # warm the background cache
     start = time.perf_counter()

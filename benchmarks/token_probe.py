@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from vlgpt.data.images import pixels_from
-from vlgpt.eval.probes import linear_probe, object_rows, probe_objects
+from vlgpt.eval.probes import linear_probe, object_rows, probe_objects, tile_index
 from vlgpt.image_codec import ImageCodecPipeline
 from vlgpt.loading import load_clip, load_tokenizer_pair
 from vlgpt.world.dataset import ShapesWorld
@@ -69,10 +69,10 @@ def where_probe(clip, scenes) -> dict:
     features, columns, rows = [], [], []
     for j, scene in enumerate(scenes):
         for o in scene.objects:
-            c, r = min(int(o.x / scene.width * g), g - 1), min(int(o.y / scene.height * g), g - 1)
-            features.append(grid[j, r * g + c])
-            columns.append(c)
-            rows.append(r)
+            cell = tile_index(o.x / scene.width, o.y / scene.height, g, g)
+            features.append(grid[j, cell])
+            columns.append(cell % g)
+            rows.append(cell // g)
     x, train = torch.stack(features), int(len(features) * 0.7)
     out = {
         "column": round(linear_probe(x, torch.tensor(columns), g, train), 3),

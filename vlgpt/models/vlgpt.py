@@ -98,9 +98,8 @@ class VLGPT(nn.Module):
         if self.config.lm.normalize_inputs:
             self.image_mean.copy_(z.mean(0))
             self.image_std.copy_(z.std(0).clamp(min=1e-3 * float(z.std().clamp(min=1e-6))))
-        if (
-            self.config.lm.whiten_inputs
-        ):  # ZCA: W = C^-1/2, directions below 1e-4 of the top one kept as they are
+        if self.config.lm.whiten_inputs:
+            # ZCA: W = C^-1/2, with directions below 1e-4 of the top one kept as they are.
             centered = z - z.mean(0)
             values, vectors = torch.linalg.eigh(centered.T @ centered / max(len(z) - 1, 1))
             scale = values.clamp(min=1e-4 * float(values.max().clamp(min=1e-12))).rsqrt()
