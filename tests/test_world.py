@@ -166,6 +166,42 @@ def test_answers_are_true_of_the_scene():
     assert kinds == set(L.QUESTION_KINDS)
 
 
+def _referent(scene: Scene, ref: str):
+    """The one object a referring expression ("the red one", "the large star") picks out."""
+    words = set(ref.split()[1:])
+    found = [o for o in scene.objects if words - {"one", "object"} <= {o.shape, o.color, o.size}]
+    assert len(found) == 1, (ref, scene)
+    return found[0]
+
+
+def test_place_and_relation_questions_never_hang_on_a_pixel():
+    """Place answers name the ninth of the canvas holding the object, asked only clear of the lines
+    between thirds; yes/no relations are asked along the axis on which the pair is clearly apart."""
+    world, asked = ShapesWorld("train"), Counter()
+    for i in range(300):
+        row = world[i]
+        scene = Scene.from_dict(row["scene"])
+        for qa in row["questions"]:
+            q, a = qa["question"], qa["answer"]
+            if qa["kind"] == "place":
+                obj = _referent(scene, q[len("Where is ") : -len(" in the picture?")])
+                fx, fy = obj.x / scene.width, obj.y / scene.height
+                assert all(min(abs(f - 1 / 3), abs(f - 2 / 3)) >= 0.05 for f in (fx, fy))
+                assert a == L.region(obj, scene) and a in L.REGIONS
+                ex, ey = L.REGIONS[a]
+                assert abs(fx - ex) < 1 / 6 + 0.14 and abs(fy - ey) < 1 / 6 + 0.14
+            elif qa["kind"] == "relation" and q.startswith("Is "):
+                phrase = next(p for p in L.RELATION_PHRASES.values() if f" {p} " in q)
+                ref_a, ref_b = q[3:-1].split(f" {phrase} ")
+                first, second = _referent(scene, ref_a), _referent(scene, ref_b)
+                dx, dy = abs(first.x - second.x), abs(first.y - second.y)
+                along_x = phrase.endswith(("left of", "right of"))
+                assert (dx if along_x else dy) >= 1.5 * (dy if along_x else dx)
+                asked[a] += 1
+    assert asked["yes"] > 20 and asked["no"] > 20
+    assert L.region(ShapeObject("circle", "red", "small", 64 / 3 + 1, 10), Scene(64, 64, ())) is None
+
+
 def test_edits_change_exactly_what_they_say():
     rng = np.random.default_rng(0)
     scene = compose([("circle", "red", "small"), ("star", "blue", "large")], seed=3)

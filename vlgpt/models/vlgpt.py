@@ -236,7 +236,9 @@ def tile_positions(n: int, width: int, scale: float = 0.1) -> torch.Tensor:
     the first half of the channels, y in the second) on the raster tiling the image tokenizer uses."""
     homes = grid_homes(n)  # [n, 2] in (0, 1)
     quarter = max(width // 4, 1)
-    freqs = torch.pi * 2.0 ** torch.arange(quarter).clamp(max=6)
+    # Geometric from a half period over the image (monotonic) to one period per two cells (the
+    # finest a raster of 8 across can tell apart).
+    freqs = 0.5 * torch.pi * 2.0 ** torch.linspace(0.0, 4.0, quarter)
     parts = []
     for axis in range(2):
         angles = homes[:, axis : axis + 1] * freqs  # [n, quarter]

@@ -16,7 +16,6 @@ import numpy as np
 
 from .scene import (
     COLORS,
-    RELATIONS,
     SHAPES,
     SIZES,
     Scene,
@@ -47,6 +46,12 @@ REGIONS = {
     "bottom middle": (0.5, 0.8),
     "bottom right corner": (0.8, 0.8),
 }
+_REGION_NAMES = (  # [row][column] of the thirds
+    ("top left corner", "top middle", "top right corner"),
+    ("left side", "center", "right side"),
+    ("bottom left corner", "bottom middle", "bottom right corner"),
+)
+_OPPOSITE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
 MADE_UP_WORDS = (
     "dax",
     "blicket",
@@ -62,7 +67,7 @@ MADE_UP_WORDS = (
     "lorp",
 )
 EDIT_KINDS = ("recolor", "reshape", "move", "add", "remove")
-QUESTION_KINDS = ("color", "shape", "count", "existence", "relation", "size")
+QUESTION_KINDS = ("color", "shape", "count", "existence", "relation", "size", "place")
 
 Pair = tuple[str, str]  # (color, shape)
 
@@ -356,9 +361,33 @@ def _ask_relation(scene, rng, excluded):
             continue
         if rng.random() < 0.5:
             return f"Where is {ref_a} relative to {ref_b}?", RELATION_ANSWERS[rel]
-        asked = RELATIONS[rng.integers(len(RELATIONS))]
+        # Asked along the axis on which the pair is clearly apart: "is the circle above the star?"
+        # of two objects side by side would hang on a pixel of height.
+        asked = rel if rng.random() < 0.5 else _OPPOSITE[rel]
         answer = "yes" if relation_holds(asked, scene.objects[i], scene.objects[j]) else "no"
         return f"Is {ref_a} {RELATION_PHRASES[asked]} {ref_b}?", answer
+    return None
+
+
+def region(obj: ShapeObject, scene: Scene, margin: float = 0.05) -> str | None:
+    """Which ninth of the canvas (a `REGIONS` name) holds the centre of `obj`, or None when the
+    centre lies within `margin` (a fraction of the side) of a line between thirds."""
+    parts = []
+    for value, side in ((obj.x, scene.width), (obj.y, scene.height)):
+        t = value / side
+        if min(abs(t - 1 / 3), abs(t - 2 / 3)) < margin:
+            return None
+        parts.append(min(int(t * 3), 2))
+    return _REGION_NAMES[parts[1]][parts[0]]
+
+
+def _ask_place(scene, rng, excluded):
+    """ "Where is <the object>?" in the canvas: one object's own place, the step before relations."""
+    for i in rng.permutation(len(scene.objects)):
+        where = region(scene.objects[i], scene)
+        ref = refer(scene, int(i), rng) if where else None
+        if ref:
+            return f"Where is {ref} in the picture?", where
     return None
 
 
@@ -379,6 +408,7 @@ _ASKERS = {
     "existence": _ask_existence,
     "relation": _ask_relation,
     "size": _ask_size,
+    "place": _ask_place,
 }
 
 
