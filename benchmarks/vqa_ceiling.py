@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from vlgpt.config import TextConfig, VisionConfig
 from vlgpt.data.images import pixels_from
 from vlgpt.data.sources import WorldSource
+from vlgpt.image_codec import ImageCodecPipeline
 from vlgpt.loading import load_clip
 from vlgpt.models.captioner import Captioner
 from vlgpt.models.conv_encoder import ConvEncoder
@@ -53,6 +54,12 @@ def main() -> None:
         "cells' RMS (0: the tower's own position map only)",
     )
     parser.add_argument(
+        "--codec",
+        default="",
+        help="a run folder: read the N embeddings z its image side makes (what the transformer reads) "
+        "instead of a tower's grid",
+    )
+    parser.add_argument(
         "--oracle",
         action="store_true",
         help="read perfect features instead of a tower: each object's shape, colour and size as random "
@@ -62,13 +69,20 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
 
-    if args.clip:
+    if args.codec and (args.coords or args.oracle):
+        parser.error("--codec reads z as it is: drop --coords and --oracle")
+    codec = None
+    if args.codec:
+        codec = ImageCodecPipeline.load(args.codec)
+        tokenizer, tower = codec.text_tokenizer, codec.clip.vision
+        args.clip = args.codec  # frozen
+    elif args.clip:
         clip, tokenizer = load_clip(args.clip)
         tower = clip.vision.eval().requires_grad_(False)
     else:
         tokenizer = TextTokenizer.train(WorldSource("train", 64).corpus(1000), 1024)
         tower = ConvEncoder(VisionConfig(kind="conv"))
-    width = tower.config.width
+    width = codec.token_dim if codec else tower.config.width
     text = TextConfig(
         vocab_size=tokenizer.vocab_size, context_length=48, width=128, depth=args.depth, heads=4
     )
@@ -108,6 +122,8 @@ def main() -> None:
     def grid(rows):
         if args.oracle:
             return oracle(rows)
+        if codec:
+            return codec.encode([render(Scene.from_dict(r["scene"])) for r in rows]).float()
         features = tower(pixels_from([np.asarray(render(Scene.from_dict(r["scene"]))) for r in rows]))
         if args.coords:
             features = features + args.coords * places * features.detach().pow(2).mean().sqrt()
