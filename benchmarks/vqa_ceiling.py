@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from vlgpt.config import TextConfig, VisionConfig
 from vlgpt.data.images import pixels_from
 from vlgpt.data.sources import WorldSource
+from vlgpt.eval.probes import tile_index, tiling
 from vlgpt.image_codec import ImageCodecPipeline
 from vlgpt.loading import load_clip
 from vlgpt.models.captioner import Captioner
@@ -75,7 +76,6 @@ def main() -> None:
     if args.codec:
         codec = ImageCodecPipeline.load(args.codec)
         tokenizer, tower = codec.text_tokenizer, codec.clip.vision
-        args.clip = args.codec  # frozen
     elif args.clip:
         clip, tokenizer = load_clip(args.clip)
         tower = clip.vision.eval().requires_grad_(False)
@@ -87,7 +87,8 @@ def main() -> None:
         vocab_size=tokenizer.vocab_size, context_length=48, width=128, depth=args.depth, heads=4
     )
     decoder = Captioner(text, width, args.depth)
-    params = list(decoder.parameters()) + ([] if args.clip else list(tower.parameters()))
+    frozen = bool(args.clip or args.codec or args.oracle)  # else the fresh tower trains end to end
+    params = list(decoder.parameters()) + ([] if frozen else list(tower.parameters()))
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.05, betas=(0.9, 0.98))
     world, val = ShapesWorld("train"), ShapesWorld("val")
     kinds = {k.strip() for k in args.kinds.split(",") if k.strip()}
@@ -111,11 +112,10 @@ def main() -> None:
 
     def oracle(rows):
         features = places.repeat(len(rows), 1, 1)
-        side = math.isqrt(cells)
         for b, row in enumerate(rows):
             scene = Scene.from_dict(row["scene"])
             for o in scene.objects:
-                cell = 1 + int(o.y / scene.height * side) * side + int(o.x / scene.width * side)
+                cell = 1 + tile_index(o.x / scene.width, o.y / scene.height, *tiling(cells))
                 features[b, cell] += sum(vectors[attributes[a]] for a in (o.shape, o.color, o.size))
         return features
 
@@ -155,7 +155,7 @@ def main() -> None:
         for group in optimizer.param_groups:
             group["lr"] = args.lr * warm * cosine
         rows = [world[step * args.batch + i] for i in range(args.batch)]
-        with torch.set_grad_enabled(not args.clip):
+        with torch.set_grad_enabled(not frozen):
             features = grid(rows)
         batch = pairs(rows)
         if not batch:  # --kinds asked for none of these images' questions
