@@ -70,8 +70,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
 
-    if args.codec and (args.coords or args.oracle):
-        parser.error("--codec reads z as it is: drop --coords and --oracle")
+    if args.codec and args.oracle:
+        parser.error("--codec reads z: drop --oracle")
     codec = None
     if args.codec:
         codec = ImageCodecPipeline.load(args.codec)
@@ -106,6 +106,8 @@ def main() -> None:
 
     cells = tower.config.num_patches
     places = torch.cat([torch.zeros(1, width), tile_positions(cells, width, 1.0)])[None]  # [1, 1+P, w]
+    if codec:  # z: N embeddings, each with its home on the tokenizer's raster
+        places = tile_positions(codec.num_tokens, width, 1.0)[None]
 
     attributes = {name: i for i, name in enumerate([*SHAPES, *COLORS, *SIZES])}
     vectors = torch.randn(len(attributes), width)
@@ -123,8 +125,9 @@ def main() -> None:
         if args.oracle:
             return oracle(rows)
         if codec:
-            return codec.encode([render(Scene.from_dict(r["scene"])) for r in rows]).float()
-        features = tower(pixels_from([np.asarray(render(Scene.from_dict(r["scene"]))) for r in rows]))
+            features = codec.encode([render(Scene.from_dict(r["scene"])) for r in rows]).float()
+        else:
+            features = tower(pixels_from([np.asarray(render(Scene.from_dict(r["scene"]))) for r in rows]))
         if args.coords:
             features = features + args.coords * places * features.detach().pow(2).mean().sqrt()
         return features

@@ -8,6 +8,8 @@ implementations (with `hf_backbone.HFBackbone`) of the contract `models/vlgpt.py
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -56,12 +58,29 @@ class RealTokens:
     """Where the real tokens of a right-padded batch are, to run per-token layers on them alone.
 
     Pretraining batches are ~40% padding (short captions padded to a long interleaved document);
-    the projections and the MLP skip it, and only attention sees the padded [B, T] layout.
+    the projections and the MLP skip it. Attention runs on the rows grouped by length, each group
+    padded only to its own longest row: an instruction batch's attention costs about 0.3 of one
+    [B, T_max] layout's (docs/BENCHMARKS.md, "The transformer's attention").
     """
 
-    def __init__(self, attention_mask: torch.Tensor):
+    def __init__(self, attention_mask: torch.Tensor, groups: int = 8):
         self.shape = attention_mask.shape
         self.index = attention_mask.flatten().nonzero().squeeze(1)  # [M]
+        lengths = attention_mask.bool().sum(1)
+        starts = lengths.cumsum(0) - lengths  # each row's first token in the [M] layout
+        self.groups = []  # (rows b_g, their longest T_g, real slots of [b_g * T_g], their [M] index)
+        sources = [lengths.new_zeros(0)]
+        for rows in lengths.argsort(descending=True).tensor_split(min(groups, len(lengths))):
+            longest = int(lengths[rows].max())
+            if longest == 0:  # rows of padding only: nothing to attend
+                continue
+            offsets = torch.arange(longest, device=lengths.device)
+            real = offsets[None] < lengths[rows, None]  # [b_g, T_g]
+            slots = real.flatten().nonzero().squeeze(1)
+            source = (starts[rows, None] + offsets[None])[real]
+            self.groups.append((len(rows), longest, slots, source))
+            sources.append(source)
+        self.inverse = torch.cat(sources).argsort()  # group order -> [M] order
 
     def gather(self, x: torch.Tensor) -> torch.Tensor:
         """[B, T, C] -> [M, C]."""
@@ -70,6 +89,21 @@ class RealTokens:
     def scatter(self, x: torch.Tensor) -> torch.Tensor:
         """[M, C] -> [B, T, C], zeros at the padding."""
         return x.new_zeros(self.shape.numel(), x.shape[-1]).index_copy(0, self.index, x).view(*self.shape, -1)
+
+    def attend(self, qk: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
+        """Causal attention of [M, 2C] queries-and-keys and [M, C] values, group by group -> [M, C]."""
+        C = v.shape[-1]
+        parts = [v.new_zeros(0, C)]
+        for rows, longest, slots, source in self.groups:
+            layout = lambda x: (
+                x.new_zeros(rows * longest, x.shape[-1]).index_copy(0, slots, x.index_select(0, source))
+            ).view(rows, longest, -1)
+            q, k = layout(qk).view(rows, longest, 2, heads, -1).permute(2, 0, 3, 1, 4)  # [b, h, T, hd]
+            y = F.scaled_dot_product_attention(
+                q, k, layout(v).unflatten(-1, (heads, -1)).transpose(1, 2), is_causal=longest > 1
+            )
+            parts.append(y.transpose(1, 2).reshape(rows * longest, C).index_select(0, slots))
+        return torch.cat(parts).index_select(0, self.inverse)
 
 
 def right_padded(attention_mask: torch.Tensor) -> bool:
@@ -112,8 +146,10 @@ class SelfAttention(nn.Module):
         fp32_attention = x.device.type == "cpu" and torch.is_autocast_enabled("cpu")
         if fp32_attention:
             qk, v = qk.float(), v.float()
-        if real is not None:
-            qk, v = real.scatter(qk), real.scatter(v)  # [B, T, 2C], [B, T, C]
+        if real is not None:  # training: no cache, causal attention within each row's real tokens
+            with torch.autocast("cpu", enabled=False) if fp32_attention else contextlib.nullcontext():
+                y = real.attend(qk, v, self.heads)
+            return self.out(y)
         B, T = v.shape[:2]
         q, k = qk.view(B, T, 2, self.heads, hd).permute(2, 0, 3, 1, 4)  # [B, h, T, hd] each
         v = v.unflatten(-1, (self.heads, hd)).transpose(1, 2)
@@ -127,8 +163,7 @@ class SelfAttention(nn.Module):
                 y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
-        y = y.transpose(1, 2).reshape(B, T, C)
-        return self.out(real.gather(y) if real is not None else y)
+        return self.out(y.transpose(1, 2).reshape(B, T, C))
 
 
 class SwiGLU(nn.Module):
