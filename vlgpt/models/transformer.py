@@ -54,6 +54,9 @@ class KVCache:
         self.max_len = max_len
 
 
+ATTENTION_GROUPS = 8  # length groups of a training batch's rows (1: one [B, T_max] layout)
+
+
 class RealTokens:
     """Where the real tokens of a right-padded batch are, to run per-token layers on them alone.
 
@@ -63,7 +66,8 @@ class RealTokens:
     [B, T_max] layout's (docs/BENCHMARKS.md, "The transformer's attention").
     """
 
-    def __init__(self, attention_mask: torch.Tensor, groups: int = 8):
+    def __init__(self, attention_mask: torch.Tensor, groups: int | None = None):
+        groups = groups or ATTENTION_GROUPS
         self.shape = attention_mask.shape
         self.index = attention_mask.flatten().nonzero().squeeze(1)  # [M]
         lengths = attention_mask.bool().sum(1)
@@ -93,15 +97,12 @@ class RealTokens:
     def attend(self, qk: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
         """Causal attention of [M, 2C] queries-and-keys and [M, C] values, group by group -> [M, C]."""
         C = v.shape[-1]
+        qkv = torch.cat([qk, v], dim=-1)  # [M, 3C]
         parts = [v.new_zeros(0, C)]
         for rows, longest, slots, source in self.groups:
-            layout = lambda x: (
-                x.new_zeros(rows * longest, x.shape[-1]).index_copy(0, slots, x.index_select(0, source))
-            ).view(rows, longest, -1)
-            q, k = layout(qk).view(rows, longest, 2, heads, -1).permute(2, 0, 3, 1, 4)  # [b, h, T, hd]
-            y = F.scaled_dot_product_attention(
-                q, k, layout(v).unflatten(-1, (heads, -1)).transpose(1, 2), is_causal=longest > 1
-            )
+            laid = qkv.new_zeros(rows * longest, 3 * C).index_copy(0, slots, qkv.index_select(0, source))
+            q, k, v_g = laid.view(rows, longest, 3, heads, -1).permute(2, 0, 3, 1, 4)  # [b, h, T, hd]
+            y = F.scaled_dot_product_attention(q, k, v_g, is_causal=longest > 1)
             parts.append(y.transpose(1, 2).reshape(rows * longest, C).index_select(0, slots))
         return torch.cat(parts).index_select(0, self.inverse)
 
