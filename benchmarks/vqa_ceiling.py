@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vlgpt.config import TextConfig, VisionConfig
+from vlgpt.config import LanguageModelConfig, TextConfig, VisionConfig
 from vlgpt.data.images import pixels_from
 from vlgpt.data.sources import WorldSource
 from vlgpt.eval.probes import tile_index, tiling
@@ -30,11 +30,34 @@ from vlgpt.image_codec import ImageCodecPipeline
 from vlgpt.loading import load_clip
 from vlgpt.models.captioner import Captioner
 from vlgpt.models.conv_encoder import ConvEncoder
+from vlgpt.models.transformer import Transformer
 from vlgpt.models.vlgpt import tile_positions
 from vlgpt.text_tokenizer import TextTokenizer
 from vlgpt.world.dataset import ShapesWorld
 from vlgpt.world.render import render
 from vlgpt.world.scene import COLORS, SHAPES, SIZES, Scene
+
+
+class SelfReader(torch.nn.Module):
+    """Features, question and answer as one causal sequence through the LM's own transformer, as
+    VL-GPT reads an image: the features enter once, through a linear projection, and every later
+    block sees them as the blocks before have mixed them."""
+
+    def __init__(self, text: TextConfig, image_width: int):
+        super().__init__()
+        config = LanguageModelConfig(
+            width=text.width, depth=text.depth, heads=text.heads, mlp_hidden=344, max_seq_len=160
+        )
+        self.body = Transformer(config)
+        self.project = torch.nn.Linear(image_width, text.width)
+        self.embed = torch.nn.Embedding(text.vocab_size, text.width)
+        self.head = torch.nn.Linear(text.width, text.vocab_size)
+
+    def logits(self, features: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """[B, T, vocab]: position t predicts ids[t] from the features and ids[:t]."""
+        n = features.shape[1]
+        hidden = self.body(torch.cat([self.project(features), self.embed(ids)], dim=1))
+        return self.head(hidden[:, n - 1 : n - 1 + ids.shape[1]])
 
 
 def main() -> None:
@@ -47,6 +70,14 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=300)
     parser.add_argument("--val", type=int, default=200)
     parser.add_argument("--kinds", default="", help="train and score only these kinds, e.g. relation")
+    parser.add_argument(
+        "--reader",
+        default="cross",
+        choices=("cross", "self"),
+        help="cross: a decoder that cross-attends to the features at every block; self: the "
+        "transformer's arrangement, one causal sequence of the projected features, the question and "
+        "the answer (models/transformer.py, width 128, --depth blocks)",
+    )
     parser.add_argument(
         "--coords",
         type=float,
@@ -86,7 +117,7 @@ def main() -> None:
     text = TextConfig(
         vocab_size=tokenizer.vocab_size, context_length=48, width=128, depth=args.depth, heads=4
     )
-    decoder = Captioner(text, width, args.depth)
+    decoder = Captioner(text, width, args.depth) if args.reader == "cross" else SelfReader(text, width)
     frozen = bool(args.clip or args.codec or args.oracle)  # else the fresh tower trains end to end
     params = list(decoder.parameters()) + ([] if frozen else list(tower.parameters()))
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.05, betas=(0.9, 0.98))
