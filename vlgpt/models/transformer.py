@@ -60,21 +60,20 @@ ATTENTION_GROUPS = 8  # length groups of a training batch's rows (1: one [B, T_m
 class RealTokens:
     """Where the real tokens of a right-padded batch are, to run per-token layers on them alone.
 
-    Pretraining batches are ~40% padding (short captions padded to a long interleaved document);
+    LM batches are about half padding (short captions padded to a long interleaved document);
     the projections and the MLP skip it. Attention runs on the rows grouped by length, each group
     padded only to its own longest row: an instruction batch's attention costs about 0.3 of one
     [B, T_max] layout's (docs/BENCHMARKS.md, "The transformer's attention").
     """
 
-    def __init__(self, attention_mask: torch.Tensor, groups: int | None = None):
-        groups = groups or ATTENTION_GROUPS
+    def __init__(self, attention_mask: torch.Tensor):
         self.shape = attention_mask.shape
         self.index = attention_mask.flatten().nonzero().squeeze(1)  # [M]
         lengths = attention_mask.bool().sum(1)
         starts = lengths.cumsum(0) - lengths  # each row's first token in the [M] layout
         self.groups = []  # (rows b_g, their longest T_g, real slots of [b_g * T_g], their [M] index)
         sources = [lengths.new_zeros(0)]
-        for rows in lengths.argsort(descending=True).tensor_split(min(groups, len(lengths))):
+        for rows in lengths.argsort(descending=True).tensor_split(min(ATTENTION_GROUPS, len(lengths))):
             longest = int(lengths[rows].max())
             if longest == 0:  # rows of padding only: nothing to attend
                 continue
