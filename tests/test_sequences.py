@@ -1,5 +1,6 @@
 """Sequences and loss masks: only assistant tokens and the image targets they own count."""
 
+import pytest
 import torch
 
 from vlgpt.data import sequences as S
@@ -36,6 +37,44 @@ def test_chat_masks_train_only_assistant_turns():
     batch = S.collate([seq, S.build(S.chat_segments(messages[:1], [emb]), TOK, 4)], TOK.pad_id)
     assert batch["attention_mask"][1].sum() < batch["attention_mask"][0].sum()
     assert (batch["text_targets"][1] == -100).all()
+
+
+def test_turn_loss_gives_every_reply_one_unit_of_weight():
+    """`text_loss="turn"`: each assistant reply's targets share a weight of 1, so a short answer counts
+    as much as a long caption; "token" weighs every target 1, and the model's weighted mean is then
+    the plain per-token cross-entropy."""
+    from vlgpt.config import LanguageModelConfig
+    from vlgpt.models.vlgpt import VLGPT, VLGPTConfig
+
+    emb = torch.randn(2, 4)
+    caption, answer = "An image of a red circle and a blue square.", "red"
+    messages = [
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Describe the image."}]},
+        {"role": "assistant", "content": caption},
+        {"role": "user", "content": "What color is the circle?"},
+        {"role": "assistant", "content": answer},
+    ]
+    segments = S.chat_segments(messages, [emb])
+    by_token, by_turn = (S.build(segments, TOK, 4, text_loss=mode) for mode in ("token", "turn"))
+    scored = by_token["text_targets"] != -100
+    assert torch.equal(by_token["text_weights"], scored.float())
+    weights = by_turn["text_weights"][scored].tolist()
+    n_caption, n_answer = len(TOK.encode(caption)) + 1, len(TOK.encode(answer)) + 1  # each with its [EOS]
+    assert len(weights) == n_caption + n_answer
+    assert weights == pytest.approx([1 / n_caption] * n_caption + [1 / n_answer] * n_answer)
+    assert not by_turn["text_weights"][~scored].any()
+    by_sqrt = S.build(segments, TOK, 4, text_loss="sqrt")["text_weights"][scored].tolist()
+    assert by_sqrt == pytest.approx([n_caption**-0.5] * n_caption + [n_answer**-0.5] * n_answer)
+
+    torch.manual_seed(0)
+    model = VLGPT(VLGPTConfig(TOK.vocab_size, 2, 4, LanguageModelConfig(width=32, depth=1, heads=2, mlp_hidden=64)))
+    batch = S.collate([by_token], TOK.pad_id)
+    weighted = model(batch)["ce"]
+    del batch["text_weights"]
+    assert torch.allclose(weighted, model(batch)["ce"], atol=1e-6)
+    assert not torch.allclose(model(S.collate([by_turn], TOK.pad_id))["ce"], weighted)
+    with pytest.raises(ValueError, match="token, sqrt, turn"):
+        S.build(segments, TOK, 4, text_loss="sample")
 
 
 def test_image_modeling_regresses_the_images_the_model_reads(serve_run):

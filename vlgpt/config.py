@@ -357,6 +357,13 @@ class TrainConfig:
         "('Layout: ...') before the image, a plan the model then draws from (off: the image follows "
         "the prompt at once, as on a user's dataset, which has no layouts)",
     )
+    text_loss: str = f(
+        "token",
+        "pretrain/instruct: how the cross-entropy averages its text targets: token (each target "
+        "counts once) | turn (each trained turn, such as one assistant reply, counts once, its "
+        "tokens sharing its weight, so a two-word answer weighs what a twenty-word caption does) | "
+        "sqrt (a turn of n targets weighs sqrt(n): between the two)",
+    )
     lm: str = f(
         "",
         "pretrain (or instruct without pretrain): a local Hugging Face causal LM folder (Llama, Qwen2, "

@@ -77,8 +77,25 @@ def chat_segments(
     return segments
 
 
-def build(segments: list[Segment], tokenizer: TextTokenizer, image_dim: int, add_bos: bool = True) -> dict:
-    """One sequence: ids [T], image_embeds [T, d], is_image [T], and targets for positions 0..T-1."""
+TEXT_LOSSES = ("token", "sqrt", "turn")
+
+
+def build(
+    segments: list[Segment],
+    tokenizer: TextTokenizer,
+    image_dim: int,
+    add_bos: bool = True,
+    text_loss: str = "token",
+) -> dict:
+    """One sequence: ids [T], image_embeds [T, d], is_image [T], and targets for positions 0..T-1.
+
+    `text_weights` [T] weighs each text target in the cross-entropy: 1 each (`text_loss="token"`, the
+    per-token mean), 1 / (the text targets of its turn) (`"turn"`: a turn, a run of trained
+    positions such as one assistant reply, counts once however long it is, so a two-word answer
+    weighs what a twenty-word caption does), or 1 / sqrt(the text targets of its turn) (`"sqrt"`,
+    between the two: a turn of n targets weighs sqrt(n))."""
+    if text_loss not in TEXT_LOSSES:
+        raise ValueError(f"text_loss must be one of {', '.join(TEXT_LOSSES)}, got {text_loss!r}")
     ids: list[int] = []
     train: list[bool] = []
     embeds: list[tuple[int, torch.Tensor]] = []  # (position, embedding)
@@ -116,6 +133,16 @@ def build(segments: list[Segment], tokenizer: TextTokenizer, image_dim: int, add
     text_targets[:-1][text_next] = ids_tensor[nxt][text_next]
     image_targets[:-1][image_next] = image_embeds[nxt][image_next]
     image_target_mask[:-1] = image_next
+    text_weights = text_next.float()
+    if text_loss != "token" and text_next.any():
+        # Number the runs of trained targets; each run's text targets share a weight of 1.
+        starts = trained_next & ~torch.cat([torch.zeros(1, dtype=torch.bool), trained_next[:-1]])
+        turn = torch.cumsum(starts.long(), 0) - 1
+        per_turn = torch.zeros(int(turn.max()) + 1).index_add_(0, turn[text_next], torch.ones(int(text_next.sum())))
+        share = per_turn[turn[text_next]]
+        text_weights[text_next] = 1.0 / (share if text_loss == "turn" else share.sqrt())
+    weights = torch.zeros(T)
+    weights[:-1] = text_weights
     return {
         "ids": ids_tensor,
         "image_embeds": image_embeds,
@@ -123,6 +150,7 @@ def build(segments: list[Segment], tokenizer: TextTokenizer, image_dim: int, add
         "text_targets": text_targets,
         "image_targets": image_targets,
         "image_target_mask": image_target_mask,
+        "text_weights": weights,
     }
 
 
@@ -143,10 +171,14 @@ def collate(sequences: list[dict], pad_id: int, max_len: int | None = None) -> d
         "text_targets": torch.full((B, longest), -100, dtype=torch.long),
         "image_targets": torch.zeros(B, longest, d),
         "image_target_mask": torch.zeros(B, longest, dtype=torch.bool),
+        "text_weights": torch.zeros(B, longest),
     }
+    if "text_weights" not in sequences[0]:
+        del batch["text_weights"]
+    keys = [key for key in batch if key != "attention_mask"]
     for i, s in enumerate(sequences):
         n = len(s["ids"])
-        for key in ("ids", "image_embeds", "is_image", "text_targets", "image_targets", "image_target_mask"):
+        for key in keys:
             batch[key][i, :n] = s[key]
         batch["attention_mask"][i, :n] = 1
     return batch

@@ -171,7 +171,12 @@ class VLGPT(nn.Module):
                 logits = self.next_token_logits(
                     hidden[scored]
                 )  # [M, V]: only the positions with a text target
-                ce = F.cross_entropy(logits.float(), targets[scored])
+                if "text_weights" in batch:  # each target's share (sequences.build: per token or per turn)
+                    weights = batch["text_weights"][scored]
+                    losses = F.cross_entropy(logits.float(), targets[scored], reduction="none")
+                    ce = (losses * weights).sum() / weights.sum().clamp_min(1e-8)
+                else:
+                    ce = F.cross_entropy(logits.float(), targets[scored])
             else:
                 ce = hidden.new_zeros(())
             mask = batch["image_target_mask"]

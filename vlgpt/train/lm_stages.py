@@ -53,6 +53,7 @@ class LMStage:
         uncond_prob: float = 0.0,
         image_modeling: bool = False,
         layout_plan: bool = True,
+        text_loss: str = "token",
     ):
         model_config, data, seed, val_data = inputs.model_config, inputs.data, inputs.seed, inputs.val_data
         self.run, self.seed, self.eval_size = Path(run), seed, inputs.eval_size
@@ -61,6 +62,9 @@ class LMStage:
         self.uncond_prob = uncond_prob
         self.image_modeling = image_modeling
         self.layout_plan = layout_plan
+        if text_loss not in S.TEXT_LOSSES:
+            raise ConfigError(f"--text-loss must be one of {', '.join(S.TEXT_LOSSES)}, got {text_loss!r}")
+        self.text_loss = text_loss
         self.data, self.val_data = data, val_data
         self.custom = data != WORLD  # a dataset folder or shards instead of the Shapes world
         self.codec = ImageCodecPipeline.load(run)
@@ -121,6 +125,7 @@ class LMStage:
             uncond_prob=train.uncond_prob,
             image_modeling=train.image_modeling,
             layout_plan=train.layout_plan,
+            text_loss=train.text_loss,
             **extra,
         )
 
@@ -150,7 +155,7 @@ class LMStage:
                 if seg.kind == "image":  # the value is an index into this sample's scenes
                     seg = S.image(embeddings.pop(0), seg.train or self.image_modeling)
                 resolved.append(seg)
-            seq = S.build(resolved, self.tokenizer, self.codec.token_dim)
+            seq = S.build(resolved, self.tokenizer, self.codec.token_dim, text_loss=self.text_loss)
             if (
                 len(seq["ids"]) > self.max_len
             ):  # over-long documents are cut (never seen with Shapes defaults)
