@@ -67,7 +67,9 @@ def test_turn_loss_gives_every_reply_one_unit_of_weight():
     assert by_sqrt == pytest.approx([n_caption**-0.5] * n_caption + [n_answer**-0.5] * n_answer)
 
     torch.manual_seed(0)
-    model = VLGPT(VLGPTConfig(TOK.vocab_size, 2, 4, LanguageModelConfig(width=32, depth=1, heads=2, mlp_hidden=64)))
+    model = VLGPT(
+        VLGPTConfig(TOK.vocab_size, 2, 4, LanguageModelConfig(width=32, depth=1, heads=2, mlp_hidden=64))
+    )
     batch = S.collate([by_token], TOK.pad_id)
     weighted = model(batch)["ce"]
     del batch["text_weights"]

@@ -138,7 +138,9 @@ def build(
         # Number the runs of trained targets; each run's text targets share a weight of 1.
         starts = trained_next & ~torch.cat([torch.zeros(1, dtype=torch.bool), trained_next[:-1]])
         turn = torch.cumsum(starts.long(), 0) - 1
-        per_turn = torch.zeros(int(turn.max()) + 1).index_add_(0, turn[text_next], torch.ones(int(text_next.sum())))
+        per_turn = torch.zeros(int(turn.max()) + 1).index_add_(
+            0, turn[text_next], torch.ones(int(text_next.sum()))
+        )
         share = per_turn[turn[text_next]]
         text_weights[text_next] = 1.0 / (share if text_loss == "turn" else share.sqrt())
     weights = torch.zeros(T)
