@@ -39,10 +39,10 @@ def test_chat_masks_train_only_assistant_turns():
     assert (batch["text_targets"][1] == -100).all()
 
 
-def test_turn_loss_gives_every_reply_one_unit_of_weight():
+def test_text_loss_weighs_each_reply_by_its_length_or_not():
     """`text_loss="turn"`: each assistant reply's targets share a weight of 1, so a short answer counts
-    as much as a long caption; "token" weighs every target 1, and the model's weighted mean is then
-    the plain per-token cross-entropy."""
+    as much as a long caption; "sqrt": a reply of n targets weighs sqrt(n); "token" weighs every
+    target 1, and the model's weighted mean is then the plain per-token cross-entropy."""
     from vlgpt.config import LanguageModelConfig
     from vlgpt.models.vlgpt import VLGPT, VLGPTConfig
 

@@ -135,7 +135,7 @@ def build(
     image_target_mask[:-1] = image_next
     text_weights = text_next.float()
     if text_loss != "token" and text_next.any():
-        # Number the runs of trained targets; each run's text targets share a weight of 1.
+        # Number the runs of trained targets; a run of n text targets weighs 1 (turn) or sqrt(n).
         starts = trained_next & ~torch.cat([torch.zeros(1, dtype=torch.bool), trained_next[:-1]])
         turn = torch.cumsum(starts.long(), 0) - 1
         per_turn = torch.zeros(int(turn.max()) + 1).index_add_(

@@ -171,7 +171,7 @@ class VLGPT(nn.Module):
                 logits = self.next_token_logits(
                     hidden[scored]
                 )  # [M, V]: only the positions with a text target
-                if "text_weights" in batch:  # each target's share (sequences.build: per token or per turn)
+                if "text_weights" in batch:  # each target's share (sequences.build: token, sqrt or turn)
                     weights = batch["text_weights"][scored]
                     losses = F.cross_entropy(logits.float(), targets[scored], reduction="none")
                     ce = (losses * weights).sum() / weights.sum().clamp_min(1e-8)
