@@ -173,10 +173,9 @@ def collate(sequences: list[dict], pad_id: int, max_len: int | None = None) -> d
         "text_targets": torch.full((B, longest), -100, dtype=torch.long),
         "image_targets": torch.zeros(B, longest, d),
         "image_target_mask": torch.zeros(B, longest, dtype=torch.bool),
-        "text_weights": torch.zeros(B, longest),
     }
-    if "text_weights" not in sequences[0]:
-        del batch["text_weights"]
+    if "text_weights" in sequences[0]:  # `build` writes them; a hand-made sequence may not
+        batch["text_weights"] = torch.zeros(B, longest)
     keys = [key for key in batch if key != "attention_mask"]
     for i, s in enumerate(sequences):
         n = len(s["ids"])
