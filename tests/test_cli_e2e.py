@@ -58,7 +58,8 @@ def test_each_stage_writes_its_recipe_and_dry_run_prints_it(run, tmp_path):
 
     for stage in ("clip", "tokenizer", "decoder", "pretrain", "instruct"):
         recipe = yaml.safe_load((run / stage / "config.yaml").read_text())
-        assert recipe["train"]["steps"] == 6 and set(recipe) == {"model", "train"}
+        assert recipe["train"]["steps"] == 6 and set(recipe) == {"model", "train", "data"}
+        assert recipe["data"] == {"data": "world", "val_data": None}
     model, train = resolve_configs("decoder", "tiny", str(run / "decoder" / "config.yaml"))
     assert train.steps == 6 and model.decoder == resolve_configs("decoder", "tiny")[0].decoder
     dry = ("train", "decoder", "--preset", "tiny", "--out", tmp_path / "r", "--dry-run")
@@ -68,6 +69,24 @@ def test_each_stage_writes_its_recipe_and_dry_run_prints_it(run, tmp_path):
     (tmp_path / "c.yaml").write_text(out.stdout)
     again = vlgpt(*dry, "--config", tmp_path / "c.yaml")
     assert again.stdout == out.stdout
+    # The recipe names its data, so replaying it reads the same folder; a missing one is named
+    # before any model is built.
+    (tmp_path / "c.yaml").write_text(out.stdout.replace("data: world", f"data: {tmp_path / 'gone'}"))
+    replay = vlgpt(*dry, "--config", tmp_path / "c.yaml")
+    assert yaml.safe_load(replay.stdout)["data"]["data"] == str(tmp_path / "gone")
+    failed = vlgpt(
+        "train",
+        "decoder",
+        "--preset",
+        "tiny",
+        "--out",
+        tmp_path / "r",
+        "--config",
+        tmp_path / "c.yaml",
+        check=False,
+    )
+    assert failed.returncode != 0 and f"dataset {tmp_path / 'gone'} does not exist" in failed.stderr
+    assert not (tmp_path / "r" / "decoder").exists()
 
 
 def test_reconstruct_and_eval(run, image, tmp_path):

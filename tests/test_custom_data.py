@@ -187,6 +187,14 @@ def test_eval_data_reports_captions_and_answers_of_a_custom_run(stripes_run, tmp
     vlgpt("report", run, "--data", chat, "--n", "2")
     page = (run / "report.html").read_text()
     assert "Examples" in page and "Training curves" in page and page.count("<img") >= 3
+    # A page `vlgpt report` did not write (the demo's, with its questions and edits) is never replaced.
+    from vlgpt.report import html_page
+
+    demo_page = html_page("vlgpt demo report", ["<h2>Questions</h2>"])
+    (run / "report.html").write_text(demo_page)
+    said = vlgpt("report", run, "--n", "1").stdout
+    assert (run / "report.html").read_text() == demo_page and "is the demo's: kept" in said
+    assert "Training curves" in (run / "run_report.html").read_text()
 
 
 def test_instruct_refuses_a_broken_conversation_with_its_place(stripes_run, tmp_path):

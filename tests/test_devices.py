@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 import vlgpt
-from vlgpt.checkpoint import load_weights, read_config, save_model
+from vlgpt.checkpoint import FILE_MODE, load_weights, read_config, save_model
 from vlgpt.config import LanguageModelConfig, from_dict
 from vlgpt.data import sequences as S
 from vlgpt.devices import DeviceError, empty_parameters, resolve
@@ -165,8 +165,13 @@ def test_an_exported_folder_loads_and_captions_like_the_run(serve_run, image, tm
     out = tmp_path / "shared" / "model"
     assert main(["export", str(serve_run), str(out)]) == 0
     card = (out / "README.md").read_text()
-    assert card.startswith("---\nlibrary_name: vlgpt\npipeline_tag:")
+    assert card.startswith("---\nlicense: apache-2.0\nlibrary_name: vlgpt\npipeline_tag:")
+    size = vlgpt.load(serve_run).codec.image_size
+    assert f" {size}x{size} images" in card and "?x?" not in card
     assert "| instruct |" in card and "## Measured" in card
+    assert "| figure | value | 95% interval | n |" in card
+    # Weights are readable as any other file the user writes (safetensors creates them 0600).
+    assert {oct(f.stat().st_mode & 0o777) for f in out.rglob("*") if f.is_file()} == {oct(FILE_MODE)}
     assert (out / "chat_template.jinja").is_file() and (out / "tokenizer.json").is_file()
     assert not list(out.rglob("*.pt")) and not list(out.rglob("checkpoints"))  # models only
     run, shared = vlgpt.load(serve_run), vlgpt.load(out)

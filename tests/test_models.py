@@ -12,7 +12,9 @@ from vlgpt.config import (
     ModelConfig,
     PixelDecoderModelConfig,
     TokenizerPairConfig,
+    TrainConfig,
     apply_overrides,
+    from_dict,
     preset,
 )
 from vlgpt.models.clip import CLIP
@@ -96,6 +98,12 @@ def test_overrides_are_typed_and_checked():
         apply_overrides(TINY, ["clip.vision.wdth=48"])
     with pytest.raises(ConfigError, match="expected int"):
         apply_overrides(TINY, ["clip.vision.width=wide"])
+    # A fraction for a whole-number setting is refused, not truncated (depth 3.7 once became 3).
+    with pytest.raises(ConfigError, match=r"lm\.depth: expected a whole number, got 3\.7"):
+        apply_overrides(TINY, ["lm.depth=3.7"])
+    assert apply_overrides(TINY, ["lm.depth=3.0"]).lm.depth == 3
+    with pytest.raises(ConfigError, match="whole number"):
+        from_dict(TrainConfig, {"steps": 12.9})
 
 
 def test_checkpoint_folders_fail_cleanly(tmp_path):

@@ -245,3 +245,24 @@ def test_ui_shows_server_errors_and_uses_the_api_key(pipeline, browser):
         )
         page.type_and_click("draw-prompt", "a blue star", "draw")
         assert turns(page, "assistant") == 1 and turns(page, "error") == 1
+
+
+def test_a_run_report_fits_1200_px_without_scrolling_sideways(serve_run, browser, tmp_path):
+    """`vlgpt report`'s page (every stage's curves in one figure, example cards, metric tables) at
+    1,200 px: nothing wider than the window, and the curves image is on the page."""
+    from vlgpt.eval.run_report import write_run_report
+
+    out = write_run_report(serve_run, n=2, out=tmp_path / "report.html")
+    page = browser.open_page()
+    page.send(
+        "Emulation.setDeviceMetricsOverride",
+        {"width": 1200, "height": 900, "deviceScaleFactor": 1, "mobile": False},
+    )
+    page.send("Page.navigate", {"url": out.as_uri()})
+    page.wait("document.readyState === 'complete' && document.images.length > 0")
+    page.wait("Array.from(document.images).every(i => i.complete)")
+    assert page.eval("document.body.innerText").count("Training curves") == 1
+    assert page.eval("document.documentElement.scrollWidth") <= 1200
+    widest = page.eval("Math.max(...Array.from(document.images).map(i => i.getBoundingClientRect().right))")
+    assert widest <= 1200
+    assert decode_png(base64.b64encode(page.screenshot()).decode()).size == (1200, 900)

@@ -32,9 +32,22 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# What a plain `open(..., "w")` gives a new file here (usually 0644). safetensors writes its files
+# 0600, so a model folder copied or exported for another user could not be read by them.
+FILE_MODE = 0o666 & ~_umask()
+
+
 def fsync_tree(path: Path) -> None:
+    """fsync every file under `path` (and the folder), giving each the usual file mode."""
     for file in path.rglob("*"):
         if file.is_file():
+            os.chmod(file, FILE_MODE)
             with open(file, "rb") as handle:
                 os.fsync(handle.fileno())
     fsync_dir(path)

@@ -95,11 +95,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     overrides = {name: getattr(args, name) for name in _train_fields() if getattr(args, name) is not None}
     if args.dry_run:
-        from .config import resolved_yaml
+        from .config import recipe_data, resolved_yaml
         from .train import resolve_configs
 
         model, train = resolve_configs(args.stage, args.preset, args.config, tuple(args.set or ()), overrides)
-        print(resolved_yaml(model, train), end="")
+        data = {"data": "world", **recipe_data(args.config)}
+        given = {"data": args.data, "val_data": args.val_data}
+        data.update({key: value for key, value in given.items() if value})
+        print(resolved_yaml(model, train, data), end="")
         return 0
     metrics = train_stage(
         args.stage,
@@ -182,11 +185,13 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    """Write RUN/report.html for any run: examples, every stage's curves and metrics, its evaluations."""
+    """Write an HTML report for any run: examples, every stage's curves and metrics, its evaluations
+    (RUN/report.html, or RUN/run_report.html beside a demo's own report, which it never replaces)."""
     from .eval.run_report import write_run_report
 
-    out = write_run_report(args.run, data=args.data, n=args.n)
-    print(f"wrote {out} (open it in a browser)")
+    out = write_run_report(args.run, data=args.data, n=args.n, out=args.out)
+    kept = "" if out.name != "run_report.html" else f" ({Path(args.run) / 'report.html'} is the demo's: kept)"
+    print(f"wrote {out}{kept} (open it in a browser)")
     return 0
 
 
@@ -393,9 +398,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--preset", choices=sorted(PRESETS), default="small", help="model size and recipe")
     train.add_argument(
         "--data",
-        default="world",
-        help="'world' (Shapes, generated on the fly), a dataset folder, or "
-        "WebDataset shards, streamed ('data/train-{000000..000009}.tar', a glob or their folder)",
+        help="'world' (Shapes, generated on the fly; the default), a dataset folder, or "
+        "WebDataset shards, streamed ('data/train-{000000..000009}.tar', a glob or their folder); "
+        "with --config, the recipe's data: section when not given",
     )
     train.add_argument(
         "--val-data", help="validation dataset (default: Shapes val, or a held-out part of --data)"
@@ -450,6 +455,10 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("run", help="run folder")
     report.add_argument("--data", help="show the first examples of this dataset (default: Shapes val scenes)")
     report.add_argument("--n", type=int, default=8, help="examples to show")
+    report.add_argument(
+        "--out",
+        help="where to write the page (default: RUN/report.html, or RUN/run_report.html beside a demo's)",
+    )
     report.set_defaults(func=cmd_report)
 
     for name, fn, extra in (

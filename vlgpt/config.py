@@ -527,6 +527,8 @@ def _coerce(value, kind, where: str):
                 return False
             raise ConfigError(f"{where}: expected true or false, got {value!r}")
         return bool(value)
+    if kind is int and (isinstance(value, bool) or (isinstance(value, float) and not value.is_integer())):
+        raise ConfigError(f"{where}: expected a whole number, got {value!r}")
     if kind in (int, float, str):
         try:
             return kind(value)
@@ -611,13 +613,28 @@ def add_config_arguments(parser, cls, *, defaults: bool, flag_names: dict[str, s
             parser.add_argument(flag, type=base, default=default, metavar=metavar, **common)
 
 
-def resolved_yaml(model: ModelConfig, train: TrainConfig) -> str:
-    """A stage's resolved configs as YAML with `model:` and `train:` sections: what `--config` reads,
-    so `vlgpt train STAGE --config RUN/STAGE/config.yaml` repeats the recipe."""
+def resolved_yaml(model: ModelConfig, train: TrainConfig, data: dict | None = None) -> str:
+    """A stage's resolved configs as YAML with `model:` and `train:` sections, and `data:` (the
+    `--data` / `--val-data` it read) when given: what `--config` reads, so `vlgpt train STAGE
+    --config RUN/STAGE/config.yaml` repeats the recipe on the same data."""
     import yaml
 
-    plain = json.loads(json.dumps({"model": to_dict(model), "train": to_dict(train)}))  # tuples -> lists
+    sections = {"model": to_dict(model), "train": to_dict(train), **({"data": data} if data else {})}
+    plain = json.loads(json.dumps(sections))  # tuples -> lists
     return yaml.safe_dump(plain, sort_keys=False)
+
+
+DATA_KEYS = ("data", "val_data")
+
+
+def recipe_data(yaml_file: str | Path | None) -> dict:
+    """The `data:` section of a recipe file ({data, val_data}), or {} where it has none."""
+    if not yaml_file:
+        return {}
+    section = load_yaml(yaml_file).get("data") or {}
+    if not isinstance(section, dict) or set(section) - set(DATA_KEYS):
+        raise ConfigError(f"{yaml_file}: the data: section takes only {', '.join(DATA_KEYS)}")
+    return {key: value for key, value in section.items() if value is not None}
 
 
 def save_json(config, path: Path, **extra) -> None:

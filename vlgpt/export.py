@@ -19,12 +19,13 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from .checkpoint import CONFIG_FILE, WEIGHTS_FILE, CheckpointError, read_config
+from .checkpoint import CONFIG_FILE, WEIGHTS_FILE, CheckpointError, fsync_tree, read_config
 from .data.sequences import ASSISTANT, USER
 from .prompts import DESCRIBE, draw_prompt
 from .text_tokenizer import BOS, EOS, IMG, IMG_END
 
 IMAGE_STAGES = ("clip", "tokenizer", "decoder")
+LICENSE = "apache-2.0"  # the project's (pyproject.toml), as the Hugging Face card metadata spells it
 EVALUATIONS = ("eval_all.json", "eval_reconstruction.json", "eval_data.json")
 
 # The sequence `data.sequences.chat_segments` builds, as text: each image is [IMG], its N embeddings
@@ -85,6 +86,7 @@ def export_run(run: str | Path, out: str | Path, overwrite: bool = False) -> Pat
             shutil.copy2(lm_model / "tokenizer.json", staging / "tokenizer.json")
         (staging / "chat_template.jinja").write_text(CHAT_TEMPLATE)
         (staging / "README.md").write_text(model_card(run, staging, lm_stage, evaluations))
+        fsync_tree(staging)  # on disk, each file with the usual mode (older runs' weights are 0600)
         if out.exists():
             old = out.parent / f".{out.name}.replaced"
             shutil.rmtree(old, ignore_errors=True)
@@ -103,9 +105,11 @@ def model_card(run: Path, folder: Path, lm_stage: str, evaluations: dict) -> str
     """README.md with Hugging Face-style metadata, the recipe of every stage and the measured figures."""
     lm_config = read_config(folder / lm_stage / "model")
     backbone = "a Hugging Face causal LM" if lm_config.get("backbone") == "hf" else "vlgpt's own transformer"
-    size = read_config(folder / "decoder" / "model").get("image_size", "?")
+    decoder = read_config(folder / "decoder" / "model")
+    size = decoder.get("image_size") or (decoder.get("config") or {}).get("image_size", "?")
     lines = [
         "---",
+        f"license: {LICENSE}",
         "library_name: vlgpt",
         "pipeline_tag: any-to-any",
         "tags:",
@@ -160,11 +164,13 @@ def model_card(run: Path, folder: Path, lm_stage: str, evaluations: dict) -> str
                     figures.append((f"{stage}: {key}", value))
     for name, metrics in evaluations.items():
         for key, value in (metrics.get("headline") or {}).items():
-            if isinstance(value, (int, float)):
+            if isinstance(value, dict) and isinstance(value.get("mean"), (int, float)):
+                figures.append((f"{name.removesuffix('.json')}: {key}", value))
+            elif isinstance(value, (int, float)):
                 figures.append((f"{name.removesuffix('.json')}: {key}", value))
     if figures:
-        lines += ["| figure | value |", "|---|---|"]
-        lines += [f"| {key} | {value:.4g} |" for key, value in figures]
+        lines += ["| figure | value | 95% interval | n |", "|---|---|---|---|"]
+        lines += [f"| {key} | {_figure(value)} |" for key, value in figures]
         lines += [
             "",
             "Stage figures are each stage's own evaluation on held-out rows at the end of training.",
@@ -172,6 +178,15 @@ def model_card(run: Path, folder: Path, lm_stage: str, evaluations: dict) -> str
     else:
         lines.append("No evaluation was recorded in the run.")
     return "\n".join(lines) + "\n"
+
+
+def _figure(value) -> str:
+    """A measured value as table cells: value | interval | n (the last two blank where unknown)."""
+    if not isinstance(value, dict):
+        return f"{value:.4g} |  | "
+    low, high = value.get("ci_low"), value.get("ci_high")
+    interval = f"[{low:.4g}, {high:.4g}]" if low is not None and high is not None else ""
+    return f"{value['mean']:.4g} | {interval} | {value.get('n', '')}"
 
 
 def _recipe(path: Path) -> dict:

@@ -51,18 +51,22 @@ def image_tag(image: Image.Image, scale: int = 2, alt: str = "") -> str:
     return f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt)}" title="{html.escape(alt)}">'
 
 
-PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>{title}</title>
+PAGE = """<!doctype html><html><head><meta charset="utf-8"><meta name="generator" content="{generator}">
+<title>{title}</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}}
 h1,h2{{font-weight:600}} table{{border-collapse:collapse}}
 td,th{{border:1px solid #ddd;padding:4px 8px;text-align:left}}
 .cards{{display:flex;flex-wrap:wrap;gap:12px}}
 .card{{border:1px solid #ddd;border-radius:6px;padding:8px;width:200px;font-size:13px}}
-img{{image-rendering:pixelated}} pre{{background:#f6f6f6;padding:8px;overflow:auto}}</style></head>
+img{{image-rendering:pixelated;max-width:100%;height:auto}}
+pre{{background:#f6f6f6;padding:8px;overflow:auto}}</style></head>
 <body><h1>{title}</h1>{body}</body></html>"""
 
 
-def html_page(title: str, sections: list[str]) -> str:
-    return PAGE.format(title=html.escape(title), body="\n".join(sections))
+def html_page(title: str, sections: list[str], generator: str = "vlgpt") -> str:
+    """A self-contained page; `generator` names what wrote it (`vlgpt report` reads it back to know
+    whether a page is its own to replace)."""
+    return PAGE.format(title=html.escape(title), generator=html.escape(generator), body="\n".join(sections))
 
 
 def metrics_table_html(metrics: dict) -> str:
@@ -81,8 +85,12 @@ def plot_curves(metrics_files: dict[str, Path], out: Path, keys: tuple[str, ...]
     import matplotlib.pyplot as plt
 
     stages = {name: path for name, path in metrics_files.items() if Path(path).is_file()}
-    fig, axes = plt.subplots(1, max(len(stages), 1), figsize=(4 * max(len(stages), 1), 3), squeeze=False)
-    for ax, (name, path) in zip(axes[0], stages.items()):
+    cols = min(max(len(stages), 1), 3)  # rows of three panels: the page stays within 1,200 px
+    rows = -(-max(len(stages), 1) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.8 * rows), squeeze=False)
+    for ax in axes.flat[len(stages) :]:
+        ax.set_visible(False)
+    for ax, (name, path) in zip(axes.flat, stages.items()):
         rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
         for key in keys:
             points = [(r["step"], r[key]) for r in rows if key in r]

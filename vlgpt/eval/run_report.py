@@ -66,8 +66,23 @@ def _world_examples(model, n: int) -> list[str]:
     return cards
 
 
-def write_run_report(run: str | Path, data: str | Path | None = None, n: int = 8) -> Path:
-    """RUN/report.html; `data`: a dataset (any format) whose first `n` examples are shown."""
+GENERATOR = "vlgpt report"
+
+
+def report_path(run: Path) -> Path:
+    """Where `vlgpt report` writes by default: RUN/report.html, unless something else wrote that page
+    (the demo's report, with its questions, edits and reconstructions), then RUN/run_report.html."""
+    page = run / "report.html"
+    if page.is_file() and f'<meta name="generator" content="{GENERATOR}">' not in page.read_text()[:600]:
+        return run / "run_report.html"
+    return page
+
+
+def write_run_report(
+    run: str | Path, data: str | Path | None = None, n: int = 8, out: str | Path | None = None
+) -> Path:
+    """An HTML report of the run at `out` (default: `report_path(run)`); `data`: a dataset (any
+    format) whose first `n` examples are shown."""
     from ..pipeline import load
 
     run = Path(run)
@@ -92,6 +107,7 @@ def write_run_report(run: str | Path, data: str | Path | None = None, n: int = 8
     cards = _data_examples(model, data, n) if data else _world_examples(model, n)
     where = esc(str(data)) if data else "Shapes val"
     sections.insert(0, f"<h2>Examples ({where})</h2><div class='cards'>" + "".join(cards) + "</div>")
-    out = run / "report.html"
-    out.write_text(html_page(f"vlgpt report: {run.name}", sections))
+    out = Path(out) if out else report_path(run)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(html_page(f"vlgpt report: {run.name}", sections, GENERATOR))
     return out

@@ -13,9 +13,12 @@ from ..config import (
     from_dict,
     load_yaml,
     preset,
+    recipe_data,
     resolved_yaml,
     to_dict,
 )
+from ..data.formats import detect_format
+from ..data.sources import WORLD
 from . import lm_stages, stages  # noqa: F401 - importing them registers the five stages
 from .distributed import process_group
 from .engine import Trainer, TrainingError
@@ -36,10 +39,10 @@ def resolve_configs(
     model, train = chosen.model, chosen.train[stage]
     if yaml_file:
         data = load_yaml(yaml_file)
-        unknown = set(data) - {"model", "train"}
+        unknown = set(data) - {"model", "train", "data"}
         if unknown:
             raise ConfigError(
-                f"{yaml_file}: unknown section(s) {', '.join(sorted(unknown))}; use model: and train:"
+                f"{yaml_file}: unknown section(s) {', '.join(sorted(unknown))}; use model:, train: and data:"
             )
         if "model" in data:
             model = from_dict(ModelConfig, _merge(to_dict(model), data["model"]), f"{yaml_file}:model")
@@ -67,7 +70,7 @@ def train_stage(
     run: str | Path,
     *,
     preset_name: str = "small",
-    data: str = "world",
+    data: str | None = None,
     val_data: str | None = None,
     yaml_file: str | None = None,
     model_overrides: tuple = (),
@@ -77,13 +80,20 @@ def train_stage(
     clip: str | Path | None = None,
     vision: str | Path | None = None,
 ) -> dict:
-    """Train one stage into RUN/<stage>/; returns the final evaluation metrics.
+    """Train one stage into RUN/<stage>/; returns the final evaluation metrics. `data` / `val_data`
+    left None come from the recipe file's data: section, else the Shapes world.
 
     Under torchrun every process runs this same call; they form one data-parallel job."""
     stage_class = get_stage(stage)
     model_config, train_config = resolve_configs(
         stage, preset_name, yaml_file, model_overrides, train_overrides
     )
+    recorded = recipe_data(yaml_file)
+    data = data or recorded.get("data", WORLD)
+    val_data = val_data or recorded.get("val_data")
+    for path in (data, val_data):  # a missing folder is named now, not after the models are built
+        if path not in (None, WORLD):
+            detect_format(path)
     run = Path(run)
     inputs = StageInputs(
         model_config, data, seed=train_config.seed, eval_size=train_config.eval_size, val_data=val_data
@@ -99,7 +109,8 @@ def train_stage(
         return VisionImport(vision, inputs).run(run / "clip")
     with process_group(train_config) as dist:
         task = stage_class.from_run(run, inputs, train_config, clip)
-        recipe = resolved_yaml(task.model_config, train_config)  # as run, in the form --config reads
+        # As run, in the form --config reads.
+        recipe = resolved_yaml(task.model_config, train_config, {"data": data, "val_data": val_data})
         trainer = Trainer(
             task,
             train_config,
