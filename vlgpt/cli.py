@@ -149,10 +149,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
         metrics = evaluate_data(_pipeline(args), args.path, limit=args.limit)
         metrics = {"headline": headline(metrics), **metrics}
     elif args.what == "all":
-        from .eval.full import evaluate_all, headline
+        from .eval.full import evaluate_all, headline, headline_figures
 
         out = Path(args.output or Path(args.ckpt) / "eval_all.json")
         metrics = evaluate_all(_pipeline(args), n=args.n, guidance=args.guidance)
+        printed = headline_figures(metrics)  # with intervals; the file's headline keeps the values
         metrics = {"headline": headline(metrics), **metrics}
     elif args.what == "reconstruction":
         from .eval.reconstruction import evaluate_reconstruction
@@ -168,7 +169,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         )
     write_json(out, metrics)
     title = f"eval data {args.path}" if args.what == "data" else f"eval {args.what} (n={args.n})"
-    print(table(title, metrics.get("headline", metrics)))
+    print(table(title, printed if args.what == "all" else metrics.get("headline", metrics)))
     print(f"wrote {out}")
     return 0
 

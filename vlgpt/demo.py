@@ -84,7 +84,7 @@ def stage_image_codec(run: Path, quick: bool) -> None:
 
 def stage_vlgpt(run: Path, quick: bool) -> None:
     """VL-GPT: pretrain and instruction-tune the transformer, evaluate everything, write the report."""
-    from .eval.full import evaluate_all, headline
+    from .eval.full import evaluate_all, headline, headline_figures
     from .pipeline import load
     from .report import plot_curves
 
@@ -95,8 +95,8 @@ def stage_vlgpt(run: Path, quick: bool) -> None:
         _train(run, stage, quick)
     model = load(run)
     metrics = evaluate_all(model, n=12 if quick else 60)
-    summary = headline(metrics)
-    write_json(run / "metrics.json", {"headline": summary, **metrics})
+    summary = headline_figures(metrics)  # each with its interval and n
+    write_json(run / "metrics.json", {"headline": headline(metrics), **metrics})
     print(table("VL-GPT on the Shapes test split", summary))
     plot_curves(
         {s: run / s / "metrics.jsonl" for s in ("clip", "tokenizer", "decoder", "pretrain", "instruct")},

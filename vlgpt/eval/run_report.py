@@ -18,6 +18,7 @@ from ..config import STAGES
 from ..data.formats import read_examples
 from ..report import html_page, image_tag, metrics_table_html, plot_curves
 from .data_eval import question_turns
+from .full import headline_figures
 
 esc = html.escape
 
@@ -96,6 +97,8 @@ def write_run_report(
         sections.append("<h2>Final evaluation of each stage</h2>" + metrics_table_html(stage_metrics))
     for path in sorted(run.glob("eval_*.json")):
         figures = json.loads(path.read_text())
+        if "captioning" in figures:  # eval_all.json: its headline with intervals
+            figures = headline_figures(figures)
         sections.append(f"<h2>{esc(path.name)}</h2>" + metrics_table_html(figures.get("headline", figures)))
     curves = {s: run / s / "metrics.jsonl" for s in STAGES if (run / s / "metrics.jsonl").is_file()}
     if curves:

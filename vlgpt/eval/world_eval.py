@@ -31,8 +31,7 @@ def evaluate_captions(caption: Callable[[Image.Image], str], rows: list[dict]) -
     text_scores = caption_scores(predictions, references)
     result = {f"attribute_{k}": summarize(v) for k, v in attrs.items()}
     for key in ("bleu4", "cider", "rougeL"):
-        result[key] = summarize(text_scores["per_item"][key])
-        result[key]["mean"] = text_scores[key]  # corpus-level score, as coco-caption reports it
+        result[key] = text_scores[key]  # the corpus score coco-caption reports, and its interval
     result["text_metric_backend"] = text_scores["backend"]
     result["examples"] = [
         {"id": r["id"], "prediction": p, "reference": r["caption"]} for r, p in zip(rows[:8], predictions[:8])
