@@ -69,6 +69,30 @@ def test_each_stage_writes_its_recipe_and_dry_run_prints_it(run, tmp_path):
     (tmp_path / "c.yaml").write_text(out.stdout)
     again = vlgpt(*dry, "--config", tmp_path / "c.yaml")
     assert again.stdout == out.stdout
+    # The recipe alone repeats a stage: the same losses and the same final evaluation.
+    vlgpt(
+        "train",
+        "clip",
+        "--preset",
+        "tiny",
+        "--out",
+        tmp_path / "again",
+        "--config",
+        run / "clip" / "config.yaml",
+    )
+    losses = [
+        [
+            json.loads(line).get("loss")
+            for line in (folder / "clip" / "metrics.jsonl").read_text().splitlines()
+        ]
+        for folder in (run, tmp_path / "again")
+    ]
+    assert losses[0] == losses[1]
+    final = [
+        json.loads((folder / "clip" / "model" / "metrics.json").read_text())
+        for folder in (run, tmp_path / "again")
+    ]
+    assert final[0] == final[1]
     # The recipe names its data, so replaying it reads the same folder; a missing one is named
     # before any model is built.
     (tmp_path / "c.yaml").write_text(out.stdout.replace("data: world", f"data: {tmp_path / 'gone'}"))

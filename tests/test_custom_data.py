@@ -3,6 +3,7 @@ not the Shapes world trains every stage and captions through the CLI."""
 
 import io
 import json
+import re
 import subprocess
 import sys
 import tarfile
@@ -179,9 +180,14 @@ def test_eval_data_reports_captions_and_answers_of_a_custom_run(stripes_run, tmp
     run, captions, chat = stripes_run
     for data, key in ((captions, "captions"), (chat, "answers")):
         out = tmp_path / f"{key}.json"
-        vlgpt("eval", "data", data, "--ckpt", run, "--limit", "4", "--output", out)
+        printed = vlgpt("eval", "data", data, "--ckpt", run, "--limit", "4", "--output", out).stdout
         report = json.loads(out.read_text())
         assert report["examples"] == 4 and key in report and report["headline"], report
+        # Every printed figure with its interval and n, the interval around the value.
+        rows = [line for line in printed.splitlines() if line.startswith(("caption ", "answer "))]
+        assert rows and all(re.search(r"\d \[[-\d.e]+, [-\d.e]+\] n=\d+$", line) for line in rows), printed
+        for figure in report["headline"].values():
+            assert figure["ci_low"] <= figure["mean"] <= figure["ci_high"]
     result = vlgpt("eval", "data", "--ckpt", run, check=False)
     assert result.returncode != 0 and "needs the dataset" in result.stderr
     vlgpt("report", run, "--data", chat, "--n", "2")

@@ -70,11 +70,14 @@ def html_page(title: str, sections: list[str], generator: str = "vlgpt") -> str:
 
 
 def metrics_table_html(metrics: dict) -> str:
+    """A metric table; the value column names the interval only where a row has one (a stage's own
+    evaluation is one number, an `eval` figure a bootstrap summary)."""
+    listed = metric_rows(metrics)
     rows = "".join(
-        f"<tr><td>{html.escape(name)}</td><td>{html.escape(value)}</td></tr>"
-        for name, value in metric_rows(metrics)
+        f"<tr><td>{html.escape(name)}</td><td>{html.escape(value)}</td></tr>" for name, value in listed
     )
-    return f"<table><tr><th>metric</th><th>value [95% CI] n</th></tr>{rows}</table>"
+    header = "value [95% CI] n" if any(" n=" in value for _, value in listed) else "value"
+    return f"<table><tr><th>metric</th><th>{header}</th></tr>{rows}</table>"
 
 
 def plot_curves(metrics_files: dict[str, Path], out: Path, keys: tuple[str, ...] = ("loss",)) -> Path:
