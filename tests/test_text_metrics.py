@@ -229,6 +229,17 @@ def test_bootstrap_ci_is_seeded_and_validates() -> None:
         bootstrap_ci(values, confidence=1.5)
 
 
+def test_summarize_groups_weighs_groups_equally_and_resamples_within_them() -> None:
+    from vlgpt.eval.text_metrics import summarize_groups
+
+    out = summarize_groups([[1.0] * 3 + [0.0], [0.0, 0.0, 1.0], [1.0]])
+    assert out["mean"] == pytest.approx((0.75 + 1 / 3 + 1.0) / 3) and out["n"] == 8
+    assert out["ci_low"] <= out["mean"] <= out["ci_high"] and out["ci_low"] < out["ci_high"]
+    assert summarize_groups([[0.5, 0.5], [1.0]]) == {"mean": 0.75, "ci_low": 0.75, "ci_high": 0.75, "n": 3}
+    with pytest.raises(ValueError):
+        summarize_groups([[1.0], []])
+
+
 def test_summarize() -> None:
     out = summarize([1.0, 0.0, 1.0, 1.0], n_resamples=200, seed=1)
     assert set(out) == {"mean", "ci_low", "ci_high", "n"}

@@ -17,7 +17,7 @@ from PIL import Image
 from ..world.language import NUMBER_WORDS, RELATION_PHRASES, article, plural
 from ..world.scene import COLORS, RELATIONS, SHAPES, SIZES, Scene, SceneError, compose, relation_holds
 from ..world.splits import HELD_OUT_PAIRS
-from .text_metrics import summarize
+from .text_metrics import summarize, summarize_groups
 
 CATEGORIES = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
 POSITION_MARGIN = 0.05  # fraction of the canvas side by which a relation must hold
@@ -184,8 +184,8 @@ def evaluate_t2i(
         scores[prompt.category].append(score_prompt(prompt, judged))
         strict[prompt.category].append(score_prompt(prompt, judged, strict=True))
     result = {c: summarize(v) for c, v in scores.items() if v}
-    result["overall"] = stratified_summary([scores[c] for c in result])
-    result["strict_overall"] = stratified_summary([strict[c] for c in CATEGORIES if strict[c]])
+    result["overall"] = summarize_groups([scores[c] for c in result])
+    result["strict_overall"] = summarize_groups([strict[c] for c in CATEGORIES if strict[c]])
     return result
 
 
@@ -207,16 +207,3 @@ def noise_floor(
         if worst is None or overall["mean"] > worst["mean"]:
             worst = {**overall, "spread": spread}
     return worst
-
-
-def stratified_summary(groups: list[list[float]], n_resamples: int = 1000, seed: int = 0) -> dict:
-    """Mean of group means with a stratified bootstrap 95% CI (resampling within each group)."""
-    rng = np.random.default_rng(seed)
-    arrays = [np.asarray(g, dtype=float) for g in groups]
-    boot = np.mean([a[rng.integers(len(a), size=(n_resamples, len(a)))].mean(1) for a in arrays], axis=0)
-    return {
-        "mean": float(np.mean([a.mean() for a in arrays])),
-        "ci_low": float(np.percentile(boot, 2.5)),
-        "ci_high": float(np.percentile(boot, 97.5)),
-        "n": int(sum(len(a) for a in arrays)),
-    }

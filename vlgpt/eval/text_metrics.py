@@ -44,6 +44,7 @@ __all__ = [
     "normalize_vqa_answer",
     "word_tokenize",
     "summarize",
+    "summarize_groups",
     "vqa_accuracy",
 ]
 
@@ -474,3 +475,34 @@ def summarize(values: Sequence[float], **kw: Any) -> dict[str, float | int]:
     ``statistic`` is passed); keyword arguments go to :func:`bootstrap_ci`."""
     point, low, high = bootstrap_ci(values, **kw)
     return {"mean": point, "ci_low": low, "ci_high": high, "n": len(values)}
+
+
+def summarize_groups(groups: Sequence[Sequence[float]], n_resamples: int = 1000, seed: int = 0) -> dict:
+    """The mean of group means (every group weighs the same, as GenEval's overall score) with a
+    stratified percentile bootstrap: ``scipy.stats.bootstrap`` resamples within each group."""
+    arrays = [np.asarray(g, dtype=np.float64) for g in groups]
+    if not arrays or any(a.size == 0 for a in arrays):
+        raise ValueError("summarize_groups needs at least one value in every group")
+
+    # A group of one value (or of equal values) resamples to itself: it enters as a constant.
+    varying = [a for a in arrays if a.size > 1 and not np.all(a == a[0])]
+    fixed = sum(float(a.mean()) for a in arrays if not any(a is v for v in varying))
+
+    def mean_of_means(*samples, axis=-1):
+        return (sum(x.mean(axis=axis) for x in samples) + fixed) / len(arrays)
+
+    point = float(mean_of_means(*varying))
+    n = int(sum(a.size for a in arrays))
+    if not varying:
+        return {"mean": point, "ci_low": point, "ci_high": point, "n": n}
+    from scipy.stats import bootstrap
+
+    result = bootstrap(
+        tuple(varying),
+        mean_of_means,
+        n_resamples=n_resamples,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    )
+    low, high = result.confidence_interval
+    return {"mean": point, "ci_low": float(low), "ci_high": float(high), "n": n}
