@@ -1,6 +1,7 @@
 """Every CLI verb end to end on a tiny run trained through the real entry point."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -163,8 +164,14 @@ def test_bad_requests_are_clear_errors(run, image):
 
 def test_eval_all_writes_every_task(run, tmp_path):
     out = tmp_path / "all.json"
-    vlgpt("eval", "all", "--ckpt", run, "--n", "6", "--output", out)
+    printed = vlgpt("eval", "all", "--ckpt", run, "--n", "6", "--output", out).stdout
     metrics = json.loads(out.read_text())
+    # Each printed headline figure with its interval and n, the interval around it (BLEU's too).
+    rows = [line for line in printed.splitlines() if line.split(" ")[0] in metrics["headline"]]
+    assert len(rows) == len(metrics["headline"])
+    assert all(re.search(r"\d \[[-\d.]+, [-\d.]+\] n=\d+$", line) for line in rows), printed
+    for figure in (*metrics["vqa"].values(), metrics["captioning"]["bleu4"], metrics["t2i"]["overall"]):
+        assert figure["ci_low"] <= figure["mean"] <= figure["ci_high"]
     assert set(metrics["headline"]) >= {
         "caption_attribute_f1",
         "vqa_accuracy",
