@@ -182,3 +182,26 @@ def test_eval_all_writes_every_task(run, tmp_path):
         "few_shot_k=4",
     }
     assert metrics["t2i"]["overall"]["n"] > 0
+
+
+def test_quick_demo_then_report_keeps_the_demo_page(tmp_path):
+    """`vlgpt demo --quick` end to end (about 15 s): its headline printed with intervals, its page
+    with every section; `vlgpt report` on the run then writes beside it and changes nothing of it."""
+    run = tmp_path / "demo"
+    printed = vlgpt("demo", "--quick", "--out", run).stdout
+    metrics = json.loads((run / "metrics.json").read_text())
+    rows = [line for line in printed.splitlines() if line.split(" ")[0] in metrics["headline"]]
+    assert rows and all(re.search(r"\d \[[-\d.]+, [-\d.]+\] n=\d+$", line) for line in rows), printed
+    page = (run / "report.html").read_text()
+    sections = (
+        "Headline metrics",
+        "Questions",
+        "Edits",
+        "An interleaved answer",
+        "Image tokenizer",
+        "Training curves",
+    )
+    assert all(section in page for section in sections) and "value [95% CI] n" in page
+    said = vlgpt("report", run, "--n", "1").stdout
+    assert (run / "report.html").read_text() == page and "run_report.html" in said
+    assert "Training curves" in (run / "run_report.html").read_text()
