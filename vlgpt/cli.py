@@ -95,14 +95,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     overrides = {name: getattr(args, name) for name in _train_fields() if getattr(args, name) is not None}
     if args.dry_run:
-        from .config import recipe_data, resolved_yaml
-        from .train import resolve_configs
+        from .config import resolved_yaml
+        from .train import resolve_configs, resolve_data
 
         model, train = resolve_configs(args.stage, args.preset, args.config, tuple(args.set or ()), overrides)
-        data = {"data": "world", **recipe_data(args.config)}
-        given = {"data": args.data, "val_data": args.val_data}
-        data.update({key: value for key, value in given.items() if value})
-        print(resolved_yaml(model, train, data), end="")
+        print(resolved_yaml(model, train, resolve_data(args.config, args.data, args.val_data)), end="")
         return 0
     metrics = train_stage(
         args.stage,
@@ -153,7 +150,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
         out = Path(args.output or Path(args.ckpt) / "eval_all.json")
         metrics = evaluate_all(_pipeline(args), n=args.n, guidance=args.guidance)
-        printed = headline_figures(metrics)  # with intervals; the file's headline keeps the values
+        shown = headline_figures(metrics)  # with intervals; the file's headline keeps the values
         metrics = {"headline": headline(metrics), **metrics}
     elif args.what == "reconstruction":
         from .eval.reconstruction import evaluate_reconstruction
@@ -169,7 +166,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         )
     write_json(out, metrics)
     title = f"eval data {args.path}" if args.what == "data" else f"eval {args.what} (n={args.n})"
-    print(table(title, printed if args.what == "all" else metrics.get("headline", metrics)))
+    print(table(title, shown if args.what == "all" else metrics.get("headline", metrics)))
     print(f"wrote {out}")
     return 0
 

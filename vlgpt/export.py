@@ -164,9 +164,8 @@ def model_card(run: Path, folder: Path, lm_stage: str, evaluations: dict) -> str
                     figures.append((f"{stage}: {key}", value))
     for name, metrics in evaluations.items():
         for key, value in (metrics.get("headline") or {}).items():
-            if isinstance(value, dict) and isinstance(value.get("mean"), (int, float)):
-                figures.append((f"{name.removesuffix('.json')}: {key}", value))
-            elif isinstance(value, (int, float)):
+            point = value.get("mean") if isinstance(value, dict) else value  # a figure or its summary
+            if isinstance(point, (int, float)):
                 figures.append((f"{name.removesuffix('.json')}: {key}", value))
     if figures:
         lines += ["| figure | value | 95% interval | n |", "|---|---|---|---|"]

@@ -74,8 +74,11 @@ def report_path(run: Path) -> Path:
     """Where `vlgpt report` writes by default: RUN/report.html, unless something else wrote that page
     (the demo's report, with its questions, edits and reconstructions), then RUN/run_report.html."""
     page = run / "report.html"
-    if page.is_file() and f'<meta name="generator" content="{GENERATOR}">' not in page.read_text()[:600]:
-        return run / "run_report.html"
+    if page.is_file():
+        with open(page, encoding="utf-8", errors="replace") as handle:
+            head = handle.read(600)  # the meta tag is in the first line; the page may be megabytes
+        if f'<meta name="generator" content="{GENERATOR}">' not in head:
+            return run / "run_report.html"
     return page
 
 

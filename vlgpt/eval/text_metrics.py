@@ -454,20 +454,35 @@ def bootstrap_ci(
     if n_resamples < 1:
         raise ValueError(f"n_resamples must be >= 1, got {n_resamples}")
     point = float(data.mean() if statistic is None else statistic(data))
-    if data.size == 1 or np.all(data == data[0]) and statistic is None:
+    if data.size == 1 or (statistic is None and np.all(data == data[0])):
         return point, point, point
+    low, high = _percentile_interval(
+        (data,), np.mean if statistic is None else statistic, statistic is None, n_resamples, confidence, seed
+    )
+    return point, low, high
+
+
+def _percentile_interval(
+    samples: tuple[np.ndarray, ...],
+    statistic: Callable,
+    vectorized: bool,
+    n_resamples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """``scipy.stats.bootstrap``'s percentile interval, each sample resampled on its own, seeded."""
     from scipy.stats import bootstrap
 
     result = bootstrap(
-        (data,),
-        np.mean if statistic is None else statistic,
-        vectorized=statistic is None,
+        samples,
+        statistic,
+        vectorized=vectorized,
         n_resamples=n_resamples,
         confidence_level=confidence,
         method="percentile",
         rng=np.random.default_rng(seed),
     )
-    return point, float(result.confidence_interval.low), float(result.confidence_interval.high)
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
 def summarize(values: Sequence[float], **kw: Any) -> dict[str, float | int]:
@@ -485,24 +500,17 @@ def summarize_groups(groups: Sequence[Sequence[float]], n_resamples: int = 1000,
         raise ValueError("summarize_groups needs at least one value in every group")
 
     # A group of one value (or of equal values) resamples to itself: it enters as a constant.
-    varying = [a for a in arrays if a.size > 1 and not np.all(a == a[0])]
-    fixed = sum(float(a.mean()) for a in arrays if not any(a is v for v in varying))
+    varies = [a.size > 1 and not np.all(a == a[0]) for a in arrays]
+    varying = [a for a, v in zip(arrays, varies) if v]
+    fixed = sum(float(a.mean()) for a, v in zip(arrays, varies) if not v)
 
     def mean_of_means(*samples, axis=-1):
         return (sum(x.mean(axis=axis) for x in samples) + fixed) / len(arrays)
 
     point = float(mean_of_means(*varying))
-    n = int(sum(a.size for a in arrays))
-    if not varying:
-        return {"mean": point, "ci_low": point, "ci_high": point, "n": n}
-    from scipy.stats import bootstrap
-
-    result = bootstrap(
-        tuple(varying),
-        mean_of_means,
-        n_resamples=n_resamples,
-        method="percentile",
-        rng=np.random.default_rng(seed),
+    low, high = (
+        _percentile_interval(tuple(varying), mean_of_means, True, n_resamples, seed=seed)
+        if varying
+        else (point, point)
     )
-    low, high = result.confidence_interval
-    return {"mean": point, "ci_low": float(low), "ci_high": float(high), "n": n}
+    return {"mean": point, "ci_low": low, "ci_high": high, "n": int(sum(a.size for a in arrays))}

@@ -54,6 +54,13 @@ def resolve_configs(
     return model, train
 
 
+def resolve_data(yaml_file: str | None, data: str | None = None, val_data: str | None = None) -> dict:
+    """{data, val_data} a stage reads: what is given, else the recipe file's data: section, else the
+    Shapes world (and its val split)."""
+    recorded = recipe_data(yaml_file)
+    return {"data": data or recorded.get("data", WORLD), "val_data": val_data or recorded.get("val_data")}
+
+
 def _merge(base: dict, update: dict) -> dict:
     if not isinstance(update, dict):
         raise ConfigError(f"expected a mapping, got {update!r}")
@@ -88,9 +95,7 @@ def train_stage(
     model_config, train_config = resolve_configs(
         stage, preset_name, yaml_file, model_overrides, train_overrides
     )
-    recorded = recipe_data(yaml_file)
-    data = data or recorded.get("data", WORLD)
-    val_data = val_data or recorded.get("val_data")
+    data, val_data = resolve_data(yaml_file, data, val_data).values()
     for path in (data, val_data):  # a missing folder is named now, not after the models are built
         if path not in (None, WORLD):
             detect_format(path)
@@ -123,4 +128,12 @@ def train_stage(
         return trainer.fit()
 
 
-__all__ = ["Trainer", "TrainingError", "get_stage", "list_stages", "resolve_configs", "train_stage"]
+__all__ = [
+    "Trainer",
+    "TrainingError",
+    "get_stage",
+    "list_stages",
+    "resolve_configs",
+    "resolve_data",
+    "train_stage",
+]
