@@ -155,7 +155,11 @@ class ImageTokenizerConfig:
 class PixelDecoderConfig:
     """Pixel decoder (the diffusion model's part): (e_v, e_t) -> image."""
 
-    kind: str = f("conv", "decoder family: conv (fast, deterministic upsampler)")
+    kind: str = f(
+        "conv",
+        "decoder family: conv (fast, deterministic upsampler) or flow (the same network as a "
+        "pixel-space flow, sampled in a few Euler steps)",
+    )
     channels: int = f(128, "channels at the lowest resolution; halved at each upsampling")
     condition_noise: float = f(0.1, "std of noise added to (e_v, e_t) in training, for robustness to z")
     detokenized_fraction: float = f(

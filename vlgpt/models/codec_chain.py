@@ -63,7 +63,7 @@ class CodecChain(nn.Module):
             rms = tokens.detach().pow(2).mean(dim=-1, keepdim=True).sqrt()
             tokens = tokens + self.config.token_noise * rms * torch.randn_like(tokens)
         z_v, z_t = self.codec.detokenizer(tokens)
-        pixel, parts = self.decoder.pixel_loss(self.decoder(z_v, z_t), pixels, critic)
+        pixel, parts = self.decoder.fit(z_v, z_t, pixels, critic)
         mse_v, mse_t = F.mse_loss(z_v, e_v), F.mse_loss(z_t, e_t)
         weights = self.codec.config.tokenizer  # the tokenizer stage's lambda_1, lambda_2 (Table 4's rows)
         loss = pixel + self.config.align_weight * (weights.weight_image * mse_v + weights.weight_text * mse_t)

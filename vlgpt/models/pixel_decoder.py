@@ -95,6 +95,17 @@ class ConvPixelDecoder(nn.Module):
     def forward(self, z_v: torch.Tensor, z_t: torch.Tensor) -> torch.Tensor:
         """Unclamped pixels: a linear output keeps gradients alive where a sigmoid would saturate
         (a saturated sigmoid left the decoder stuck on a blank background in our runs)."""
+        _, cond, x = self.condition(z_v, z_t)
+        for i, stage in enumerate(self.stages):
+            x = stage(x, cond)
+            if i < len(self.ups):
+                x = self.upsample(i, x)
+        return F.pixel_shuffle(self.head(x), self.shuffle) + 0.5
+
+    def condition(
+        self, z_v: torch.Tensor, z_t: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Mixed condition tokens, the FiLM condition [B, 2D] and the stem's grid [B, C, g, g]."""
         B, _, D = z_v.shape
         tokens = torch.cat([z_v, z_t[:, None]], dim=1)  # [B, 1 + G^2 + 1, D]
         if len(self.mixer):
@@ -103,14 +114,11 @@ class ConvPixelDecoder(nn.Module):
                 tokens = block(tokens)
         cond = torch.cat([tokens[:, 0], tokens[:, -1]], dim=-1)  # [B, 2D]
         regions = tokens[:, 1:-1].transpose(1, 2).reshape(B, D, self.grid, self.grid)
-        x = self.stem(regions)  # [B, C, g, g]
-        for i, stage in enumerate(self.stages):
-            x = stage(x, cond)
-            if i < len(self.ups):
-                x = self.ups[i](F.interpolate(x, scale_factor=2, mode="nearest"))
-                if len(self.maps):
-                    x = x + self.maps[i]
-        return F.pixel_shuffle(self.head(x), self.shuffle) + 0.5
+        return tokens, cond, self.stem(regions)
+
+    def upsample(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        x = self.ups[i](F.interpolate(x, scale_factor=2, mode="nearest"))
+        return x + self.maps[i] if len(self.maps) else x
 
     def loss(
         self, e_v: torch.Tensor, e_t: torch.Tensor, images: torch.Tensor, critic=None
@@ -127,7 +135,11 @@ class ConvPixelDecoder(nn.Module):
         if self.training and self.config.condition_noise > 0:
             e_v = e_v + self.config.condition_noise * torch.randn_like(e_v)
             e_t = e_t + self.config.condition_noise * torch.randn_like(e_t)
-        return self.pixel_loss(self.forward(e_v, e_t), images, critic)
+        return self.fit(e_v, e_t, images, critic)
+
+    def fit(self, z_v: torch.Tensor, z_t: torch.Tensor, images: torch.Tensor, critic=None):
+        """The training loss of drawing `images` from (z_v, z_t): the decoder stage's one entry."""
+        return self.pixel_loss(self.forward(z_v, z_t), images, critic)
 
     def pixel_loss(self, pred: torch.Tensor, images: torch.Tensor, critic=None) -> tuple[torch.Tensor, dict]:
         """Foreground-weighted L1 + edge L1 between decoded (unclamped) and true pixels; with a
@@ -150,6 +162,75 @@ class ConvPixelDecoder(nn.Module):
         return loss, parts
 
 
+class FlowPixelDecoder(ConvPixelDecoder):
+    """The conv decoder as a conditional flow in pixel space (`decoder.kind=flow`).
+
+    Besides (z_v, z_t) it sees a noisy image x_t = t * x + (1 - t) * noise (x scaled to -1..1) and
+    its time t, and predicts the clean image (x-prediction, as JiT argues for pixel-space flows;
+    the same foreground-weighted L1 + edge loss on it). `decode` samples by Euler steps on the
+    velocity (x_hat - x_t) / (1 - t) from pure noise: at t = 0 it is the deterministic decoder's
+    guess, and later steps can commit to one sharp shape where that guess is a blur of several.
+    x_t enters every stage through a zero-initialised 1x1 convolution of its space-to-depth map,
+    t through the FiLM condition.
+    """
+
+    def __init__(self, model_config: PixelDecoderModelConfig):
+        super().__init__(model_config)
+        size, cond_dim = self.image_size, 2 * model_config.embed_dim
+        sides = [self.grid * 2**i for i in range(len(self.stages))]
+        self.noisy = nn.ModuleList(
+            nn.Conv2d(3 * (size // side) ** 2, stage.conv1.in_channels, 1)
+            for side, stage in zip(sides, self.stages)
+        )
+        self.time = nn.Sequential(nn.Linear(32, cond_dim), nn.SiLU(), nn.Linear(cond_dim, cond_dim))
+        for layer in (*self.noisy, self.time[-1]):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    def forward(
+        self,
+        z_v: torch.Tensor,
+        z_t: torch.Tensor,
+        x_t: torch.Tensor | None = None,
+        t: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        B = z_v.shape[0]
+        if x_t is None:  # no image yet: the t = 0 guess from pure noise
+            x_t = torch.randn(B, 3, self.image_size, self.image_size, device=z_v.device)
+            t = torch.zeros(B, device=z_v.device)
+        freqs = torch.exp(torch.arange(16, device=t.device) * (-math.log(1000.0) / 16)) * 1000.0
+        angles = t.float()[:, None] * freqs[None]
+        time = self.time(torch.cat([angles.sin(), angles.cos()], dim=-1))
+        _, cond, x = self.condition(z_v, z_t)
+        cond = cond + time
+        for i, stage in enumerate(self.stages):
+            x = x + self.noisy[i](F.pixel_unshuffle(x_t, self.image_size // x.shape[-1]))
+            x = stage(x, cond)
+            if i < len(self.ups):
+                x = self.upsample(i, x)
+        return F.pixel_shuffle(self.head(x), self.shuffle) + 0.5
+
+    def fit(self, z_v, z_t, images, critic=None):
+        t = torch.sigmoid(torch.randn(len(images)))  # logit-normal times, as SD3
+        noise = torch.randn_like(images)
+        x_t = t[:, None, None, None] * (2 * images - 1) + (1 - t[:, None, None, None]) * noise
+        return self.pixel_loss(self.forward(z_v, z_t, x_t, t), images, critic)
+
+    @torch.no_grad()
+    def decode(
+        self, z_v: torch.Tensor, z_t: torch.Tensor, steps: int = 8, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Euler steps from noise to an image: the same pixels for the same `generator` (seed 0 if none)."""
+        generator = generator or torch.Generator().manual_seed(0)
+        B = z_v.shape[0]
+        x = torch.randn(B, 3, self.image_size, self.image_size, generator=generator).to(z_v.device, z_v.dtype)
+        for i in range(steps):
+            t = torch.full((B,), i / steps, device=z_v.device)
+            x_hat = 2 * self.forward(z_v, z_t, x, t) - 1
+            x = x + (x_hat - x) / (steps - i)  # v * dt with v = (x_hat - x) / (1 - t), dt = 1 / steps
+        return ((x + 1) / 2).clamp(0.0, 1.0)
+
+
 def foreground(images: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:
     """[B, 3, H, W] in 0..1 -> [B, 1, H, W] in 0..1: each pixel's distance to the median border colour
     (of `reference`, when given: a prediction measured against its target's background)."""
@@ -159,7 +240,7 @@ def foreground(images: torch.Tensor, reference: torch.Tensor | None = None) -> t
     return ((images - background).abs().amax(dim=1, keepdim=True) * 4).clamp(max=1.0)
 
 
-DECODERS = {"conv": ConvPixelDecoder}
+DECODERS = {"conv": ConvPixelDecoder, "flow": FlowPixelDecoder}
 
 
 def build_pixel_decoder(config: PixelDecoderModelConfig) -> nn.Module:
