@@ -95,17 +95,15 @@ class ConvPixelDecoder(nn.Module):
     def forward(self, z_v: torch.Tensor, z_t: torch.Tensor) -> torch.Tensor:
         """Unclamped pixels: a linear output keeps gradients alive where a sigmoid would saturate
         (a saturated sigmoid left the decoder stuck on a blank background in our runs)."""
-        _, cond, x = self.condition(z_v, z_t)
+        cond, x = self.condition(z_v, z_t)
         for i, stage in enumerate(self.stages):
             x = stage(x, cond)
             if i < len(self.ups):
                 x = self.upsample(i, x)
         return F.pixel_shuffle(self.head(x), self.shuffle) + 0.5
 
-    def condition(
-        self, z_v: torch.Tensor, z_t: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Mixed condition tokens, the FiLM condition [B, 2D] and the stem's grid [B, C, g, g]."""
+    def condition(self, z_v: torch.Tensor, z_t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The mixed condition tokens as the FiLM condition [B, 2D] and the stem's grid [B, C, g, g]."""
         B, _, D = z_v.shape
         tokens = torch.cat([z_v, z_t[:, None]], dim=1)  # [B, 1 + G^2 + 1, D]
         if len(self.mixer):
@@ -114,7 +112,7 @@ class ConvPixelDecoder(nn.Module):
                 tokens = block(tokens)
         cond = torch.cat([tokens[:, 0], tokens[:, -1]], dim=-1)  # [B, 2D]
         regions = tokens[:, 1:-1].transpose(1, 2).reshape(B, D, self.grid, self.grid)
-        return tokens, cond, self.stem(regions)
+        return cond, self.stem(regions)
 
     def upsample(self, i: int, x: torch.Tensor) -> torch.Tensor:
         x = self.ups[i](F.interpolate(x, scale_factor=2, mode="nearest"))
@@ -201,7 +199,7 @@ class FlowPixelDecoder(ConvPixelDecoder):
         freqs = torch.exp(torch.arange(16, device=t.device) * (-math.log(1000.0) / 16)) * 1000.0
         angles = t.float()[:, None] * freqs[None]
         time = self.time(torch.cat([angles.sin(), angles.cos()], dim=-1))
-        _, cond, x = self.condition(z_v, z_t)
+        cond, x = self.condition(z_v, z_t)
         cond = cond + time
         for i, stage in enumerate(self.stages):
             x = x + self.noisy[i](F.pixel_unshuffle(x_t, self.image_size // x.shape[-1]))
