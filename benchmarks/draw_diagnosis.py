@@ -65,11 +65,12 @@ def main() -> None:
         plan = plan_scene(out.text)
         drawn = judge(out.images[0])
         redrawn = judge(pipe.codec.reconstruct([render(plan)])[0]) if plan.objects else None
-        agree, agree_redrawn = compare_scenes(drawn, plan), compare_scenes(redrawn, plan) if redrawn else {}
+        agree = compare_scenes(drawn, plan)
+        agree_redrawn = compare_scenes(redrawn, plan) if redrawn is not None else {}
         row = rows[prompt.category]
         row["plan"].append(score_prompt(prompt, plan) if plan.objects else 0.0)
         row["drawn"].append(score_prompt(prompt, drawn))
-        row["plan rendered"].append(score_prompt(prompt, redrawn) if redrawn else 0.0)
+        row["plan rendered"].append(score_prompt(prompt, redrawn) if redrawn is not None else 0.0)
         for key in ("count", "colors", "shapes"):
             row[f"drawn = plan: {key}"].append(float(agree.get(key, False)))
             row[f"plan rendered = plan: {key}"].append(float(agree_redrawn.get(key, False)))

@@ -107,6 +107,9 @@ def test_mse_head_guidance_extrapolates_from_the_unconditional_prediction():
     torch.testing.assert_close(head.sample(cond, None, uncond, 1.0), head(cond))
 
 
+RED, BLUE = torch.tensor([0.9, 0.1, 0.1]), torch.tensor([0.1, 0.1, 0.9])
+
+
 def _decoder_on_two_pictures(kind: str):
     """A `kind` pixel decoder trained on one condition and two equally likely pictures (all red, all
     blue), and the mean colour of 24 pictures it draws from that condition."""
@@ -132,9 +135,6 @@ def _decoder_on_two_pictures(kind: str):
     decoder.eval()
     kwargs = {"generator": torch.Generator().manual_seed(0)} if kind == "flow" else {}
     return decoder.decode(z_v, z_t, **kwargs).mean((2, 3))  # [24, 3]
-
-
-RED, BLUE = torch.tensor([0.9, 0.1, 0.1]), torch.tensor([0.1, 0.1, 0.9])
 
 
 def test_flow_pixel_decoder_draws_one_of_two_pictures_where_the_conv_decoder_blends_them():

@@ -7,8 +7,9 @@ position), so that every region can draw on what the whole image and the caption
 detokenizer's z is noisier than CLIP's e, and a per-region decoder cannot tell where an object
 went from one blurred token. The region tokens then form a grid that convolutions upsample to
 pixels, with the mixed pooled and text tokens modulating every stage (FiLM).
-Any decoder with the same two methods — `loss(e_v, e_t, images)` and `decode(z_v, z_t)` — can
-take its place (a diffusion or flow-matching decoder would sample in `decode`).
+Any decoder with the same methods — `loss(e_v, e_t, images)`, `fit(z_v, z_t, images)` (the
+training loss the decoder stage's chain calls) and `decode(z_v, z_t)` — can take its place;
+`FlowPixelDecoder` (`decoder.kind=flow`) is one that samples in `decode`.
 """
 
 from __future__ import annotations
@@ -95,11 +96,17 @@ class ConvPixelDecoder(nn.Module):
     def forward(self, z_v: torch.Tensor, z_t: torch.Tensor) -> torch.Tensor:
         """Unclamped pixels: a linear output keeps gradients alive where a sigmoid would saturate
         (a saturated sigmoid left the decoder stuck on a blank background in our runs)."""
-        cond, x = self.condition(z_v, z_t)
+        return self.render(*self.condition(z_v, z_t))
+
+    def render(self, cond: torch.Tensor, x: torch.Tensor, inputs=None) -> torch.Tensor:
+        """The FiLM-modulated stages from the stem's grid `x` to unclamped pixels; `inputs(i, x)`, when
+        given, is added to the map before stage i (the flow decoder's noisy image)."""
         for i, stage in enumerate(self.stages):
-            x = stage(x, cond)
+            x = stage(x if inputs is None else x + inputs(i, x), cond)
             if i < len(self.ups):
-                x = self.upsample(i, x)
+                x = self.ups[i](F.interpolate(x, scale_factor=2, mode="nearest"))
+                if len(self.maps):
+                    x = x + self.maps[i]
         return F.pixel_shuffle(self.head(x), self.shuffle) + 0.5
 
     def condition(self, z_v: torch.Tensor, z_t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -113,10 +120,6 @@ class ConvPixelDecoder(nn.Module):
         cond = torch.cat([tokens[:, 0], tokens[:, -1]], dim=-1)  # [B, 2D]
         regions = tokens[:, 1:-1].transpose(1, 2).reshape(B, D, self.grid, self.grid)
         return cond, self.stem(regions)
-
-    def upsample(self, i: int, x: torch.Tensor) -> torch.Tensor:
-        x = self.ups[i](F.interpolate(x, scale_factor=2, mode="nearest"))
-        return x + self.maps[i] if len(self.maps) else x
 
     def loss(
         self, e_v: torch.Tensor, e_t: torch.Tensor, images: torch.Tensor, critic=None
@@ -186,27 +189,15 @@ class FlowPixelDecoder(ConvPixelDecoder):
             nn.init.zeros_(layer.bias)
 
     def forward(
-        self,
-        z_v: torch.Tensor,
-        z_t: torch.Tensor,
-        x_t: torch.Tensor | None = None,
-        t: torch.Tensor | None = None,
+        self, z_v: torch.Tensor, z_t: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor
     ) -> torch.Tensor:
-        B = z_v.shape[0]
-        if x_t is None:  # no image yet: the t = 0 guess from pure noise
-            x_t = torch.randn(B, 3, self.image_size, self.image_size, device=z_v.device)
-            t = torch.zeros(B, device=z_v.device)
+        """The clean image's unclamped pixels, predicted from (z_v, z_t), the noisy image x_t and t [B]."""
         freqs = torch.exp(torch.arange(16, device=t.device) * (-math.log(1000.0) / 16)) * 1000.0
         angles = t.float()[:, None] * freqs[None]
-        time = self.time(torch.cat([angles.sin(), angles.cos()], dim=-1))
         cond, x = self.condition(z_v, z_t)
-        cond = cond + time
-        for i, stage in enumerate(self.stages):
-            x = x + self.noisy[i](F.pixel_unshuffle(x_t, self.image_size // x.shape[-1]))
-            x = stage(x, cond)
-            if i < len(self.ups):
-                x = self.upsample(i, x)
-        return F.pixel_shuffle(self.head(x), self.shuffle) + 0.5
+        cond = cond + self.time(torch.cat([angles.sin(), angles.cos()], dim=-1))
+        noisy = lambda i, x: self.noisy[i](F.pixel_unshuffle(x_t, self.image_size // x.shape[-1]))
+        return self.render(cond, x, noisy)
 
     def fit(self, z_v, z_t, images, critic=None):
         t = torch.sigmoid(torch.randn(len(images)))  # logit-normal times, as SD3
