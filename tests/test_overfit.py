@@ -88,7 +88,8 @@ def test_eight_scenes_reconstruct_exactly(codec_run, scenes):
 
 
 @pytest.mark.timeout(300)
-def test_vlgpt_learns_to_caption_and_draw_eight_scenes(codec_run, scenes):
+@pytest.mark.parametrize("draw_mode", ["next", "queries"])
+def test_vlgpt_learns_to_caption_and_draw_eight_scenes(codec_run, scenes, draw_mode):
     codec = ImageCodecPipeline.load(codec_run)
     tokenizer = codec.text_tokenizer
     torch.manual_seed(0)
@@ -97,7 +98,7 @@ def test_vlgpt_learns_to_caption_and_draw_eight_scenes(codec_run, scenes):
             tokenizer.vocab_size,
             codec.num_tokens,
             codec.token_dim,
-            LanguageModelConfig(width=96, depth=2, heads=2, mlp_hidden=256, max_seq_len=128),
+            LanguageModelConfig(width=96, depth=2, heads=2, mlp_hidden=256, max_seq_len=128, draw=draw_mode),
         )
     )
     images = [render(s) for s in scenes]
@@ -111,12 +112,17 @@ def test_vlgpt_learns_to_caption_and_draw_eight_scenes(codec_run, scenes):
             user({"type": "image"}, {"type": "text", "text": "Describe the image."}),
             bot({"type": "text", "text": caption}),
         ]
-        draw = [
+        drawing = [
             user({"type": "text", "text": f"Draw: {caption}"}),
             bot({"type": "text", "text": language.layout(scene)}, {"type": "image"}),
         ]
-        sequences.append(S.build(S.chat_segments(describe, [emb]), tokenizer, codec.token_dim))
-        sequences.append(S.build(S.chat_segments(draw, [emb]), tokenizer, codec.token_dim))
+        queries = draw_mode == "queries"
+        sequences.append(
+            S.build(S.chat_segments(describe, [emb]), tokenizer, codec.token_dim, draw_queries=queries)
+        )
+        sequences.append(
+            S.build(S.chat_segments(drawing, [emb]), tokenizer, codec.token_dim, draw_queries=queries)
+        )
     batch = S.collate(sequences, tokenizer.pad_id)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
     model.train()

@@ -24,6 +24,25 @@ def test_image_span_layout_and_targets():
     assert seq["text_targets"][-2] == TOK.eos_id
 
 
+def test_drawn_image_as_queries_scores_each_place_on_its_own_embedding():
+    """lm.draw=queries: a drawn image's places hold queries and are scored on themselves; an image
+    the model reads stays an input."""
+    read, drawn = torch.randn(2, 4), torch.randn(3, 4)
+    segments = [S.image(read), S.text("Draw it again."), S.image(drawn, train=True), S.eos()]
+    seq = S.build(segments, TOK, 4, draw_queries=True)
+    img = (seq["ids"] == TOK.img_id).nonzero().flatten()[1].item()
+    places = slice(img + 1, img + 4)
+    assert seq["is_query"][places].all() and seq["is_query"].sum() == 3  # the read image is no query
+    assert seq["image_target_mask"][places].all() and not seq["image_target_mask"][img]
+    assert torch.equal(seq["image_targets"][places], drawn)
+    assert seq["image_target_mask"].sum() == 3
+    assert seq["text_targets"][img + 3] == TOK.img_end_id
+    plain = S.build(segments, TOK, 4)
+    assert not plain["is_query"].any() and torch.equal(plain["image_targets"][img], drawn[0])
+    batch = S.collate([seq, plain], TOK.pad_id)
+    assert torch.equal(batch["is_query"][0, : len(seq["ids"])], seq["is_query"])
+
+
 def test_chat_masks_train_only_assistant_turns():
     emb = torch.randn(2, 4)
     messages = [

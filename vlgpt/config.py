@@ -256,6 +256,13 @@ class LanguageModelConfig:
         "next image embedding: mse (VL-GPT's linear regression) | flow (a flow-matching MLP "
         "head that samples one mode instead of the mean; models/image_heads.py)",
     )
+    draw: str = f(
+        "next",
+        "how an image is drawn: next (VL-GPT §3.2: each embedding regressed from the ones before "
+        "it, and fed back) | queries (after [IMG], N learned queries, one per place, each regress "
+        "their own embedding in one pass: nothing drawn is read back; SEED-X's and DreamLLM's "
+        "learned queries)",
+    )
 
 
 @dataclass(frozen=True)

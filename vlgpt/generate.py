@@ -127,6 +127,26 @@ class InterleavedGenerator:
         """Feed one position (a token or an image's `place`-th embedding); returns its hidden state."""
         return self.model.step(cache, token, embedding, place)
 
+    def _draw(self, cache, hidden: torch.Tensor, n: int, config: SamplingConfig, generator) -> torch.Tensor:
+        """An image's N embeddings [N, d], the cache standing just after its [IMG] (whose hidden state
+        is `hidden`). `lm.draw=next`: N regression steps, each prediction fed back as the next input;
+        `queries`: the N learned queries in one pass, each regressing its own place."""
+        uncond_cache, uncond = self._unconditional(n) if config.guidance != 1.0 else (None, None)
+        if self.model.draw_queries is not None:
+            if uncond_cache is not None:
+                uncond = self.model.query_states(uncond_cache)
+            return self.model.next_image_embedding(
+                self.model.query_states(cache), generator, uncond, config.guidance
+            )
+        predicted = []
+        for place in range(n):
+            embedding = self.model.next_image_embedding(hidden, generator, uncond, config.guidance)
+            predicted.append(embedding)
+            hidden = self._step(cache, embedding=embedding, place=place)
+            if uncond_cache is not None:
+                uncond = self._step(uncond_cache, embedding=embedding, place=place)
+        return torch.stack(predicted)
+
     def _unconditional(self, n: int):
         """The context classifier-free guidance steers away from: [BOS] [IMG] with no text, the
         sequence pretraining shows for a text-to-image pair whose text was dropped. Returns its cache
@@ -274,16 +294,9 @@ class InterleavedGenerator:
                     output.parts.append(("text", decoded))
                     text_ids, stream = [], TextStream(config.stop, on_part)
                 hidden = self._step(cache, token=token)
-                uncond_cache, uncond = self._unconditional(n) if config.guidance != 1.0 else (None, None)
-                predicted = []
-                for place in range(n):  # N regression steps, each prediction fed back as the next input
-                    embedding = self.model.next_image_embedding(hidden, generator, uncond, config.guidance)
-                    predicted.append(embedding)
-                    hidden = self._step(cache, embedding=embedding, place=place)
-                    if uncond_cache is not None:
-                        uncond = self._step(uncond_cache, embedding=embedding, place=place)
+                predicted = self._draw(cache, hidden, n, config, generator)
                 hidden = self._step(cache, token=self.tokenizer.img_end_id)
-                drawn = self.codec.decode(torch.stack(predicted)[None])[0]
+                drawn = self.codec.decode(predicted[None])[0]
                 output.parts.append(("image", drawn))
                 if on_part is not None:
                     on_part("image", drawn)

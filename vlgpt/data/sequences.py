@@ -5,6 +5,10 @@ A sample is a list of segments, each text or an image's N embeddings, each with 
 and writes the next-position targets: position t is scored on position t + 1 when t + 1 belongs to
 a trained segment (cross-entropy for a token, MSE for an image embedding).
 
+With `draw_queries` (`lm.draw=queries`), a trained image is drawn by learned queries instead: its N
+positions are marked `is_query` (the model puts a query for each place there, not the embedding)
+and each is scored on its own embedding, so no drawn embedding is ever read back.
+
 Chat uses a plain template: `User: ...` / `Assistant: ...`, each assistant turn ending in [EOS];
 only assistant turns are trained (their text, [IMG]/[/IMG] and image embeddings).
 """
@@ -86,6 +90,7 @@ def build(
     image_dim: int,
     add_bos: bool = True,
     text_loss: str = "token",
+    draw_queries: bool = False,
 ) -> dict:
     """One sequence: ids [T], image_embeds [T, d], is_image [T], and targets for positions 0..T-1.
 
@@ -99,6 +104,7 @@ def build(
     ids: list[int] = []
     train: list[bool] = []
     embeds: list[tuple[int, torch.Tensor]] = []  # (position, embedding)
+    queries: list[int] = []  # positions a query fills (draw_queries: a trained image's places)
     if add_bos:
         ids.append(tokenizer.bos_id)
         train.append(False)
@@ -113,6 +119,8 @@ def build(
                 raise ValueError(f"image embeddings must be [N, {image_dim}], got {tuple(emb.shape)}")
             start = len(ids) + 1
             embeds += [(start + i, emb[i]) for i in range(emb.shape[0])]
+            if draw_queries and seg.train:
+                queries += range(start, start + emb.shape[0])
             new = [tokenizer.img_id] + [tokenizer.pad_id] * emb.shape[0] + [tokenizer.img_end_id]
         ids += new
         train += [seg.train] * len(new)
@@ -122,6 +130,8 @@ def build(
     for position, emb in embeds:
         image_embeds[position] = emb
         is_image[position] = True
+    is_query = torch.zeros(T, dtype=torch.bool)
+    is_query[queries] = True
     ids_tensor = torch.tensor(ids)
     text_targets = torch.full((T,), -100, dtype=torch.long)
     image_targets = torch.zeros(T, image_dim)
@@ -129,10 +139,12 @@ def build(
     nxt = torch.arange(1, T)
     trained_next = torch.tensor(train[1:], dtype=torch.bool)
     text_next = trained_next & ~is_image[1:]
-    image_next = trained_next & is_image[1:]
+    image_next = trained_next & is_image[1:] & ~is_query[1:]
     text_targets[:-1][text_next] = ids_tensor[nxt][text_next]
     image_targets[:-1][image_next] = image_embeds[nxt][image_next]
     image_target_mask[:-1] = image_next
+    image_targets[is_query] = image_embeds[is_query]  # a query is scored on its own place
+    image_target_mask |= is_query
     text_weights = text_next.float()
     if text_loss != "token" and text_next.any():
         # Number the runs of trained targets; a run of n text targets weighs 1 (turn) or sqrt(n).
@@ -149,6 +161,7 @@ def build(
         "ids": ids_tensor,
         "image_embeds": image_embeds,
         "is_image": is_image,
+        "is_query": is_query,
         "text_targets": text_targets,
         "image_targets": image_targets,
         "image_target_mask": image_target_mask,
@@ -169,6 +182,7 @@ def collate(sequences: list[dict], pad_id: int, max_len: int | None = None) -> d
         "ids": torch.full((B, longest), pad_id, dtype=torch.long),
         "image_embeds": torch.zeros(B, longest, d),
         "is_image": torch.zeros(B, longest, dtype=torch.bool),
+        "is_query": torch.zeros(B, longest, dtype=torch.bool),
         "attention_mask": torch.zeros(B, longest, dtype=torch.long),
         "text_targets": torch.full((B, longest), -100, dtype=torch.long),
         "image_targets": torch.zeros(B, longest, d),
@@ -176,7 +190,7 @@ def collate(sequences: list[dict], pad_id: int, max_len: int | None = None) -> d
     }
     if "text_weights" in sequences[0]:  # `build` writes them; a hand-made sequence may not
         batch["text_weights"] = torch.zeros(B, longest)
-    keys = [key for key in batch if key != "attention_mask"]
+    keys = [key for key in batch if key != "attention_mask" and key in sequences[0]]
     for i, s in enumerate(sequences):
         n = len(s["ids"])
         for key in keys:

@@ -40,8 +40,10 @@ def add_lora(model: nn.Module, rank: int, alpha: float, dropout: float = 0.0) ->
             param.requires_grad_(True)
     for head in (model.image_in, model.regression_head):
         head.requires_grad_(True)
-    if getattr(model, "image_pos", None) is not None:  # the image place embeddings are new weights too
-        model.image_pos.requires_grad_(True)
+    # the image place embeddings and the drawing queries are new weights too
+    for name in ("image_pos", "draw_queries"):
+        if getattr(model, name, None) is not None:
+            getattr(model, name).requires_grad_(True)
     if model.lora_trains_embeddings:  # an HF backbone: its new [IMG] / [/IMG] rows must learn
         for module in model.embedding_modules:
             module.requires_grad_(True)

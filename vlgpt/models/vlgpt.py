@@ -52,6 +52,11 @@ class VLGPT(nn.Module):
             self.build_image_input(backbone.width)
         width = self.transformer.width
         self.regression_head = build_image_head(config.lm.image_head, width, config.image_token_dim)
+        if config.lm.draw not in DRAW_MODES:
+            raise ValueError(f"unknown lm.draw {config.lm.draw!r}; choose one of {', '.join(DRAW_MODES)}")
+        self.draw_queries = None
+        if config.lm.draw == "queries":  # one learned query per place of a drawn image
+            self.draw_queries = nn.Parameter(torch.randn(config.num_image_tokens, width) * width**-0.5)
         if backbone is None:
             nn.init.normal_(self.transformer.token_embed.weight, std=width**-0.5)
             nn.init.normal_(self.transformer.lm_head.weight, std=width**-0.5)
@@ -148,11 +153,23 @@ class VLGPT(nn.Module):
         old = ("token_embed.", "lm_head.")
         return {("transformer." + k if k.startswith(old) else k): v for k, v in state.items()}
 
-    def embed(self, ids: torch.Tensor, image_embeds: torch.Tensor, is_image: torch.Tensor) -> torch.Tensor:
-        """Splice: ids [B, T] and image_embeds [B, T, d] -> inputs [B, T, width] by the is_image mask."""
+    def embed(
+        self,
+        ids: torch.Tensor,
+        image_embeds: torch.Tensor,
+        is_image: torch.Tensor,
+        is_query: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Splice: ids [B, T] and image_embeds [B, T, d] -> inputs [B, T, width] by the is_image mask;
+        where `is_query` (a drawn image, with `lm.draw=queries`), each place's learned query."""
         text = self.embed_text(ids)
-        image = self.project_image(image_embeds, place_in_image(is_image)).to(text.dtype)
-        return torch.where(is_image[..., None], image, text)
+        place = place_in_image(is_image)
+        image = self.project_image(image_embeds, place).to(text.dtype)
+        x = torch.where(is_image[..., None], image, text)
+        if is_query is not None and self.draw_queries is not None and is_query.any():
+            queries = self.draw_queries[place.clamp(max=self.config.num_image_tokens - 1)].to(text.dtype)
+            x = torch.where(is_query[..., None], queries, x)
+        return x
 
     def forward(self, batch: dict, cache: KVCache | None = None) -> dict:
         """Hidden states and both heads' outputs; with targets in `batch`, the losses too.
@@ -161,7 +178,7 @@ class VLGPT(nn.Module):
         text_targets [B, T] (-100 = no loss), image_targets [B, T, d], image_target_mask [B, T].
         Position t predicts position t + 1; the sequence builder lays the targets out that way.
         """
-        x = self.embed(batch["ids"], batch["image_embeds"], batch["is_image"])  # [B, T, width]
+        x = self.embed(batch["ids"], batch["image_embeds"], batch["is_image"], batch.get("is_query"))
         hidden = self.transformer(x, batch.get("attention_mask"), cache)
         out = {"hidden": hidden}
         if "text_targets" in batch:
@@ -206,6 +223,13 @@ class VLGPT(nn.Module):
             x = self.embed_text(torch.tensor([[token]], device=self.image_in_weight.device))
         return self.transformer(x, cache=cache)[0, -1]
 
+    def query_states(self, cache: KVCache) -> torch.Tensor:
+        """`lm.draw=queries`: the N queries of an image, after its [IMG], through the cache in one
+        pass -> their hidden states [N, width], each of which the image head turns into its place's
+        embedding."""
+        x = self.draw_queries[None].to(self.image_in_weight.dtype)
+        return self.transformer(x, cache=cache)[0]
+
     def embed_text(self, ids: torch.Tensor) -> torch.Tensor:
         return self.transformer.embed_tokens(ids)
 
@@ -219,12 +243,17 @@ class VLGPT(nn.Module):
         uncond: torch.Tensor | None = None,
         guidance: float = 1.0,
     ) -> torch.Tensor:
-        """The next image embedding [d]: the regression (mse head) or a sample (flow head), guided
-        away from `uncond` (the unconditional context's hidden state) when guidance != 1."""
+        """The image embedding [..., d] that each hidden state [..., width] predicts: the regression
+        (mse head) or a sample (flow head), guided away from `uncond` (the unconditional context's
+        hidden state(s)) when guidance != 1."""
+        flat = hidden_last.reshape(-1, hidden_last.shape[-1])
         if uncond is not None:
-            uncond = uncond[None]
-        sample = self.regression_head.sample(hidden_last[None], generator, uncond, guidance)
-        return sample[0].to(hidden_last.dtype)
+            uncond = uncond.reshape(-1, hidden_last.shape[-1])
+        sample = self.regression_head.sample(flat, generator, uncond, guidance)
+        return sample.reshape(*hidden_last.shape[:-1], -1).to(hidden_last.dtype)
+
+
+DRAW_MODES = ("next", "queries")
 
 
 def place_in_image(is_image: torch.Tensor) -> torch.Tensor:

@@ -110,6 +110,11 @@ class LMStage:
             if fit_head:
                 self.model.regression_head.fit_scale(embeddings)
             self.model.fit_input_stats(embeddings)
+        if image_modeling and self.model.draw_queries is not None:
+            raise ConfigError(
+                "--image-modeling trains the images the model reads as if it drew them, but with "
+                "lm.draw=queries a drawn image's places hold queries, not the image: drop one of them"
+            )
         if lora[0] > 0:  # VL-GPT §3.2: adapters on every linear layer; the transformer itself frozen
             add_lora(self.model, *lora)
         self.max_len = self.model.max_seq_len
@@ -155,7 +160,13 @@ class LMStage:
                 if seg.kind == "image":  # the value is an index into this sample's scenes
                     seg = S.image(embeddings.pop(0), seg.train or self.image_modeling)
                 resolved.append(seg)
-            seq = S.build(resolved, self.tokenizer, self.codec.token_dim, text_loss=self.text_loss)
+            seq = S.build(
+                resolved,
+                self.tokenizer,
+                self.codec.token_dim,
+                text_loss=self.text_loss,
+                draw_queries=self.model.draw_queries is not None,
+            )
             if (
                 len(seq["ids"]) > self.max_len
             ):  # over-long documents are cut (never seen with Shapes defaults)
