@@ -126,6 +126,9 @@ def main() -> None:
     parser.add_argument(
         "--grid", type=int, default=language.LAYOUT_GRID, help="layout plan cells a side (the world's: 16)"
     )
+    parser.add_argument(
+        "--whiten", action="store_true", help="regress ZCA-whitened embeddings (every direction at unit variance)"
+    )
     parser.add_argument("--cache", default=None, help="a .pt file to keep the encoded z in between runs")
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -144,6 +147,16 @@ def main() -> None:
         if args.cache:
             torch.save(z, args.cache)
     print(f"z of {len(train)} scenes: {time.perf_counter() - start:.0f} s; rms {z.pow(2).mean().sqrt():.3f}")
+    unwhiten = lambda w: w  # noqa: E731
+    if args.whiten:  # MSE in a space where a quiet direction (shape) weighs what a loud one (colour) does
+        flat = z.reshape(-1, z.shape[-1])
+        mean = flat.mean(0)
+        values, vectors = torch.linalg.eigh(torch.cov(flat.T))
+        values = values.clamp(min=1e-4 * float(values.max()))
+        forward = vectors @ torch.diag(values.rsqrt()) @ vectors.T
+        backward = vectors @ torch.diag(values.sqrt()) @ vectors.T
+        z = (z - mean) @ forward
+        unwhiten = lambda w: w @ backward + mean  # noqa: E731
     ids, pad = plans(pipe.tokenizer, train)
     val_ids, val_pad = plans(pipe.tokenizer, val)
     model = PlanToImage(pipe.tokenizer.vocab_size, z.shape[1], z.shape[2], args.mode)
@@ -170,7 +183,7 @@ def main() -> None:
         if step % args.eval_every == 0 or step == args.steps:
             model.eval()
             with torch.no_grad():
-                figures = judged(codec, model.draw(val_ids, val_pad, z.shape[1], z.shape[2]), val)
+                figures = judged(codec, unwhiten(model.draw(val_ids, val_pad, z.shape[1], z.shape[2])), val)
             model.train()
             print(
                 f"{step:6d} {step * args.batch_size:8d} {np.mean(losses[-50:]):7.4f}"

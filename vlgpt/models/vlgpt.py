@@ -175,8 +175,10 @@ class VLGPT(nn.Module):
         """Hidden states and both heads' outputs; with targets in `batch`, the losses too.
 
         batch: ids [B, T], image_embeds [B, T, d], is_image [B, T], attention_mask [B, T] (optional),
-        text_targets [B, T] (-100 = no loss), image_targets [B, T, d], image_target_mask [B, T].
-        Position t predicts position t + 1; the sequence builder lays the targets out that way.
+        text_targets [B, T] (-100 = no loss), image_targets [B, T, d], image_target_mask [B, T],
+        is_query [B, T] (optional: the places of drawn images, with `lm.draw=queries`).
+        Position t predicts position t + 1 (a query, its own place); the sequence builder lays the
+        targets out that way.
         """
         x = self.embed(batch["ids"], batch["image_embeds"], batch["is_image"], batch.get("is_query"))
         hidden = self.transformer(x, batch.get("attention_mask"), cache)
