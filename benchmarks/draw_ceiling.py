@@ -1,15 +1,19 @@
 """A ceiling for the image head: the simplest model of "layout plan -> the image's N embeddings".
 
-    python benchmarks/draw_ceiling.py --run runs/demo --steps 3000 --eval-every 500
+    python benchmarks/draw_ceiling.py --run runs/demo --train 32000 --steps 3000 --eval-every 500 --mode queries
+    python benchmarks/draw_ceiling.py --run runs/demo --train 96000 --steps 9000 --eval-every 1500 --mode queries
 
-VL-GPT draws by regressing the N image embeddings one at a time, after the text, with the same
-transformer that reads. This benchmark trains, beside the project, the plainest model of the same
-mapping at the same width and depth: the plan's tokens and N learned queries (one per embedding,
-each knowing its place) through a bidirectional transformer, every embedding regressed at once with
-MSE onto the run's codec's z. No caption, no reading, no sequence to keep: if this cannot draw the
-plans within the budget's samples, no head on the LM can; if it can, the LM's way of drawing is what
-costs. Drawings are decoded by the run's decoder and judged against the scene (as
-benchmarks/draw_given_plan.py), with the codec's own reconstructions as the ceiling's ceiling.
+VL-GPT draws by regressing the N image embeddings after the text, with the same transformer that
+reads. This benchmark trains, beside the project, the plainest model of the same mapping at the
+LM's width and depth: the plan's tokens, then N image places, through one transformer, MSE onto the
+run's codec's z (`--train` scenes encoded once; `--cache` keeps them). No caption, no reading: if
+this cannot draw the plans within the budget's samples, no head on the LM can; if it can, the LM's
+way of drawing is what costs. `--mode` lays the places out as VL-GPT does (`next`: each reads the
+embedding before it, fed back when drawing), as learned queries under a causal mask (`queries`,
+what `lm.draw=queries` builds) or with every position seeing every other (`parallel`). `--grid`
+changes the plan's cells, `--whiten` regresses ZCA-whitened z. Every `--eval-every` steps `--n`
+validation scenes are drawn from their plans, decoded by the run's decoder and judged against the
+scene (as benchmarks/draw_given_plan.py), beside the codec's own redraw of them.
 """
 
 from __future__ import annotations
@@ -127,7 +131,7 @@ def main() -> None:
         "--grid", type=int, default=language.LAYOUT_GRID, help="layout plan cells a side (the world's: 16)"
     )
     parser.add_argument(
-        "--whiten", action="store_true", help="regress ZCA-whitened embeddings (every direction at unit variance)"
+        "--whiten", action="store_true", help="regress ZCA-whitened z (every direction at unit variance)"
     )
     parser.add_argument("--cache", default=None, help="a .pt file to keep the encoded z in between runs")
     args = parser.parse_args()
