@@ -1,7 +1,7 @@
 """A ceiling for the image head: the simplest model of "layout plan -> the image's N embeddings".
 
     python benchmarks/draw_ceiling.py --run runs/demo --train 32000 --steps 3000 --mode queries
-    python benchmarks/draw_ceiling.py --run runs/demo --train 96000 --steps 9000 --eval-every 1500
+    python benchmarks/draw_ceiling.py --run runs/demo --train 96000 --steps 9000 --mode queries
 
 VL-GPT draws by regressing the N image embeddings after the text, with the same transformer that
 reads. This benchmark trains, beside the project, the plainest model of the same mapping at the
