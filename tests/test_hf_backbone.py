@@ -275,11 +275,33 @@ def test_tokenizer_adapter_adds_image_tokens_and_falls_back_to_eos(lm_folders):
     assert adapted.bos_id == adapted.pad_id == adapted.eos_id == 2
 
 
-def hf_vlgpt(folder, dim: int = 8) -> VLGPT:
+def hf_vlgpt(folder, dim: int = 8, draw: str = "next") -> VLGPT:
     hf_model, tokenizer = load_local_lm(folder)
     torch.manual_seed(0)
     vocab = hf_model.get_input_embeddings().num_embeddings
-    return VLGPT(VLGPTConfig(vocab, 4, dim, LanguageModelConfig()), HFBackbone(hf_model)).eval(), tokenizer
+    config = VLGPTConfig(vocab, 4, dim, LanguageModelConfig(draw=draw))
+    return VLGPT(config, HFBackbone(hf_model)).eval(), tokenizer
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_drawing_queries_through_the_cache_equal_the_full_forward(family, lm_folders):
+    """lm.draw=queries: the N queries fed in one pass after [IMG] through the KV cache (generation)
+    have the hidden states the full forward gives them at a drawn image's places (training)."""
+    model, tokenizer = hf_vlgpt(lm_folders[family], draw="queries")
+    drawn = torch.randn(4, 8, generator=torch.Generator().manual_seed(0))
+    seq = S.build(
+        [S.text("An image of a red circle."), S.image(drawn, train=True)], tokenizer, 8, draw_queries=True
+    )
+    assert seq["is_query"].sum() == 4
+    batch = {k: seq[k][None] for k in ("ids", "image_embeds", "is_image", "is_query")}
+    img = int((seq["ids"] == tokenizer.img_id).nonzero()[0])
+    with torch.no_grad():
+        full = model(batch)["hidden"][0, img + 1 : img + 5]
+        cache = model.new_cache(1, model.max_seq_len)
+        model({k: v[:, : img + 1] for k, v in batch.items()}, cache)  # the prompt and [IMG]
+        cached = model.query_states(cache)
+    torch.testing.assert_close(cached, full, rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(cached[0], cached[1])  # each place its own query
 
 
 @pytest.mark.parametrize("family", ["llama", "mistral", "gpt2"])

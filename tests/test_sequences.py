@@ -157,3 +157,28 @@ def test_layout_plan_off_draws_straight_from_the_prompt(serve_run):
         assert drawn > 0 and planned > 0, (stage_class.name, drawn, planned)
         drawn, planned = drawings(stage_class, False)
         assert drawn > 0 and planned == 0, (stage_class.name, drawn, planned)
+
+
+def test_drawing_queries_through_the_cache_equal_the_full_forward():
+    """lm.draw=queries on our own transformer: the queries fed in one pass after [IMG] through the
+    KV cache (generation) have the hidden states of the full forward at a drawn image's places."""
+    from vlgpt.config import LanguageModelConfig
+    from vlgpt.models.vlgpt import VLGPT, VLGPTConfig
+
+    torch.manual_seed(0)
+    lm = LanguageModelConfig(width=32, depth=2, heads=2, mlp_hidden=64, max_seq_len=64, draw="queries")
+    model = VLGPT(VLGPTConfig(TOK.vocab_size, 4, 4, lm)).eval()
+    seq = S.build(
+        [S.text("An image of a red circle."), S.image(torch.randn(4, 4), train=True)],
+        TOK,
+        4,
+        draw_queries=True,
+    )
+    batch = {k: seq[k][None] for k in ("ids", "image_embeds", "is_image", "is_query")}
+    img = int((seq["ids"] == TOK.img_id).nonzero()[0])
+    with torch.no_grad():
+        full = model(batch)["hidden"][0, img + 1 : img + 5]
+        cache = model.new_cache(1, 64)
+        model({k: v[:, : img + 1] for k, v in batch.items()}, cache)
+        cached = model.query_states(cache)
+    torch.testing.assert_close(cached, full, rtol=1e-4, atol=1e-5)
