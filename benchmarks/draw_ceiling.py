@@ -128,6 +128,10 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=100, help="validation scenes judged")
     parser.add_argument("--mode", choices=("parallel", "queries", "next"), default="parallel")
     parser.add_argument(
+        "--width", type=int, default=128, help="the model's width (the small preset LM's: 128)"
+    )
+    parser.add_argument("--depth", type=int, default=4, help="its blocks (the small preset LM's: 4)")
+    parser.add_argument(
         "--grid", type=int, default=language.LAYOUT_GRID, help="layout plan cells a side (the world's: 16)"
     )
     parser.add_argument(
@@ -163,7 +167,9 @@ def main() -> None:
         unwhiten = lambda w: w @ backward + mean  # noqa: E731
     ids, pad = plans(pipe.tokenizer, train)
     val_ids, val_pad = plans(pipe.tokenizer, val)
-    model = PlanToImage(pipe.tokenizer.vocab_size, z.shape[1], z.shape[2], args.mode)
+    model = PlanToImage(
+        pipe.tokenizer.vocab_size, z.shape[1], z.shape[2], args.mode, width=args.width, depth=args.depth
+    )
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.05, betas=(0.9, 0.98))
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / 30) * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * s / args.steps)))
