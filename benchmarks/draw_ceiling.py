@@ -25,17 +25,15 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from draw_given_plan import ASPECTS, agreement
 from torch import nn
 
-from vlgpt.eval.text_metrics import summarize
 from vlgpt.image_codec import ImageCodecPipeline
 from vlgpt.pipeline import load
 from vlgpt.world import language
 from vlgpt.world.dataset import ShapesWorld
 from vlgpt.world.judge import compare_scenes, judge
 from vlgpt.world.render import render
-
-ASPECTS = ("count", "colors", "shapes", "sizes", "positions", "exact")
 
 
 class PlanToImage(nn.Module):
@@ -79,11 +77,11 @@ class PlanToImage(nn.Module):
         return self.out(self.norm(h[:, t:]))
 
     @torch.no_grad()
-    def draw(self, ids: torch.Tensor, pad: torch.Tensor, n: int, dim: int) -> torch.Tensor:
+    def draw(self, ids: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
         if self.mode != "next":
             return self(ids, pad)
-        z = torch.zeros(len(ids), n, dim)
-        for k in range(n):  # each prediction fed back as the next place's input
+        z = torch.zeros(len(ids), len(self.queries), self.out.out_features)
+        for k in range(len(self.queries)):  # each prediction fed back as the next place's input
             z[:, k] = self(ids, pad, z)[:, k]
         return z
 
@@ -110,9 +108,7 @@ def encode_scenes(codec: ImageCodecPipeline, scenes, batch: int = 256) -> torch.
 
 
 def judged(codec, z: torch.Tensor, scenes) -> dict[str, float]:
-    drawn = codec.decode(z)
-    results = [compare_scenes(judge(im), s) for im, s in zip(drawn, scenes)]
-    return {a: summarize([float(r[a]) for r in results])["mean"] for a in ASPECTS}
+    return agreement([compare_scenes(judge(im), s) for im, s in zip(codec.decode(z), scenes)])
 
 
 def main() -> None:
@@ -193,7 +189,7 @@ def main() -> None:
         if step % args.eval_every == 0 or step == args.steps:
             model.eval()
             with torch.no_grad():
-                figures = judged(codec, unwhiten(model.draw(val_ids, val_pad, z.shape[1], z.shape[2])), val)
+                figures = judged(codec, unwhiten(model.draw(val_ids, val_pad)), val)
             model.train()
             print(
                 f"{step:6d} {step * args.batch_size:8d} {np.mean(losses[-50:]):7.4f}"

@@ -66,16 +66,17 @@ def main() -> None:
     parser.add_argument("--guidance", type=float, nargs="+", default=[1.0])
     args = parser.parse_args()
     run = Path(args.run)
-    rows = []
+    rows, scenes = [], None
     for name in args.models:
         folder, checkpoint = model_folder(run, name)
         pipe = load(folder)
         if checkpoint is not None:
             load_weights(checkpoint, pipe.model)
-        size = pipe.codec.image_size
-        world = ShapesWorld("val", size, size)
-        scenes = [world.scene(i) for i in range(args.n)]
-        if not rows:  # the codec's figures do not depend on the model
+        if scenes is None:  # the scenes and the codec's figures are the run's, not the model's
+            size = pipe.codec.image_size
+            world = ShapesWorld("val", size, size)
+            scenes = [world.scene(i) for i in range(args.n)]
+            captions = [language.captions(s, np.random.default_rng(i))[0] for i, s in enumerate(scenes)]
             redrawn = pipe.codec.reconstruct([render(s) for s in scenes])
             rows.append(
                 (
@@ -85,8 +86,7 @@ def main() -> None:
             )
         for guidance in args.guidance:
             start, drawn = time.perf_counter(), []
-            for i, scene in enumerate(scenes):
-                caption = language.captions(scene, np.random.default_rng(i))[0]
+            for scene, caption in zip(scenes, captions):
                 segments = [S.text(t2i_prompt(caption)), S.text(" " + language.layout(scene))]
                 out = pipe.generator.generate(
                     segments, SamplingConfig(guidance=guidance), force_image=True, stop_after_image=True

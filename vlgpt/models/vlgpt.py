@@ -166,7 +166,7 @@ class VLGPT(nn.Module):
         place = place_in_image(is_image)
         image = self.project_image(image_embeds, place).to(text.dtype)
         x = torch.where(is_image[..., None], image, text)
-        if is_query is not None and self.draw_queries is not None and is_query.any():
+        if is_query is not None and self.draw_queries is not None:
             queries = self.draw_queries[place.clamp(max=self.config.num_image_tokens - 1)].to(text.dtype)
             x = torch.where(is_query[..., None], queries, x)
         return x
