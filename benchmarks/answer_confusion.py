@@ -20,7 +20,7 @@ import argparse
 import json
 from collections import Counter
 
-from vlgpt.pipeline import load
+from vlgpt.inference.pipeline import load
 from vlgpt.world.dataset import ShapesWorld
 from vlgpt.world.language import QUESTION_KINDS
 from vlgpt.world.render import render

@@ -26,11 +26,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vlgpt.config import LanguageModelConfig
+from vlgpt.core.config import LanguageModelConfig
 from vlgpt.data import sequences as S
-from vlgpt.generate import InterleavedGenerator, SamplingConfig
-from vlgpt.image_codec import ImageCodecPipeline
-from vlgpt.loading import load_clip
+from vlgpt.inference.generate import InterleavedGenerator, SamplingConfig
+from vlgpt.inference.image_codec import ImageCodecPipeline
+from vlgpt.models.loading import load_clip
 from vlgpt.models.vlgpt import VLGPT, VLGPTConfig
 from vlgpt.world import language
 from vlgpt.world.dataset import ShapesWorld

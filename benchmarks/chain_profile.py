@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from vlgpt.config import preset
+from vlgpt.core.config import preset
 from vlgpt.train.registry import StageInputs
 from vlgpt.train.stages import DecoderStage
 

@@ -21,10 +21,10 @@ import time
 
 import torch
 
-from vlgpt.config import PixelDecoderModelConfig, TokenizerPairConfig, apply_overrides, preset
+from vlgpt.core.config import PixelDecoderModelConfig, TokenizerPairConfig, apply_overrides, preset
 from vlgpt.data.images import pixels_from, to_pil
 from vlgpt.data.sources import WorldSource
-from vlgpt.loading import load_clip
+from vlgpt.models.loading import load_clip
 from vlgpt.models.pixel_decoder import build_pixel_decoder
 from vlgpt.models.tokenizer_pair import TokenizerPair
 from vlgpt.models.vit import PIXEL_MEAN, PIXEL_STD, VisionTransformer, conv_stem

@@ -28,8 +28,8 @@ import torch.nn.functional as F
 from draw_given_plan import ASPECTS, agreement
 from torch import nn
 
-from vlgpt.image_codec import ImageCodecPipeline
-from vlgpt.pipeline import load
+from vlgpt.inference.image_codec import ImageCodecPipeline
+from vlgpt.inference.pipeline import load
 from vlgpt.world import language
 from vlgpt.world.dataset import ShapesWorld
 from vlgpt.world.judge import compare_scenes, judge

@@ -24,10 +24,10 @@ import argparse
 import re
 from collections import defaultdict
 
+from vlgpt.core.prompts import draw_prompt
 from vlgpt.eval.geneval import CATEGORIES, make_prompts, score_prompt
-from vlgpt.generate import SamplingConfig
-from vlgpt.pipeline import load
-from vlgpt.prompts import draw_prompt
+from vlgpt.inference.generate import SamplingConfig
+from vlgpt.inference.pipeline import load
 from vlgpt.world.judge import compare_scenes, judge
 from vlgpt.world.language import LAYOUT_GRID
 from vlgpt.world.render import render

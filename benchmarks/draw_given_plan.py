@@ -28,12 +28,12 @@ from pathlib import Path
 
 import numpy as np
 
-from vlgpt.checkpoint import load_weights
+from vlgpt.core.checkpoint import load_weights
+from vlgpt.core.prompts import t2i_prompt
 from vlgpt.data import sequences as S
 from vlgpt.eval.text_metrics import summarize
-from vlgpt.generate import SamplingConfig
-from vlgpt.pipeline import load
-from vlgpt.prompts import t2i_prompt
+from vlgpt.inference.generate import SamplingConfig
+from vlgpt.inference.pipeline import load
 from vlgpt.world import language
 from vlgpt.world.dataset import ShapesWorld
 from vlgpt.world.judge import compare_scenes, judge

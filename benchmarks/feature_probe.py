@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from vlgpt.data.images import pixels_from, to_array
-from vlgpt.loading import load_clip, load_tokenizer_pair, trained_image_side
+from vlgpt.models.loading import load_clip, load_tokenizer_pair, trained_image_side
 from vlgpt.world.dataset import ShapesWorld
 from vlgpt.world.render import render
 from vlgpt.world.scene import COLORS, SHAPES, SIZES

@@ -31,11 +31,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 from harness import caption_prompt, interleaved, load, machine, make_untrained_run, profile_split
 from hf_peer import HFPeer, copy_weights
 
+from vlgpt.core.prompts import t2i_prompt
 from vlgpt.data import sequences as S
-from vlgpt.generate import InterleavedGenerator, SamplingConfig
-from vlgpt.image_codec import ImageCodecPipeline
+from vlgpt.inference.generate import InterleavedGenerator, SamplingConfig
+from vlgpt.inference.image_codec import ImageCodecPipeline
 from vlgpt.models.vlgpt import VLGPT, VLGPTConfig
-from vlgpt.prompts import t2i_prompt
 from vlgpt.world.dataset import ShapesWorld
 from vlgpt.world.render import render
 

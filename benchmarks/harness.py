@@ -16,15 +16,15 @@ from pathlib import Path
 
 import torch
 
-from vlgpt.checkpoint import save_model
-from vlgpt.config import ModelConfig, PixelDecoderModelConfig, TokenizerPairConfig, preset, to_dict
+from vlgpt.core.checkpoint import save_model
+from vlgpt.core.config import ModelConfig, PixelDecoderModelConfig, TokenizerPairConfig, preset, to_dict
+from vlgpt.core.text_tokenizer import TextTokenizer
 from vlgpt.data import sequences as S
 from vlgpt.data.sources import make_source
 from vlgpt.models.clip import CLIP
 from vlgpt.models.pixel_decoder import build_pixel_decoder
 from vlgpt.models.tokenizer_pair import TokenizerPair
 from vlgpt.models.vlgpt import VLGPT, VLGPTConfig
-from vlgpt.text_tokenizer import TextTokenizer
 from vlgpt.train.stages import save_pixel_decoder, save_tokenizer_pair
 
 

@@ -1,5 +1,5 @@
 """Peak memory of loading a VL-GPT model folder: built with random weights then loaded (two copies),
-against built with empty parameters and given the file's tensors (one copy; `vlgpt/devices.py`).
+against built with empty parameters and given the file's tensors (one copy; `vlgpt/core/devices.py`).
 
     python benchmarks/load_memory.py [--width 1024] [--depth 16]
 
@@ -22,9 +22,9 @@ from pathlib import Path
 CHILD = r"""
 import json, resource, sys
 import torch
-from vlgpt.checkpoint import load_weights
-from vlgpt.config import LanguageModelConfig
-from vlgpt.devices import empty_parameters
+from vlgpt.core.checkpoint import load_weights
+from vlgpt.core.config import LanguageModelConfig
+from vlgpt.core.devices import empty_parameters
 from vlgpt.models.vlgpt import VLGPT, VLGPTConfig
 
 folder, way, width, depth = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
@@ -61,8 +61,8 @@ def main() -> None:
     args = parser.parse_args()
     import torch
 
-    from vlgpt.checkpoint import save_model
-    from vlgpt.config import LanguageModelConfig
+    from vlgpt.core.checkpoint import save_model
+    from vlgpt.core.config import LanguageModelConfig
     from vlgpt.models.vlgpt import VLGPT, VLGPTConfig
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -15,9 +15,9 @@ import argparse
 from collections import Counter
 from pathlib import Path
 
-from vlgpt.config import preset
+from vlgpt.core.config import preset
+from vlgpt.core.prompts import DESCRIBE
 from vlgpt.data import sequences as S
-from vlgpt.prompts import DESCRIBE
 from vlgpt.train.lm_stages import InstructStage
 from vlgpt.train.registry import StageInputs
 

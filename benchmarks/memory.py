@@ -39,9 +39,9 @@ def child(mode: str, preset_name: str, run: str, steps: int, threads: int) -> di
     import numpy as np
     from harness import caption_prompt, peak_rss_mib
 
-    from vlgpt.config import preset
-    from vlgpt.generate import InterleavedGenerator, SamplingConfig
-    from vlgpt.image_codec import ImageCodecPipeline
+    from vlgpt.core.config import preset
+    from vlgpt.inference.generate import InterleavedGenerator, SamplingConfig
+    from vlgpt.inference.image_codec import ImageCodecPipeline
     from vlgpt.models.vlgpt import VLGPT, VLGPTConfig
     from vlgpt.train.engine import make_optimizer, resolve_precision
     from vlgpt.train.lm_stages import PretrainStage

@@ -21,8 +21,8 @@ import torch
 
 from vlgpt.data.images import pixels_from
 from vlgpt.eval.probes import linear_probe, object_rows, probe_objects, tile_index
-from vlgpt.image_codec import ImageCodecPipeline
-from vlgpt.loading import load_clip, load_tokenizer_pair
+from vlgpt.inference.image_codec import ImageCodecPipeline
+from vlgpt.models.loading import load_clip, load_tokenizer_pair
 from vlgpt.world.dataset import ShapesWorld
 from vlgpt.world.render import render
 

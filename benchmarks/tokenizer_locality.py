@@ -20,9 +20,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vlgpt.config import ImageTokenizerConfig, TokenizerPairConfig
+from vlgpt.core.config import ImageTokenizerConfig, TokenizerPairConfig
 from vlgpt.data.images import pixels_from
-from vlgpt.loading import load_clip
+from vlgpt.models.loading import load_clip
 from vlgpt.models.pixel_decoder import foreground
 from vlgpt.models.tokenizer_pair import TokenizerPair
 from vlgpt.world.dataset import ShapesWorld

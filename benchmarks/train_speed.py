@@ -43,7 +43,7 @@ from harness import (
 )
 from hf_peer import HFPeer, check_same_math
 
-from vlgpt.config import preset
+from vlgpt.core.config import preset
 from vlgpt.data.images import pixels_from
 from vlgpt.train.engine import Trainer, make_optimizer, resolve_precision
 from vlgpt.train.lm_stages import PretrainStage

@@ -22,17 +22,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vlgpt.config import LanguageModelConfig, TextConfig, VisionConfig
+from vlgpt.core.config import LanguageModelConfig, TextConfig, VisionConfig
+from vlgpt.core.text_tokenizer import TextTokenizer
 from vlgpt.data.images import pixels_from
 from vlgpt.data.sources import WorldSource
 from vlgpt.eval.probes import tile_index, tiling
-from vlgpt.image_codec import ImageCodecPipeline
-from vlgpt.loading import load_clip
+from vlgpt.inference.image_codec import ImageCodecPipeline
 from vlgpt.models.captioner import Captioner
 from vlgpt.models.conv_encoder import ConvEncoder
+from vlgpt.models.loading import load_clip
 from vlgpt.models.transformer import Transformer
 from vlgpt.models.vlgpt import tile_positions
-from vlgpt.text_tokenizer import TextTokenizer
 from vlgpt.world.dataset import ShapesWorld
 from vlgpt.world.render import render
 from vlgpt.world.scene import COLORS, SHAPES, SIZES, Scene

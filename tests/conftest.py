@@ -34,7 +34,7 @@ def serve_run(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_shards(tmp_path_factory) -> str:
     """64 Shapes-world rows at 32x32 in four WebDataset shards of 16, as a brace pattern."""
-    from vlgpt.world.export import write_world
+    from vlgpt.data.world_files import write_world
 
     root = tmp_path_factory.mktemp("shards")
     write_world(root / "wds", 64, fmt="wds", size=32, shard_size=16, progress=False)

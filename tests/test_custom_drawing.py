@@ -98,11 +98,11 @@ def halves_run(tmp_path_factory):
 
 def draw_accuracy(model_dir, run, centre) -> float:
     """Share of the 12 captions whose drawing the nearest-centroid classifier assigns to that caption."""
+    from vlgpt.core.prompts import t2i_prompt
     from vlgpt.data import sequences as S
-    from vlgpt.generate import InterleavedGenerator, SamplingConfig
-    from vlgpt.image_codec import ImageCodecPipeline
-    from vlgpt.loading import load_vlgpt
-    from vlgpt.prompts import t2i_prompt
+    from vlgpt.inference.generate import InterleavedGenerator, SamplingConfig
+    from vlgpt.inference.image_codec import ImageCodecPipeline
+    from vlgpt.models.loading import load_vlgpt
 
     model, _, _ = load_vlgpt(model_dir)
     codec = ImageCodecPipeline.load(run)

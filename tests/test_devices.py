@@ -10,13 +10,13 @@ import torch
 from torch import nn
 
 import vlgpt
-from vlgpt.checkpoint import FILE_MODE, load_weights, read_config, save_model
-from vlgpt.config import LanguageModelConfig, from_dict
+from vlgpt.core.checkpoint import FILE_MODE, load_weights, read_config, save_model
+from vlgpt.core.config import LanguageModelConfig, from_dict
+from vlgpt.core.devices import DeviceError, empty_parameters, resolve
 from vlgpt.data import sequences as S
-from vlgpt.devices import DeviceError, empty_parameters, resolve
-from vlgpt.loading import find_vlgpt
+from vlgpt.inference.pipeline import Pipeline
+from vlgpt.models.loading import find_vlgpt
 from vlgpt.models.vlgpt import VLGPT, VLGPTConfig
-from vlgpt.pipeline import Pipeline
 from vlgpt.world.dataset import ShapesWorld
 from vlgpt.world.render import render
 
@@ -111,7 +111,7 @@ def test_bf16_inference_matches_fp32_closely(serve_run, image):
 
 def test_int8_weights_match_fp32_closely(serve_run, image):
     pytest.importorskip("torchao", reason="the quant extra (torchao) is not installed; make test installs it")
-    from vlgpt.quantize import QuantizeError, quantizable
+    from vlgpt.inference.quantize import QuantizeError, quantizable
 
     fp32, int8 = vlgpt.load(serve_run), vlgpt.load(serve_run, quantize="int8")
     names = quantizable(fp32.model)
@@ -132,7 +132,7 @@ def test_int8_weights_match_fp32_closely(serve_run, image):
 
 
 def test_int8_without_torchao_says_what_to_install(serve_run, monkeypatch):
-    from vlgpt.quantize import QuantizeError
+    from vlgpt.inference.quantize import QuantizeError
 
     monkeypatch.setitem(sys.modules, "torchao", None)  # import torchao now raises ImportError
     monkeypatch.setitem(sys.modules, "torchao.quantization", None)

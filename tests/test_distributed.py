@@ -17,12 +17,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from vlgpt.checkpoint import CheckpointError
 from vlgpt.cli import main
-from vlgpt.config import TrainConfig, preset
+from vlgpt.core.checkpoint import CheckpointError
+from vlgpt.core.config import TrainConfig, preset
+from vlgpt.core.text_tokenizer import TextTokenizer
 from vlgpt.data.streaming import StreamingSource
-from vlgpt.loading import load_clip
-from vlgpt.text_tokenizer import TextTokenizer
+from vlgpt.models.loading import load_clip
 from vlgpt.train import train_stage
 from vlgpt.train.distributed import Distributed, check_sharded_metadata
 from vlgpt.train.engine import Trainer

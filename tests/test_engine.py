@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from vlgpt.checkpoint import load_weights
-from vlgpt.config import TrainConfig, preset
+from vlgpt.core.checkpoint import load_weights
+from vlgpt.core.config import TrainConfig, preset
+from vlgpt.core.text_tokenizer import TextTokenizer
 from vlgpt.data.sources import WorldSource
 from vlgpt.models.clip import CLIP
-from vlgpt.text_tokenizer import TextTokenizer
 from vlgpt.train.engine import EXIT_PREEMPTED, Preempted, Trainer, TrainingError
 from vlgpt.train.registry import StageInputs
 from vlgpt.train.stages import ClipStage

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from vlgpt.config import LanguageModelConfig
+from vlgpt.core.config import LanguageModelConfig
 from vlgpt.models.transformer import KVCache, Transformer, TransformerConfig
 from vlgpt.models.vlgpt import VLGPT, VLGPTConfig
 
@@ -96,9 +96,9 @@ def test_caption_batch_equals_one_by_one():
     """Left-padded batched decoding writes what `generate` writes for each prompt alone (greedy)."""
     from types import SimpleNamespace
 
+    from vlgpt.core.text_tokenizer import TextTokenizer
     from vlgpt.data import sequences as S
-    from vlgpt.generate import InterleavedGenerator, SamplingConfig
-    from vlgpt.text_tokenizer import TextTokenizer
+    from vlgpt.inference.generate import InterleavedGenerator, SamplingConfig
 
     tokenizer = TextTokenizer.train(["a red circle left of a blue square", "two green triangles"] * 20, 80)
     torch.manual_seed(0)
@@ -126,9 +126,9 @@ def test_guided_drawing_steers_from_the_unconditional_context():
     context of [BOS] [IMG] alone that is fed the same embeddings; w = 1 is the unguided drawing."""
     from types import SimpleNamespace
 
+    from vlgpt.core.text_tokenizer import TextTokenizer
     from vlgpt.data import sequences as S
-    from vlgpt.generate import InterleavedGenerator, SamplingConfig
-    from vlgpt.text_tokenizer import TextTokenizer
+    from vlgpt.inference.generate import InterleavedGenerator, SamplingConfig
 
     tokenizer = TextTokenizer.train(["a red circle left of a blue square", "two green triangles"] * 20, 80)
     torch.manual_seed(0)
@@ -164,7 +164,7 @@ def test_guided_drawing_steers_from_the_unconditional_context():
 def test_standardised_image_inputs_fit_apply_everywhere_and_save(tmp_path):
     from safetensors.torch import save_file
 
-    from vlgpt.checkpoint import load_weights
+    from vlgpt.core.checkpoint import load_weights
 
     torch.manual_seed(0)
     lm = LanguageModelConfig(width=32, depth=2, heads=2, mlp_hidden=64, max_seq_len=64, normalize_inputs=True)
@@ -200,7 +200,7 @@ def test_whitened_image_inputs_have_identity_covariance_and_save(tmp_path):
     (ZCA), a quiet direction as loud as a loud one; the whitening is saved with the weights."""
     from safetensors.torch import save_file
 
-    from vlgpt.checkpoint import load_weights
+    from vlgpt.core.checkpoint import load_weights
 
     torch.manual_seed(0)
     lm = LanguageModelConfig(width=32, depth=1, heads=2, mlp_hidden=64, max_seq_len=64, whiten_inputs=True)

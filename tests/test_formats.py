@@ -6,9 +6,9 @@ import sys
 
 import pytest
 
+from vlgpt.data import world_files as export
 from vlgpt.data.formats import DatasetError, read_examples
-from vlgpt.world import export
-from vlgpt.world.export import write_world
+from vlgpt.data.world_files import write_world
 
 
 @pytest.fixture(scope="module")

@@ -25,9 +25,9 @@ from transformers import (
 )
 
 from vlgpt.cli import main
-from vlgpt.config import LanguageModelConfig
+from vlgpt.core.config import LanguageModelConfig
+from vlgpt.core.hf_lm import load_local_lm
 from vlgpt.data import sequences as S
-from vlgpt.hf_lm import load_local_lm
 from vlgpt.models.hf_backbone import HFBackbone
 from vlgpt.models.lora import add_lora, has_lora, merge_lora
 from vlgpt.models.vlgpt import VLGPT, VLGPTConfig
@@ -168,7 +168,7 @@ def test_pretrain_instruct_caption_imagine_with_a_llama_backbone(lm_folders, cod
     assert not [p for p in model_dir.rglob("*") if p.suffix in (".bin", ".pt", ".pth", ".pkl")]
 
     import vlgpt
-    from vlgpt.loading import load_vlgpt
+    from vlgpt.models.loading import load_vlgpt
     from vlgpt.world.dataset import ShapesWorld
 
     pipe = vlgpt.load(run)
@@ -260,7 +260,7 @@ def test_remote_code_and_pickled_weights_are_refused(lm_folders, codec_run, tmp_
 
 
 def test_tokenizer_adapter_adds_image_tokens_and_falls_back_to_eos(lm_folders):
-    from vlgpt.hf_lm import HFTextTokenizer
+    from vlgpt.core.hf_lm import HFTextTokenizer
 
     tokenizer = HFTextTokenizer.load(lm_folders["qwen2"])
     assert tokenizer.tokenizer.convert_ids_to_tokens([tokenizer.img_id, tokenizer.img_end_id]) == [
@@ -413,7 +413,7 @@ def test_caption_batch_runs_on_an_hf_backbone(family, lm_folders):
     HF backbone decodes a batch as it decodes each prompt alone."""
     from types import SimpleNamespace
 
-    from vlgpt.generate import InterleavedGenerator, SamplingConfig
+    from vlgpt.inference.generate import InterleavedGenerator, SamplingConfig
 
     model, tokenizer = hf_vlgpt(lm_folders[family])
     g = torch.Generator().manual_seed(0)

@@ -80,8 +80,8 @@ def find_cycle(edges: dict[str, set[str]]) -> list[str] | None:
 
 def test_the_import_graph_is_read():
     edges = graph()
-    assert "vlgpt.loading" in edges["vlgpt.pipeline"]
-    assert "vlgpt.data.sequences" in edges["vlgpt.pipeline"]  # `from .data import sequences as S`
+    assert "vlgpt.models.loading" in edges["vlgpt.inference.pipeline"]
+    assert "vlgpt.data.sequences" in edges["vlgpt.inference.pipeline"]  # `from .data import sequences as S`
 
 
 def test_no_import_cycles():
@@ -104,7 +104,7 @@ def test_inference_does_not_import_training():
 
 def test_loading_a_model_does_not_pull_in_training():
     code = (
-        "import sys, vlgpt.pipeline, vlgpt.serve.app, vlgpt.eval.full; "
+        "import sys, vlgpt.inference.pipeline, vlgpt.serve.app, vlgpt.eval.full; "
         "print([m for m in sys.modules if m.startswith('vlgpt.train')])"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

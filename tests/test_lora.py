@@ -2,7 +2,7 @@
 
 import torch
 
-from vlgpt.config import LanguageModelConfig
+from vlgpt.core.config import LanguageModelConfig
 from vlgpt.models.lora import add_lora, has_lora, lora_state_dict, merge_lora
 from vlgpt.models.vlgpt import VLGPT, VLGPTConfig
 

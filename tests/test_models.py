@@ -6,8 +6,8 @@ import json
 import pytest
 import torch
 
-from vlgpt.checkpoint import CheckpointError, load_weights, read_config, save_model
-from vlgpt.config import (
+from vlgpt.core.checkpoint import CheckpointError, load_weights, read_config, save_model
+from vlgpt.core.config import (
     ConfigError,
     ModelConfig,
     PixelDecoderModelConfig,
@@ -300,10 +300,10 @@ def test_model_folders_of_the_older_layouts_still_load(tmp_path):
     weights from before the backbone held the token embedding and LM head, load to the same models."""
     from safetensors.torch import save_file
 
-    from vlgpt.config import to_dict
-    from vlgpt.loading import load_decoder, load_tokenizer_pair, load_vlgpt
+    from vlgpt.core.config import to_dict
+    from vlgpt.core.text_tokenizer import TextTokenizer
+    from vlgpt.models.loading import load_decoder, load_tokenizer_pair, load_vlgpt
     from vlgpt.models.vlgpt import VLGPT, VLGPTConfig
-    from vlgpt.text_tokenizer import TextTokenizer
 
     torch.manual_seed(0)
     clip = TINY.clip

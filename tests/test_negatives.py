@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from vlgpt.config import ClipConfig, TextConfig, VisionConfig
+from vlgpt.core.config import ClipConfig, TextConfig, VisionConfig
 from vlgpt.data.negatives import SubstitutionTable
 from vlgpt.models.clip import CLIP
 

@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 import torch
 
-from vlgpt.config import LanguageModelConfig
+from vlgpt.core.config import LanguageModelConfig
 from vlgpt.data import sequences as S
-from vlgpt.image_codec import ImageCodecPipeline
+from vlgpt.data.world_files import write_world
+from vlgpt.inference.image_codec import ImageCodecPipeline
+from vlgpt.inference.pipeline import Pipeline
 from vlgpt.models.vlgpt import VLGPT, VLGPTConfig
-from vlgpt.pipeline import Pipeline
 from vlgpt.train import train_stage
 from vlgpt.world import language
 from vlgpt.world.dataset import ShapesWorld
-from vlgpt.world.export import write_world
 from vlgpt.world.judge import compare_scenes, judge
 from vlgpt.world.render import render
 

@@ -1,6 +1,6 @@
 import pytest
 
-from vlgpt.config import STAGES, ConfigError
+from vlgpt.core.config import STAGES, ConfigError
 from vlgpt.train import get_stage, list_stages
 
 

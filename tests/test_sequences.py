@@ -3,9 +3,9 @@
 import pytest
 import torch
 
+from vlgpt.core.text_tokenizer import TextTokenizer
 from vlgpt.data import sequences as S
 from vlgpt.data.sources import WorldSource
-from vlgpt.text_tokenizer import TextTokenizer
 
 TOK = TextTokenizer.train(WorldSource("train", 32).corpus(50) + ["User: Assistant:"], 300)
 
@@ -62,7 +62,7 @@ def test_text_loss_weighs_each_reply_by_its_length_or_not():
     """`text_loss="turn"`: each assistant reply's targets share a weight of 1, so a short answer counts
     as much as a long caption; "sqrt": a reply of n targets weighs sqrt(n); "token" weighs every
     target 1, and the model's weighted mean is then the plain per-token cross-entropy."""
-    from vlgpt.config import LanguageModelConfig
+    from vlgpt.core.config import LanguageModelConfig
     from vlgpt.models.vlgpt import VLGPT, VLGPTConfig
 
     emb = torch.randn(2, 4)
@@ -101,7 +101,7 @@ def test_text_loss_weighs_each_reply_by_its_length_or_not():
 def test_image_modeling_regresses_the_images_the_model_reads(serve_run):
     """With `image_modeling` (the default), an image the model reads (image -> caption, a question's
     image) has its embeddings regressed too, each from those before it; without, only drawn images."""
-    from vlgpt.config import preset
+    from vlgpt.core.config import preset
     from vlgpt.data.sources import WORLD
     from vlgpt.train.lm_stages import InstructStage, PretrainStage
     from vlgpt.train.registry import StageInputs
@@ -133,7 +133,7 @@ def test_image_modeling_regresses_the_images_the_model_reads(serve_run):
 def test_layout_plan_off_draws_straight_from_the_prompt(serve_run):
     """`layout_plan` (on by default) puts the scene's 'Layout: ...' text before each drawn image on the
     Shapes world; off, the drawn image follows the prompt at once, in pretraining and in instruct."""
-    from vlgpt.config import preset
+    from vlgpt.core.config import preset
     from vlgpt.data.sources import WORLD
     from vlgpt.train.lm_stages import InstructStage, PretrainStage
     from vlgpt.train.registry import StageInputs
@@ -162,7 +162,7 @@ def test_layout_plan_off_draws_straight_from_the_prompt(serve_run):
 def test_drawing_queries_through_the_cache_equal_the_full_forward():
     """lm.draw=queries on our own transformer: the queries fed in one pass after [IMG] through the
     KV cache (generation) have the hidden states of the full forward at a drawn image's places."""
-    from vlgpt.config import LanguageModelConfig
+    from vlgpt.core.config import LanguageModelConfig
     from vlgpt.models.vlgpt import VLGPT, VLGPTConfig
 
     torch.manual_seed(0)

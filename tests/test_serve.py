@@ -31,7 +31,7 @@ from serve_helpers import (
 )
 
 import vlgpt
-from vlgpt.generate import Output, TextStream
+from vlgpt.inference.generate import Output, TextStream
 from vlgpt.serve.outputs import ContentWriter
 from vlgpt.serve.settings import ServeSettings, ServeSettingsError, is_loopback
 

@@ -5,12 +5,12 @@ import json
 import pytest
 import torch
 
-from vlgpt.config import TrainConfig, preset
+from vlgpt.core.config import TrainConfig, preset
+from vlgpt.core.text_tokenizer import TextTokenizer
 from vlgpt.data import streaming
 from vlgpt.data.formats import DatasetError
 from vlgpt.data.sources import make_source
 from vlgpt.data.streaming import StreamingSource
-from vlgpt.text_tokenizer import TextTokenizer
 from vlgpt.train.engine import Trainer
 from vlgpt.train.registry import StageInputs
 from vlgpt.train.stages import ClipStage

@@ -319,8 +319,8 @@ def test_eval_data_scores_captions_and_questions_in_every_format(fmt, tmp_path):
     from PIL import Image
 
     from vlgpt.data.formats import read_examples
+    from vlgpt.data.world_files import write_world
     from vlgpt.eval.data_eval import _asked, evaluate_data, is_caption_request, scored_items
-    from vlgpt.world.export import write_world
 
     data = write_world(tmp_path / fmt, 6, split="val", fmt=fmt, size=32, progress=False, shard_size=3)
     truth = {}

@@ -8,11 +8,11 @@ import dataclasses
 import numpy as np
 import torch
 
-from vlgpt.config import PRESETS
+from vlgpt.core.config import PRESETS
+from vlgpt.core.text_tokenizer import TextTokenizer
 from vlgpt.data.images import pixels_from
 from vlgpt.eval.probes import object_rows, probe_objects
 from vlgpt.models.clip import CLIP
-from vlgpt.text_tokenizer import TextTokenizer
 from vlgpt.world.render import render
 from vlgpt.world.scene import SHAPES, SIZES, compose
 

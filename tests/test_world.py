@@ -296,7 +296,7 @@ def test_instruction_tuning_asks_every_kind_of_question():
 
 def test_the_instruct_mix_is_parsed_normalised_and_refused_when_wrong():
     """--world-mix sets the share of each conversation kind; a typo or a bad number is named."""
-    from vlgpt.config import ConfigError
+    from vlgpt.core.config import ConfigError
     from vlgpt.train.lm_stages import INSTRUCT_KINDS, parse_mix
 
     assert parse_mix("") == INSTRUCT_KINDS

@@ -10,16 +10,16 @@ import argparse
 import sys
 from pathlib import Path
 
-from .checkpoint import CheckpointError
-from .config import ConfigError
+from .core.checkpoint import CheckpointError
+from .core.config import ConfigError
+from .core.devices import DTYPES, DeviceError
 from .data.formats import FORMATS, DatasetError
 from .data.images import ImageError
-from .devices import DTYPES, DeviceError
-from .export import ExportError
-from .generate import GenerationError
-from .quantize import QUANTIZE, QuantizeError
+from .data.world_files import SHARD_SIZE
+from .inference.export import ExportError
+from .inference.generate import GenerationError
+from .inference.quantize import QUANTIZE, QuantizeError
 from .train.engine import TrainingError
-from .world.export import SHARD_SIZE
 from .world.judge import JudgeError
 from .world.scene import MAX_CANVAS, MIN_CANVAS, SceneError
 from .world.splits import SPLITS
@@ -42,7 +42,7 @@ USER_ERRORS: tuple[type[Exception], ...] = (
 
 def cmd_world(args: argparse.Namespace) -> int:
     """Write Shapes-world rows as an imagefolder, LLaVA JSON or WebDataset dataset."""
-    from .world.export import write_world
+    from .data.world_files import write_world
 
     out = write_world(
         args.out,
@@ -89,13 +89,13 @@ def cmd_data_check(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train one stage into RUN/<stage>/; under torchrun, one data-parallel job (docs/distributed.md)."""
-    from .report import table
+    from .eval.report import table
     from .train import train_stage
     from .train.distributed import is_main_process
 
     overrides = {name: getattr(args, name) for name in _train_fields() if getattr(args, name) is not None}
     if args.dry_run:
-        from .config import resolved_yaml
+        from .core.config import resolved_yaml
         from .train import resolve_configs, resolve_data
 
         model, train = resolve_configs(args.stage, args.preset, args.config, tuple(args.set or ()), overrides)
@@ -122,7 +122,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:
     """Image -> N embeddings -> image, through a trained run's tokenizer, detokenizer and decoder."""
-    from .image_codec import ImageCodecPipeline
+    from .inference.image_codec import ImageCodecPipeline
 
     codec = ImageCodecPipeline.load(args.ckpt, args.device, args.dtype)
     image = codec.reconstruct([args.image])[0]
@@ -135,7 +135,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     """Evaluate a run: `reconstruction` (judge agreement and retrieval), `all` (everything VL-GPT does on
     Shapes) or `data DIR` (captions and answers on your own held-out data)."""
-    from .report import table, write_json
+    from .eval.report import table, write_json
 
     if args.what == "data":
         from .eval.data_eval import evaluate_data, headline
@@ -174,7 +174,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     """Write one folder to share: every stage's weights and config, the tokenizer, a chat template and
     a model card (README.md); `vlgpt.load(OUT)` and every verb read it."""
-    from .export import export_run
+    from .inference.export import export_run
 
     out = export_run(args.run, args.out, overwrite=args.overwrite)
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
@@ -196,14 +196,14 @@ def cmd_report(args: argparse.Namespace) -> int:
 def _train_fields() -> dict:
     import dataclasses
 
-    from .config import TrainConfig
+    from .core.config import TrainConfig
 
     return {f.name: f for f in dataclasses.fields(TrainConfig)}
 
 
 def _add_train_flags(parser: argparse.ArgumentParser) -> None:
     """One typed flag per TrainConfig field, with the field's help text; unset flags keep the preset."""
-    from .config import TrainConfig, add_config_arguments
+    from .core.config import TrainConfig, add_config_arguments
 
     group = parser.add_argument_group("training overrides (default: the preset's recipe)")
     add_config_arguments(group, TrainConfig, defaults=False)
@@ -306,7 +306,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
 def _pipeline(args: argparse.Namespace):
     """The run named by --ckpt, on --device in --dtype, --quantize'd."""
-    from .pipeline import load
+    from .inference.pipeline import load
 
     return load(args.ckpt, args.device, args.dtype, args.quantize)
 
@@ -388,7 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--json", action="store_true", help="print the report as JSON")
     check.set_defaults(func=cmd_data_check)
 
-    from .config import PRESETS, STAGES
+    from .core.config import PRESETS, STAGES
 
     train = sub.add_parser("train", help=cmd_train.__doc__, description=cmd_train.__doc__)
     train.add_argument("stage", choices=STAGES, help="which stage to train")

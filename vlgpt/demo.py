@@ -10,7 +10,7 @@ import json
 import time
 from pathlib import Path
 
-from .report import table, write_json
+from .eval.report import table, write_json
 from .world.dataset import ShapesWorld
 from .world.render import render_grid
 
@@ -26,9 +26,9 @@ def _finish(run: Path, name: str, seconds: float) -> None:
 
 def stage_world(run: Path, quick: bool) -> None:
     """Shapes-world datasets, a sample grid and the judge's report."""
+    from .data.world_files import write_world
     from .eval.geneval import evaluate_t2i, make_prompts
     from .eval.world_eval import judge_accuracy
-    from .world.export import write_world
     from .world.judge import judge
     from .world.render import render
     from .world.scene import Scene
@@ -65,7 +65,7 @@ def _train(run: Path, stage: str, quick: bool) -> dict:
 def stage_image_codec(run: Path, quick: bool) -> None:
     """The image tokenizer-detokenizer: train clip, tokenizer and decoder, then evaluate reconstruction."""
     from .eval.reconstruction import evaluate_reconstruction
-    from .report import plot_curves
+    from .eval.report import plot_curves
 
     for stage in ("clip", "tokenizer", "decoder"):
         if (run / stage / "model" / "metrics.json").is_file():
@@ -85,8 +85,8 @@ def stage_image_codec(run: Path, quick: bool) -> None:
 def stage_vlgpt(run: Path, quick: bool) -> None:
     """VL-GPT: pretrain and instruction-tune the transformer, evaluate everything, write the report."""
     from .eval.full import evaluate_all, headline, headline_figures
-    from .pipeline import load
-    from .report import plot_curves
+    from .eval.report import plot_curves
+    from .inference.pipeline import load
 
     for stage in ("pretrain", "instruct"):
         if (run / stage / "model" / "metrics.json").is_file():
@@ -113,7 +113,7 @@ def write_report(run: Path, model, summary: dict, metrics: dict) -> None:
     from PIL import Image
 
     from .eval.full import report_examples
-    from .report import html_page, image_tag, metrics_table_html
+    from .eval.report import html_page, image_tag, metrics_table_html
 
     ex = report_examples(model)
     card = lambda img, text: f'<div class="card">{image_tag(img, 3)}<br>{text}</div>'

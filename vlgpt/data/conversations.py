@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..prompts import DESCRIBE
+from ..core.prompts import DESCRIBE
 from .check import SPEAKERS, conversation_problems
 from .formats import DatasetError, Example, read_examples
 from .images import to_array

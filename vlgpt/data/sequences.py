@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..text_tokenizer import TextTokenizer
+from ..core.text_tokenizer import TextTokenizer
 
 USER, ASSISTANT = "User:", "Assistant:"
 

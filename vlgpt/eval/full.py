@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from tqdm.auto import tqdm
 
-from ..pipeline import Pipeline
-from ..prompts import draw_prompt
+from ..core.prompts import draw_prompt
+from ..inference.pipeline import Pipeline
 from ..world.dataset import ShapesWorld
 from ..world.judge import judge
 from ..world.render import render

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..core.prompts import DESCRIBE, draw_prompt, t2i_prompt
 from ..data import sequences as S
-from ..generate import InterleavedGenerator, SamplingConfig
-from ..prompts import DESCRIBE, draw_prompt, t2i_prompt
+from ..inference.generate import InterleavedGenerator, SamplingConfig
 from ..world.judge import judge
 from ..world.language import caption_attribute_scores
 from ..world.render import render

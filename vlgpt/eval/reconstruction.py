@@ -11,8 +11,8 @@ from pathlib import Path
 
 import torch
 
-from ..image_codec import ImageCodecPipeline
-from ..loading import load_clip
+from ..inference.image_codec import ImageCodecPipeline
+from ..models.loading import load_clip
 from ..world.dataset import ShapesWorld
 from ..world.judge import compare_scenes, judge
 from ..world.render import render, render_grid

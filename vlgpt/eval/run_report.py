@@ -14,11 +14,11 @@ import json
 from itertools import islice
 from pathlib import Path
 
-from ..config import STAGES
+from ..core.config import STAGES
 from ..data.formats import read_examples
-from ..report import html_page, image_tag, metrics_table_html, plot_curves
 from .data_eval import question_turns
 from .full import headline_figures
+from .report import html_page, image_tag, metrics_table_html, plot_curves
 
 esc = html.escape
 
@@ -87,7 +87,7 @@ def write_run_report(
 ) -> Path:
     """An HTML report of the run at `out` (default: `report_path(run)`); `data`: a dataset (any
     format) whose first `n` examples are shown."""
-    from ..pipeline import load
+    from ..inference.pipeline import load
 
     run = Path(run)
     sections = []

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import TextConfig
+from ..core.config import TextConfig
 from .layers import QueryBlock, init_weights
 
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import ClipConfig
+from ..core.config import ClipConfig
 from .captioner import Captioner
 from .conv_encoder import build_vision
 from .layers import init_weights

@@ -18,7 +18,7 @@ import math
 import torch
 from torch import nn
 
-from ..config import VisionConfig
+from ..core.config import VisionConfig
 from .layers import init_weights
 from .vit import PIXEL_MEAN, PIXEL_STD, VisionTransformer
 

@@ -10,7 +10,7 @@ losses, generation — is VLGPT's own code, through the backbone contract that o
 the LM's embedding rows (after adding [IMG] and [/IMG]).
 
 The model is handed in already built; reading folders (and refusing remote code or pickled weights)
-is `vlgpt/hf_lm.py`'s job.
+is `vlgpt/core/hf_lm.py`'s job.
 """
 
 from __future__ import annotations

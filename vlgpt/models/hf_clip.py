@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..checkpoint import CheckpointError
-from ..config import ClipConfig, TextConfig, VisionConfig
+from ..core.checkpoint import CheckpointError
+from ..core.config import ClipConfig, TextConfig, VisionConfig
 from .clip import scaled_normalize
 
 FAMILIES = ("clip", "siglip")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..config import ImageTokenizerConfig
+from ..core.config import ImageTokenizerConfig
 from .image_tokenizer import QueryTransformer, grid_homes, home_slots, locality_bias
 from .layers import init_weights
 

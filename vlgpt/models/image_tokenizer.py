@@ -20,7 +20,7 @@ import math
 import torch
 from torch import nn
 
-from ..config import ImageTokenizerConfig
+from ..core.config import ImageTokenizerConfig
 from .layers import QueryBlock, init_weights
 
 

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import PixelDecoderModelConfig
+from ..core.config import PixelDecoderModelConfig
 from .layers import Block, init_weights
 
 

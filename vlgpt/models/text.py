@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..config import TextConfig
+from ..core.config import TextConfig
 from .layers import Block, init_weights
 
 

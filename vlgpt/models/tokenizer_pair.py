@@ -1,7 +1,7 @@
 """The image tokenizer and detokenizer as one model: what the `tokenizer` stage trains (VL-GPT §3.1).
 
 ViT features -> N embeddings (the tokenizer) -> (z_v, z_t) (the detokenizer), supervised by the
-frozen CLIP's e_v and e_t. `vlgpt/image_codec.py` assembles it with the CLIP and the pixel decoder
+frozen CLIP's e_v and e_t. `vlgpt/inference/image_codec.py` assembles it with the CLIP and the pixel decoder
 into the whole image side.
 """
 
@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import TokenizerPairConfig
+from ..core.config import TokenizerPairConfig
 from .image_detokenizer import ImageDetokenizer
 from .image_tokenizer import ImageTokenizer
 

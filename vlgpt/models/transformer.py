@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import LanguageModelConfig
+from ..core.config import LanguageModelConfig
 
 TransformerConfig = LanguageModelConfig  # the fields the transformer reads: width, depth, heads, ...
 

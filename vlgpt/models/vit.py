@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..config import VisionConfig
+from ..core.config import VisionConfig
 from .layers import Block, init_weights
 
 # Inputs are normalised per channel with the Shapes world's statistics (close to natural images').

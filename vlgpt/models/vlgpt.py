@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import LanguageModelConfig
+from ..core.config import LanguageModelConfig
 from .image_heads import build_image_head
 from .image_tokenizer import grid_homes
 from .transformer import KVCache, LanguageModel

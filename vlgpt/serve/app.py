@@ -33,7 +33,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingRes
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from ..generate import Output
+from ..inference.generate import Output
 from .batching import ChatBatcher
 from .errors import APIError, error_response, error_type, install_error_handlers
 from .inputs import (
@@ -53,7 +53,7 @@ from .worker import Cancelled, Job, ModelWorker, timeout_error
 
 
 def create_app(pipeline, settings: ServeSettings) -> FastAPI:
-    """An app serving `pipeline` (a vlgpt.pipeline.Pipeline, or anything with its methods)."""
+    """An app serving `pipeline` (a vlgpt.inference.pipeline.Pipeline, or anything with its methods)."""
     metrics = ServerMetrics()
     worker = ModelWorker(settings.queue_size, settings.timeout_s, metrics)
     metrics.queue_depth.set_function(lambda: worker.pending)

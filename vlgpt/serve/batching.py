@@ -18,7 +18,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
-from ..generate import GenerationError, Output
+from ..inference.generate import GenerationError, Output
 from .worker import Job
 
 

@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from ..data.images import ImageError, ImageTooLarge
-from ..generate import GenerationError
+from ..inference.generate import GenerationError
 
 _TYPES = {
     401: "authentication_error",

@@ -18,7 +18,7 @@ import uuid
 from PIL import Image
 
 from ..data.images import image_to_data_uri, image_to_png_bytes
-from ..generate import Output
+from ..inference.generate import Output
 
 
 class ContentWriter:

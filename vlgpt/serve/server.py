@@ -16,7 +16,7 @@ def serve(
 ) -> int:
     import uvicorn
 
-    from ..pipeline import load
+    from ..inference.pipeline import load
     from .app import create_app
 
     app = create_app(load(ckpt, device, dtype, quantize), settings)

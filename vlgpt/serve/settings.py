@@ -13,7 +13,7 @@ import ipaddress
 import os
 from dataclasses import dataclass
 
-from ..config import ConfigError, add_config_arguments, f
+from ..core.config import ConfigError, add_config_arguments, f
 
 API_KEY_ENV = "VLGPT_API_KEY"
 

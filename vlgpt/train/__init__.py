@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from ..config import (
+from ..core.config import (
     ConfigError,
     ModelConfig,
     TrainConfig,

@@ -34,8 +34,8 @@ import torch
 import torch.distributed as torch_dist
 from torch import nn
 
-from ..checkpoint import CheckpointError, atomic_dir
-from ..config import ConfigError, TrainConfig
+from ..core.checkpoint import CheckpointError, atomic_dir
+from ..core.config import ConfigError, TrainConfig
 
 STRATEGIES = ("ddp", "fsdp")
 DEVICES = ("cpu", "cuda")

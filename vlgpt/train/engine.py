@@ -38,7 +38,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..checkpoint import (
+from ..core.checkpoint import (
     WEIGHTS_FILE,
     CheckpointError,
     atomic_dir,
@@ -47,7 +47,7 @@ from ..checkpoint import (
     save_state,
     weights_to_save,
 )
-from ..config import TrainConfig
+from ..core.config import TrainConfig
 from .distributed import (
     SHARDED_DIR,
     DataParallel,

@@ -15,19 +15,19 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from ..checkpoint import CheckpointError, read_config, save_model
-from ..config import ConfigError, to_dict
+from ..core.checkpoint import CheckpointError, read_config, save_model
+from ..core.config import ConfigError, to_dict
+from ..core.hf_lm import LM_DIR, load_local_lm, save_lm
+from ..core.prompts import DESCRIBE, draw_prompt, t2i_prompt
 from ..data import sequences as S
 from ..data.conversations import ConversationSource
 from ..data.formats import DatasetError
 from ..data.sources import WORLD, make_source
-from ..hf_lm import LM_DIR, load_local_lm, save_lm
-from ..image_codec import ImageCodecPipeline
-from ..loading import load_vlgpt
+from ..inference.image_codec import ImageCodecPipeline
 from ..models.hf_backbone import HFBackbone
+from ..models.loading import load_vlgpt
 from ..models.lora import add_lora, has_lora, lora_state_dict, merge_lora
 from ..models.vlgpt import VLGPT, VLGPTConfig
-from ..prompts import DESCRIBE, draw_prompt, t2i_prompt
 from ..world import language
 from ..world.dataset import ShapesWorld
 from ..world.render import render

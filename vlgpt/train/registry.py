@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..config import STAGES, ConfigError, ModelConfig
+from ..core.config import STAGES, ConfigError, ModelConfig
 
 
 @dataclass(frozen=True)

@@ -20,25 +20,25 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..checkpoint import CheckpointError, atomic_dir, save_model
-from ..config import (
+from ..core.checkpoint import CheckpointError, atomic_dir, save_model
+from ..core.config import (
     PixelDecoderModelConfig,
     TextConfig,
     TokenizerPairConfig,
     to_dict,
 )
+from ..core.text_tokenizer import TextTokenizer
 from ..data.images import pixels_from, to_pil
 from ..data.negatives import SubstitutionTable
 from ..data.sources import make_source
 from ..eval.probes import object_rows, probe_objects
 from ..eval.retrieval import group_ids, retrieval_r1
-from ..loading import CLIP_FOLDER, CODEC_FOLDER, HF_FOLDER, load_clip, load_tokenizer_pair
 from ..models.captioner import Captioner
 from ..models.clip import CLIP
-from ..models.codec_chain import CodecChain
+from ..models.end_to_end import CodecChain
+from ..models.loading import CLIP_FOLDER, CODEC_FOLDER, HF_FOLDER, load_clip, load_tokenizer_pair
 from ..models.pixel_decoder import build_pixel_decoder
 from ..models.tokenizer_pair import TokenizerPair
-from ..text_tokenizer import TextTokenizer
 from ..world.judge import compare_scenes, judge
 from ..world.language import caption_attribute_scores
 from .registry import StageInputs, register_stage

@@ -15,16 +15,22 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import CheckpointError, load_weights, read_config
-from .config import ClipConfig, LanguageModelConfig, PixelDecoderModelConfig, TokenizerPairConfig, from_dict
-from .devices import empty_parameters
-from .hf_lm import LM_DIR, HFTextTokenizer, rebuild_lm
-from .models.clip import CLIP
-from .models.hf_backbone import HFBackbone
-from .models.pixel_decoder import build_pixel_decoder
-from .models.tokenizer_pair import TokenizerPair
-from .models.vlgpt import VLGPT, VLGPTConfig
-from .text_tokenizer import TextTokenizer
+from ..core.checkpoint import CheckpointError, load_weights, read_config
+from ..core.config import (
+    ClipConfig,
+    LanguageModelConfig,
+    PixelDecoderModelConfig,
+    TokenizerPairConfig,
+    from_dict,
+)
+from ..core.devices import empty_parameters
+from ..core.hf_lm import LM_DIR, HFTextTokenizer, rebuild_lm
+from ..core.text_tokenizer import TextTokenizer
+from .clip import CLIP
+from .hf_backbone import HFBackbone
+from .pixel_decoder import build_pixel_decoder
+from .tokenizer_pair import TokenizerPair
+from .vlgpt import VLGPT, VLGPTConfig
 
 HF_FOLDER = "hf"  # a --vision checkpoint, inside RUN/clip/model/
 CLIP_FOLDER, CODEC_FOLDER = "clip", "tokenizer"  # end-to-end tuned copies, inside RUN/decoder/model/
@@ -34,7 +40,7 @@ def load_clip(run_or_dir: Path, device="cpu", dtype=None) -> tuple[CLIP, TextTok
     directory = _model_dir(run_or_dir, "clip")
     config = read_config(directory, "clip")
     if config.get("backbone") == "hf":  # `vlgpt train clip --vision PATH`: the checkpoint kept under hf/
-        from .models.hf_clip import HFClip
+        from .hf_clip import HFClip
 
         clip = HFClip(directory / HF_FOLDER, condition_grid=config["config"]["condition_grid"])
         clip = clip.to(device=device, dtype=dtype) if dtype is not None else clip.to(device)

@@ -13,9 +13,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .data.images import load_image, pixels_from, to_array, to_pil
-from .devices import module_device, module_dtype, resolve
-from .loading import load_clip, load_decoder, load_tokenizer_pair, trained_image_side
+from ..core.devices import module_device, module_dtype, resolve
+from ..data.images import load_image, pixels_from, to_array, to_pil
+from ..models.loading import load_clip, load_decoder, load_tokenizer_pair, trained_image_side
 
 
 class ImageCodecPipeline:

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import PixelDecoderConfig
+from ..core.config import PixelDecoderConfig
 from .tokenizer_pair import TokenizerPair
 
 

@@ -19,10 +19,10 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from .checkpoint import CONFIG_FILE, WEIGHTS_FILE, CheckpointError, fsync_tree, read_config
-from .data.sequences import ASSISTANT, USER
-from .prompts import DESCRIBE, draw_prompt
-from .text_tokenizer import BOS, EOS, IMG, IMG_END
+from ..core.checkpoint import CONFIG_FILE, WEIGHTS_FILE, CheckpointError, fsync_tree, read_config
+from ..core.prompts import DESCRIBE, draw_prompt
+from ..core.text_tokenizer import BOS, EOS, IMG, IMG_END
+from ..data.sequences import ASSISTANT, USER
 
 IMAGE_STAGES = ("clip", "tokenizer", "decoder")
 LICENSE = "apache-2.0"  # the project's (pyproject.toml), as the Hugging Face card metadata spells it
@@ -62,7 +62,7 @@ def export_run(run: str | Path, out: str | Path, overwrite: bool = False) -> Pat
                 f"{run} has no finished {stage} stage ({model} is missing); train it first: "
                 f"`vlgpt train {stage} --out {run}`"
             )
-    from .loading import find_vlgpt  # the models' modules only when exporting, not for `vlgpt --help`
+    from ..models.loading import find_vlgpt  # the models' modules only when exporting, not for `vlgpt --help`
 
     try:
         lm_model = find_vlgpt(run)

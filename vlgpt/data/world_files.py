@@ -8,7 +8,11 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from ..data.formats import (
+from ..core.prompts import DESCRIBE, draw_prompt
+from ..world.dataset import ShapesWorld
+from ..world.render import render
+from ..world.scene import Scene
+from .formats import (
     FORMATS,
     LLAVA_FILE,
     METADATA_FILE,
@@ -18,10 +22,6 @@ from ..data.formats import (
     prepare_output,
     save_png,
 )
-from ..prompts import DESCRIBE, draw_prompt
-from .dataset import ShapesWorld
-from .render import render
-from .scene import Scene
 
 SHARD_SIZE = 1000
 

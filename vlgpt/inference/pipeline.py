@@ -17,13 +17,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from .data import sequences as S
-from .data.images import load_image, load_image_from_data_uri
-from .devices import resolve
+from ..core.devices import resolve
+from ..core.prompts import DESCRIBE, draw_prompt
+from ..data import sequences as S
+from ..data.images import load_image, load_image_from_data_uri
+from ..models.loading import load_vlgpt
 from .generate import GenerationError, InterleavedGenerator, OnPart, Output, SamplingConfig
 from .image_codec import ImageCodecPipeline
-from .loading import load_vlgpt
-from .prompts import DESCRIBE, draw_prompt
 from .quantize import quantize_weights, require
 
 
@@ -138,7 +138,7 @@ def load(path: str | Path, device: str = "cpu", dtype: str = "fp32", quantize: s
     while not (run / "clip").is_dir() and run != run.parent:
         run = run.parent
     if not (run / "clip").is_dir():
-        from .checkpoint import CheckpointError
+        from ..core.checkpoint import CheckpointError
 
         raise CheckpointError(f"{path} is not inside a run folder with clip, tokenizer and decoder stages")
     return Pipeline(model, config, ImageCodecPipeline.load(run, device, dtype), path, tokenizer)

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .data import sequences as S
-from .devices import module_device
+from ..core.devices import module_device
+from ..data import sequences as S
 
 
 class GenerationError(ValueError):

@@ -1,0 +1,2 @@
+"""Using a trained run: the image codec, interleaved generation, the `vlgpt.load` pipeline,
+quantization and export."""
