@@ -26,12 +26,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vlgpt.core.config import LanguageModelConfig
+from vlgpt.core.config import LanguageModelConfig, VLGPTConfig
 from vlgpt.data import sequences as S
 from vlgpt.inference.generate import InterleavedGenerator, SamplingConfig
-from vlgpt.inference.image_codec import ImageCodecPipeline
+from vlgpt.inference.image_codec import ImageCodec
 from vlgpt.models.loading import load_clip
-from vlgpt.models.vlgpt import VLGPT, VLGPTConfig
+from vlgpt.models.vlgpt import VLGPT
 from vlgpt.world import language
 from vlgpt.world.dataset import ShapesWorld
 from vlgpt.world.render import render
@@ -73,12 +73,12 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.manual_seed(0)
-    codec = ImageCodecPipeline.load(args.run)
+    codec = ImageCodec.load(args.run)
     text_tokenizer = codec.text_tokenizer
-    encoder, reader, dim = codec.clip, codec.codec.tokenizer, codec.token_dim
+    encoder, reader, dim = codec.clip, codec.pair.tokenizer, codec.token_dim
     trained = []
     if args.reader == "tune":
-        encoder, reader = copy.deepcopy(codec.clip), copy.deepcopy(codec.codec.tokenizer)
+        encoder, reader = copy.deepcopy(codec.clip), copy.deepcopy(codec.pair.tokenizer)
         for module in (encoder, reader):
             module.train().requires_grad_(True)
         trained = list(encoder.vision.parameters()) + list(reader.parameters())

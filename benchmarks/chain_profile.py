@@ -9,9 +9,9 @@ from pathlib import Path
 
 import torch
 
-from vlgpt.core.config import preset
-from vlgpt.train.registry import StageInputs
-from vlgpt.train.stages import DecoderStage
+from vlgpt.core.presets import preset
+from vlgpt.train.stages import StageInputs
+from vlgpt.train.stages.decoder import DecoderStage
 
 run = Path(sys.argv[1])
 B = int(sys.argv[2]) if len(sys.argv) > 2 else 16

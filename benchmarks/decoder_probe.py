@@ -21,7 +21,9 @@ import time
 
 import torch
 
-from vlgpt.core.config import PixelDecoderModelConfig, TokenizerPairConfig, apply_overrides, preset
+from vlgpt.core.config import PixelDecoderModelConfig, TokenizerPairConfig
+from vlgpt.core.overrides import apply_overrides
+from vlgpt.core.presets import preset
 from vlgpt.data.images import pixels_from, to_pil
 from vlgpt.data.sources import WorldSource
 from vlgpt.models.loading import load_clip

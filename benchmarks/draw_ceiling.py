@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from draw_given_plan import ASPECTS, agreement
 from torch import nn
 
-from vlgpt.inference.image_codec import ImageCodecPipeline
+from vlgpt.inference.image_codec import ImageCodec
 from vlgpt.inference.pipeline import load
 from vlgpt.world import language
 from vlgpt.world.dataset import ShapesWorld
@@ -98,7 +98,7 @@ def plans(tokenizer, scenes) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @torch.no_grad()
-def encode_scenes(codec: ImageCodecPipeline, scenes, batch: int = 256) -> torch.Tensor:
+def encode_scenes(codec: ImageCodec, scenes, batch: int = 256) -> torch.Tensor:
     return torch.cat(
         [
             codec.encode([render(s) for s in scenes[i : i + batch]]).float()

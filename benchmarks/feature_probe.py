@@ -60,7 +60,7 @@ def main() -> None:
     torch.manual_seed(0)
     clip_dir, codec_dir = trained_image_side(args.run)
     tuned, _ = load_clip(clip_dir)
-    codec = load_tokenizer_pair(codec_dir)
+    pair = load_tokenizer_pair(codec_dir)
     towers = {path: load_clip(path)[0] for path in args.clip}
     world, colours = ShapesWorld("train", seed=500000), list(COLORS)
     features: dict[str, list] = {**{f"vit {p}": [] for p in args.clip}, "vit tuned": [], "z": []}
@@ -71,7 +71,7 @@ def main() -> None:
             pixels = pixels_from([to_array(render(s), 64) for s in scenes])
             hidden = {f"vit {p}": on_grid8(t.image_features(pixels)) for p, t in towers.items()}
             hidden["vit tuned"] = tuned.image_features(pixels)
-            z = codec.tokenizer(hidden["vit tuned"])
+            z = pair.tokenizer(hidden["vit tuned"])
             for j, scene in enumerate(scenes):
                 for o in scene.objects:
                     x, y = o.x / scene.width, o.y / scene.height

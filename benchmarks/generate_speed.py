@@ -31,11 +31,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 from harness import caption_prompt, interleaved, load, machine, make_untrained_run, profile_split
 from hf_peer import HFPeer, copy_weights
 
+from vlgpt.core.config import VLGPTConfig
 from vlgpt.core.prompts import t2i_prompt
 from vlgpt.data import sequences as S
 from vlgpt.inference.generate import InterleavedGenerator, SamplingConfig
-from vlgpt.inference.image_codec import ImageCodecPipeline
-from vlgpt.models.vlgpt import VLGPT, VLGPTConfig
+from vlgpt.inference.image_codec import ImageCodec
+from vlgpt.models.vlgpt import VLGPT
 from vlgpt.world.dataset import ShapesWorld
 from vlgpt.world.render import render
 
@@ -53,7 +54,7 @@ def main() -> None:
     load_before = load()
     with tempfile.TemporaryDirectory(prefix="vlgpt-bench-gen-") as tmp:
         model_config = make_untrained_run(Path(tmp), args.preset)
-        codec = ImageCodecPipeline.load(tmp)
+        codec = ImageCodec.load(tmp)
     tok = codec.text_tokenizer
     torch.manual_seed(0)
     model = VLGPT(VLGPTConfig(tok.vocab_size, codec.num_tokens, codec.token_dim, model_config.lm)).eval()

@@ -17,15 +17,16 @@ from pathlib import Path
 import torch
 
 from vlgpt.core.checkpoint import save_model
-from vlgpt.core.config import ModelConfig, PixelDecoderModelConfig, TokenizerPairConfig, preset, to_dict
+from vlgpt.core.config import ModelConfig, PixelDecoderModelConfig, TokenizerPairConfig, VLGPTConfig, to_dict
+from vlgpt.core.presets import preset
 from vlgpt.core.text_tokenizer import TextTokenizer
 from vlgpt.data import sequences as S
 from vlgpt.data.sources import make_source
 from vlgpt.models.clip import CLIP
+from vlgpt.models.loading import save_pixel_decoder, save_tokenizer_pair
 from vlgpt.models.pixel_decoder import build_pixel_decoder
 from vlgpt.models.tokenizer_pair import TokenizerPair
-from vlgpt.models.vlgpt import VLGPT, VLGPTConfig
-from vlgpt.train.stages import save_pixel_decoder, save_tokenizer_pair
+from vlgpt.models.vlgpt import VLGPT
 
 
 def make_untrained_run(directory: Path, preset_name: str = "small", seed: int = 0) -> ModelConfig:
@@ -33,7 +34,7 @@ def make_untrained_run(directory: Path, preset_name: str = "small", seed: int = 
     config = preset(preset_name).model
     torch.manual_seed(seed)
     clip = CLIP(config.clip)
-    codec = TokenizerPair(TokenizerPairConfig.for_clip(config.tokenizer, config.clip))
+    pair = TokenizerPair(TokenizerPairConfig.for_clip(config.tokenizer, config.clip))
     decoder = build_pixel_decoder(PixelDecoderModelConfig.for_clip(config.decoder, config.clip))
     text = TextTokenizer.train(
         make_source("world", config.clip.vision.image_size).corpus(1000), config.clip.text.vocab_size
@@ -43,7 +44,7 @@ def make_untrained_run(directory: Path, preset_name: str = "small", seed: int = 
         (directory / stage / "model").mkdir(parents=True, exist_ok=True)
     save_model(directory / "clip" / "model", clip, {"kind": "clip", "config": to_dict(config.clip)})
     text.save(directory / "clip" / "model")
-    save_tokenizer_pair(directory / "tokenizer" / "model", codec)
+    save_tokenizer_pair(directory / "tokenizer" / "model", pair)
     save_pixel_decoder(directory / "decoder" / "model", decoder)
     return config
 

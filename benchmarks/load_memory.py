@@ -25,7 +25,8 @@ import torch
 from vlgpt.core.checkpoint import load_weights
 from vlgpt.core.config import LanguageModelConfig
 from vlgpt.core.devices import empty_parameters
-from vlgpt.models.vlgpt import VLGPT, VLGPTConfig
+from vlgpt.core.config import VLGPTConfig
+from vlgpt.models.vlgpt import VLGPT
 
 folder, way, width, depth = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 config = VLGPTConfig(1024, 32, 128, LanguageModelConfig(width=width, depth=depth, heads=8,
@@ -62,8 +63,8 @@ def main() -> None:
     import torch
 
     from vlgpt.core.checkpoint import save_model
-    from vlgpt.core.config import LanguageModelConfig
-    from vlgpt.models.vlgpt import VLGPT, VLGPTConfig
+    from vlgpt.core.config import LanguageModelConfig, VLGPTConfig
+    from vlgpt.models.vlgpt import VLGPT
 
     with tempfile.TemporaryDirectory() as tmp:
         lm = LanguageModelConfig(

@@ -15,11 +15,11 @@ import argparse
 from collections import Counter
 from pathlib import Path
 
-from vlgpt.core.config import preset
+from vlgpt.core.presets import preset
 from vlgpt.core.prompts import DESCRIBE
 from vlgpt.data import sequences as S
-from vlgpt.train.lm_stages import InstructStage
-from vlgpt.train.registry import StageInputs
+from vlgpt.train.stages import StageInputs
+from vlgpt.train.stages.instruct import InstructStage
 
 
 def reply_kind(prompt: str) -> str:

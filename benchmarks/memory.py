@@ -39,13 +39,14 @@ def child(mode: str, preset_name: str, run: str, steps: int, threads: int) -> di
     import numpy as np
     from harness import caption_prompt, peak_rss_mib
 
-    from vlgpt.core.config import preset
+    from vlgpt.core.config import VLGPTConfig
+    from vlgpt.core.presets import preset
     from vlgpt.inference.generate import InterleavedGenerator, SamplingConfig
-    from vlgpt.inference.image_codec import ImageCodecPipeline
-    from vlgpt.models.vlgpt import VLGPT, VLGPTConfig
+    from vlgpt.inference.image_codec import ImageCodec
+    from vlgpt.models.vlgpt import VLGPT
     from vlgpt.train.engine import make_optimizer, resolve_precision
-    from vlgpt.train.lm_stages import PretrainStage
-    from vlgpt.train.registry import StageInputs
+    from vlgpt.train.stages import StageInputs
+    from vlgpt.train.stages.pretrain import PretrainStage
     from vlgpt.world.dataset import ShapesWorld
     from vlgpt.world.render import render
 
@@ -56,7 +57,7 @@ def child(mode: str, preset_name: str, run: str, steps: int, threads: int) -> di
     baseline = current_rss_mib()
     model_config = preset(preset_name).model
     if mode == "infer":
-        codec = ImageCodecPipeline.load(run)
+        codec = ImageCodec.load(run)
         tok = codec.text_tokenizer
         model = VLGPT(VLGPTConfig(tok.vocab_size, codec.num_tokens, codec.token_dim, model_config.lm)).eval()
         world = ShapesWorld("test", codec.image_size, codec.image_size)

@@ -25,8 +25,9 @@ from harness import interleaved, load, machine, synthetic_batch
 from hf_peer import HFPeer
 from train_speed import make_step
 
-from vlgpt.core.config import preset
-from vlgpt.models.vlgpt import VLGPT, VLGPTConfig
+from vlgpt.core.config import VLGPTConfig
+from vlgpt.core.presets import preset
+from vlgpt.models.vlgpt import VLGPT
 from vlgpt.train.engine import make_optimizer, resolve_precision
 
 

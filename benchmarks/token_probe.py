@@ -21,7 +21,7 @@ import torch
 
 from vlgpt.data.images import pixels_from
 from vlgpt.eval.probes import linear_probe, object_rows, probe_objects, tile_index
-from vlgpt.inference.image_codec import ImageCodecPipeline
+from vlgpt.inference.image_codec import ImageCodec
 from vlgpt.models.loading import load_clip, load_tokenizer_pair
 from vlgpt.world.dataset import ShapesWorld
 from vlgpt.world.render import render
@@ -46,8 +46,8 @@ def main() -> None:
         links["z"] = lambda p: pair.tokenizer(clip.image_features(p))
         links["z_v"] = lambda p: pair.detokenizer(pair.tokenizer(clip.image_features(p)))[0][:, 1:]
     if (run / "decoder" / "model" / "tokenizer").is_dir():  # decoder.train_codec: the tuned copies
-        codec = ImageCodecPipeline.load(run)
-        links["z, tuned (read by the LM)"] = lambda p: codec.codec.tokenizer(codec.clip.image_features(p))
+        codec = ImageCodec.load(run)
+        links["z, tuned (read by the LM)"] = lambda p: codec.pair.tokenizer(codec.clip.image_features(p))
     result = {}
     for name, encode in links.items():
         rows = object_rows(encode, scenes)  # features without gradients; the probes fit their own

@@ -36,8 +36,8 @@ def batch(world: ShapesWorld, start: int, n: int) -> torch.Tensor:
 def run(clip, config: ImageTokenizerConfig, steps: int, batch_size: int, lr: float, val: dict) -> dict:
     torch.manual_seed(0)
     c = clip.config
-    codec = TokenizerPair(TokenizerPairConfig.for_clip(config, c))
-    optimizer = torch.optim.AdamW(codec.parameters(), lr=lr, weight_decay=0.0, betas=(0.9, 0.98))
+    pair = TokenizerPair(TokenizerPairConfig.for_clip(config, c))
+    optimizer = torch.optim.AdamW(pair.parameters(), lr=lr, weight_decay=0.0, betas=(0.9, 0.98))
     world = ShapesWorld("train")
     start = time.perf_counter()
     for step in range(steps):
@@ -48,15 +48,15 @@ def run(clip, config: ImageTokenizerConfig, steps: int, batch_size: int, lr: flo
         with torch.no_grad():
             features = clip.image_features(pixels)
             e_v = clip.image_embeddings(pixels, features)
-        z_v, _ = codec.detokenizer(codec.tokenizer(features))
+        z_v, _ = pair.detokenizer(pair.tokenizer(features))
         loss = F.mse_loss(z_v, e_v)
         optimizer.zero_grad()
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(codec.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(pair.parameters(), 1.0)
         optimizer.step()
-    codec.eval()
+    pair.eval()
     with torch.no_grad():
-        z_v, _ = codec.detokenizer(codec.tokenizer(val["features"]))
+        z_v, _ = pair.detokenizer(pair.tokenizer(val["features"]))
     err = ((z_v - val["e_v"]) ** 2).mean(-1)  # [B, 1 + G^2]
     cells, objects = err[:, 1:], val["object_cells"]
     variance = val["cell_variance"]

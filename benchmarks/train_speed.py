@@ -43,11 +43,11 @@ from harness import (
 )
 from hf_peer import HFPeer, check_same_math
 
-from vlgpt.core.config import preset
+from vlgpt.core.presets import preset
 from vlgpt.data.images import pixels_from
 from vlgpt.train.engine import Trainer, make_optimizer, resolve_precision
-from vlgpt.train.lm_stages import PretrainStage
-from vlgpt.train.registry import StageInputs
+from vlgpt.train.stages import StageInputs
+from vlgpt.train.stages.pretrain import PretrainStage
 from vlgpt.world.render import render
 
 
@@ -87,12 +87,12 @@ def image_side(stage: PretrainStage, batch_size: int, rounds: int, dtype) -> dic
         )
     ).eval()
     pixels = pixels_from([np.asarray(render(stage.world.scene(i))) for i in range(batch_size)])
-    clip, codec = stage.codec.clip, stage.codec.codec
+    clip, pair = stage.codec.clip, stage.codec.pair
     with torch.no_grad(), torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
         timing = interleaved(
             {
                 "ours_vit": lambda: clip.image_features(pixels),
-                "ours_vit_and_tokenizer": lambda: codec.tokenizer(clip.image_features(pixels)),
+                "ours_vit_and_tokenizer": lambda: pair.tokenizer(clip.image_features(pixels)),
                 "peer_clip_vision_model": lambda: hf(pixel_values=pixels),
             },
             rounds,

@@ -27,7 +27,7 @@ from vlgpt.core.text_tokenizer import TextTokenizer
 from vlgpt.data.images import pixels_from
 from vlgpt.data.sources import WorldSource
 from vlgpt.eval.probes import tile_index, tiling
-from vlgpt.inference.image_codec import ImageCodecPipeline
+from vlgpt.inference.image_codec import ImageCodec
 from vlgpt.models.captioner import Captioner
 from vlgpt.models.conv_encoder import ConvEncoder
 from vlgpt.models.loading import load_clip
@@ -105,7 +105,7 @@ def main() -> None:
         parser.error("--codec reads z: drop --oracle")
     codec = None
     if args.codec:
-        codec = ImageCodecPipeline.load(args.codec)
+        codec = ImageCodec.load(args.codec)
         tokenizer, tower = codec.text_tokenizer, codec.clip.vision
     elif args.clip:
         clip, tokenizer = load_clip(args.clip)

@@ -101,11 +101,11 @@ def draw_accuracy(model_dir, run, centre) -> float:
     from vlgpt.core.prompts import t2i_prompt
     from vlgpt.data import sequences as S
     from vlgpt.inference.generate import InterleavedGenerator, SamplingConfig
-    from vlgpt.inference.image_codec import ImageCodecPipeline
+    from vlgpt.inference.image_codec import ImageCodec
     from vlgpt.models.loading import load_vlgpt
 
     model, _, _ = load_vlgpt(model_dir)
-    codec = ImageCodecPipeline.load(run)
+    codec = ImageCodec.load(run)
     generator = InterleavedGenerator(model, codec.text_tokenizer, codec)
     names, matrix = list(centre), np.stack(list(centre.values()))
     hits = []

@@ -11,12 +11,12 @@ from torch import nn
 
 import vlgpt
 from vlgpt.core.checkpoint import FILE_MODE, load_weights, read_config, save_model
-from vlgpt.core.config import LanguageModelConfig, from_dict
+from vlgpt.core.config import LanguageModelConfig, VLGPTConfig, from_dict
 from vlgpt.core.devices import DeviceError, empty_parameters, resolve
 from vlgpt.data import sequences as S
 from vlgpt.inference.pipeline import Pipeline
 from vlgpt.models.loading import find_vlgpt
-from vlgpt.models.vlgpt import VLGPT, VLGPTConfig
+from vlgpt.models.vlgpt import VLGPT
 from vlgpt.world.dataset import ShapesWorld
 from vlgpt.world.render import render
 

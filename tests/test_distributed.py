@@ -19,15 +19,16 @@ from safetensors.torch import load_file
 
 from vlgpt.cli import main
 from vlgpt.core.checkpoint import CheckpointError
-from vlgpt.core.config import TrainConfig, preset
+from vlgpt.core.config import TrainConfig
+from vlgpt.core.presets import preset
 from vlgpt.core.text_tokenizer import TextTokenizer
 from vlgpt.data.streaming import StreamingSource
 from vlgpt.models.loading import load_clip
 from vlgpt.train import train_stage
 from vlgpt.train.distributed import Distributed, check_sharded_metadata
 from vlgpt.train.engine import Trainer
-from vlgpt.train.registry import StageInputs
-from vlgpt.train.stages import ClipStage
+from vlgpt.train.stages import StageInputs
+from vlgpt.train.stages.clip import ClipStage
 
 STEPS = 5
 RECIPE = dict(steps=STEPS, batch_size=8, precision="fp32", log_every=1, save_every=0, eval_size=8)

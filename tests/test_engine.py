@@ -13,13 +13,14 @@ import pytest
 import torch
 
 from vlgpt.core.checkpoint import load_weights
-from vlgpt.core.config import TrainConfig, preset
+from vlgpt.core.config import TrainConfig
+from vlgpt.core.presets import preset
 from vlgpt.core.text_tokenizer import TextTokenizer
 from vlgpt.data.sources import WorldSource
 from vlgpt.models.clip import CLIP
 from vlgpt.train.engine import EXIT_PREEMPTED, Preempted, Trainer, TrainingError
-from vlgpt.train.registry import StageInputs
-from vlgpt.train.stages import ClipStage
+from vlgpt.train.stages import StageInputs
+from vlgpt.train.stages.clip import ClipStage
 
 TINY = preset("tiny").model
 CFG = TrainConfig(

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from vlgpt.core.config import LanguageModelConfig
+from vlgpt.core.config import LanguageModelConfig, VLGPTConfig
 from vlgpt.models.transformer import KVCache, Transformer, TransformerConfig
-from vlgpt.models.vlgpt import VLGPT, VLGPTConfig
+from vlgpt.models.vlgpt import VLGPT
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "benchmarks"))
 from harness import synthetic_batch

@@ -25,12 +25,12 @@ from transformers import (
 )
 
 from vlgpt.cli import main
-from vlgpt.core.config import LanguageModelConfig
+from vlgpt.core.config import LanguageModelConfig, VLGPTConfig
 from vlgpt.core.hf_lm import load_local_lm
 from vlgpt.data import sequences as S
 from vlgpt.models.hf_backbone import HFBackbone
 from vlgpt.models.lora import add_lora, has_lora, merge_lora
-from vlgpt.models.vlgpt import VLGPT, VLGPTConfig
+from vlgpt.models.vlgpt import VLGPT
 
 FAST = [
     "--preset",

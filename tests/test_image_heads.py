@@ -115,7 +115,8 @@ def _decoder_on_two_pictures(kind: str):
     blue), and the mean colour of 24 pictures it draws from that condition."""
     import dataclasses
 
-    from vlgpt.core.config import PixelDecoderModelConfig, preset
+    from vlgpt.core.config import PixelDecoderModelConfig
+    from vlgpt.core.presets import preset
     from vlgpt.models.pixel_decoder import build_pixel_decoder
 
     torch.manual_seed(0)

@@ -2,9 +2,9 @@
 
 import torch
 
-from vlgpt.core.config import LanguageModelConfig
+from vlgpt.core.config import LanguageModelConfig, VLGPTConfig
 from vlgpt.models.lora import add_lora, has_lora, lora_state_dict, merge_lora
-from vlgpt.models.vlgpt import VLGPT, VLGPTConfig
+from vlgpt.models.vlgpt import VLGPT
 
 
 def tiny_model() -> VLGPT:

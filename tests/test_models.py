@@ -13,10 +13,10 @@ from vlgpt.core.config import (
     PixelDecoderModelConfig,
     TokenizerPairConfig,
     TrainConfig,
-    apply_overrides,
     from_dict,
-    preset,
 )
+from vlgpt.core.overrides import apply_overrides
+from vlgpt.core.presets import preset
 from vlgpt.models.clip import CLIP
 from vlgpt.models.conv_encoder import build_vision
 from vlgpt.models.pixel_decoder import build_pixel_decoder
@@ -38,10 +38,10 @@ def test_component_output_shapes():
     assert clip.encode_text(ids, lengths).shape == (3, D)
     loss, logits = clip(pixels, ids, lengths)
     assert logits.shape == (3, 3) and loss.ndim == 0
-    codec = TokenizerPair(TokenizerPairConfig.for_clip(TINY.tokenizer, TINY.clip))
-    embeddings = codec.tokenizer(clip.image_features(pixels))
+    pair = TokenizerPair(TokenizerPairConfig.for_clip(TINY.tokenizer, TINY.clip))
+    embeddings = pair.tokenizer(clip.image_features(pixels))
     assert embeddings.shape == (3, TINY.tokenizer.num_tokens, TINY.tokenizer.token_dim)
-    z_v, z_t = codec.detokenizer(embeddings)
+    z_v, z_t = pair.detokenizer(embeddings)
     assert z_v.shape == (3, C, D) and z_t.shape == (3, D)
     decoder = build_pixel_decoder(PixelDecoderModelConfig.for_clip(TINY.decoder, TINY.clip))
     image = decoder.decode(z_v, z_t)
@@ -52,12 +52,12 @@ def test_component_output_shapes():
 def test_tokenizer_queries_are_causal():
     """Embedding i must not depend on queries after i (VL-GPT regresses them left to right)."""
     torch.manual_seed(0)
-    codec = TokenizerPair(TokenizerPairConfig(TINY.tokenizer, 16, 5, 8))
+    pair = TokenizerPair(TokenizerPairConfig(TINY.tokenizer, 16, 5, 8))
     features = torch.randn(2, 5, 16)
-    base = codec.tokenizer(features)
+    base = pair.tokenizer(features)
     with torch.no_grad():
-        codec.tokenizer.transformer.queries[:, -1] += 1.0
-    changed = codec.tokenizer(features)
+        pair.tokenizer.transformer.queries[:, -1] += 1.0
+    changed = pair.tokenizer(features)
     assert torch.allclose(base[:, :-1], changed[:, :-1], atol=1e-6)
     assert not torch.allclose(base[:, -1], changed[:, -1])
 
@@ -68,14 +68,14 @@ def test_seeded_queries_give_a_patch_a_direct_path_to_its_token(seeded):
     token, before any training; without seeding, attention has yet to learn where to look."""
     torch.manual_seed(0)
     config = dataclasses.replace(SMALL.tokenizer, seeded_queries=seeded)
-    codec = TokenizerPair(TokenizerPairConfig(config, 128, SMALL.clip.num_condition_tokens, 128, 64)).eval()
+    pair = TokenizerPair(TokenizerPairConfig(config, 128, SMALL.clip.num_condition_tokens, 128, 64)).eval()
     features = torch.randn(1, 65, 128)
-    base = codec.tokenizer(features)
+    base = pair.tokenizer(features)
     wins = 0
     for patch in range(0, 64, 9):  # patches on the diagonal of the 8 x 8 grid
         changed = features.clone()
         changed[0, 1 + patch] += 3.0 * torch.randn(128)
-        moved = (codec.tokenizer(changed) - base).norm(dim=-1)[0]  # [N]
+        moved = (pair.tokenizer(changed) - base).norm(dim=-1)[0]  # [N]
         row, col = divmod(patch, 8)
         home = (row // 2) * 8 + col  # 32 tokens tile the canvas as 4 rows x 8 columns
         wins += int(moved.argmax()) == home and moved[home] > 2 * moved.median()
@@ -300,10 +300,10 @@ def test_model_folders_of_the_older_layouts_still_load(tmp_path):
     weights from before the backbone held the token embedding and LM head, load to the same models."""
     from safetensors.torch import save_file
 
-    from vlgpt.core.config import to_dict
+    from vlgpt.core.config import VLGPTConfig, to_dict
     from vlgpt.core.text_tokenizer import TextTokenizer
     from vlgpt.models.loading import load_decoder, load_tokenizer_pair, load_vlgpt
-    from vlgpt.models.vlgpt import VLGPT, VLGPTConfig
+    from vlgpt.models.vlgpt import VLGPT
 
     torch.manual_seed(0)
     clip = TINY.clip

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from vlgpt.core.config import LanguageModelConfig
+from vlgpt.core.config import LanguageModelConfig, VLGPTConfig
 from vlgpt.data import sequences as S
 from vlgpt.data.world_files import write_world
-from vlgpt.inference.image_codec import ImageCodecPipeline
+from vlgpt.inference.image_codec import ImageCodec
 from vlgpt.inference.pipeline import Pipeline
-from vlgpt.models.vlgpt import VLGPT, VLGPTConfig
+from vlgpt.models.vlgpt import VLGPT
 from vlgpt.train import train_stage
 from vlgpt.world import language
 from vlgpt.world.dataset import ShapesWorld
@@ -81,7 +81,7 @@ def scenes():
 
 @pytest.mark.timeout(480)
 def test_eight_scenes_reconstruct_exactly(codec_run, scenes):
-    codec = ImageCodecPipeline.load(codec_run)
+    codec = ImageCodec.load(codec_run)
     outputs = codec.reconstruct([render(s) for s in scenes])
     results = [compare_scenes(judge(out), scene) for out, scene in zip(outputs, scenes)]
     assert [r["exact"] for r in results] == [True] * 8, results
@@ -90,7 +90,7 @@ def test_eight_scenes_reconstruct_exactly(codec_run, scenes):
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("draw_mode", ["next", "queries"])
 def test_vlgpt_learns_to_caption_and_draw_eight_scenes(codec_run, scenes, draw_mode):
-    codec = ImageCodecPipeline.load(codec_run)
+    codec = ImageCodec.load(codec_run)
     tokenizer = codec.text_tokenizer
     torch.manual_seed(0)
     model = VLGPT(

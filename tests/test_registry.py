@@ -1,6 +1,7 @@
 import pytest
 
-from vlgpt.core.config import STAGES, ConfigError
+from vlgpt.core.config import ConfigError
+from vlgpt.core.presets import STAGES
 from vlgpt.train import get_stage, list_stages
 
 

@@ -62,8 +62,8 @@ def test_text_loss_weighs_each_reply_by_its_length_or_not():
     """`text_loss="turn"`: each assistant reply's targets share a weight of 1, so a short answer counts
     as much as a long caption; "sqrt": a reply of n targets weighs sqrt(n); "token" weighs every
     target 1, and the model's weighted mean is then the plain per-token cross-entropy."""
-    from vlgpt.core.config import LanguageModelConfig
-    from vlgpt.models.vlgpt import VLGPT, VLGPTConfig
+    from vlgpt.core.config import LanguageModelConfig, VLGPTConfig
+    from vlgpt.models.vlgpt import VLGPT
 
     emb = torch.randn(2, 4)
     caption, answer = "An image of a red circle and a blue square.", "red"
@@ -101,10 +101,11 @@ def test_text_loss_weighs_each_reply_by_its_length_or_not():
 def test_image_modeling_regresses_the_images_the_model_reads(serve_run):
     """With `image_modeling` (the default), an image the model reads (image -> caption, a question's
     image) has its embeddings regressed too, each from those before it; without, only drawn images."""
-    from vlgpt.core.config import preset
+    from vlgpt.core.presets import preset
     from vlgpt.data.sources import WORLD
-    from vlgpt.train.lm_stages import InstructStage, PretrainStage
-    from vlgpt.train.registry import StageInputs
+    from vlgpt.train.stages import StageInputs
+    from vlgpt.train.stages.instruct import InstructStage
+    from vlgpt.train.stages.pretrain import PretrainStage
 
     def image_targets_of_read_images(stage_class, image_modeling: bool) -> tuple[int, int]:
         stage = stage_class(
@@ -133,10 +134,11 @@ def test_image_modeling_regresses_the_images_the_model_reads(serve_run):
 def test_layout_plan_off_draws_straight_from_the_prompt(serve_run):
     """`layout_plan` (on by default) puts the scene's 'Layout: ...' text before each drawn image on the
     Shapes world; off, the drawn image follows the prompt at once, in pretraining and in instruct."""
-    from vlgpt.core.config import preset
+    from vlgpt.core.presets import preset
     from vlgpt.data.sources import WORLD
-    from vlgpt.train.lm_stages import InstructStage, PretrainStage
-    from vlgpt.train.registry import StageInputs
+    from vlgpt.train.stages import StageInputs
+    from vlgpt.train.stages.instruct import InstructStage
+    from vlgpt.train.stages.pretrain import PretrainStage
 
     def drawings(stage_class, layout_plan: bool) -> tuple[int, int]:
         stage = stage_class(
@@ -162,8 +164,8 @@ def test_layout_plan_off_draws_straight_from_the_prompt(serve_run):
 def test_drawing_queries_through_the_cache_equal_the_full_forward():
     """lm.draw=queries on our own transformer: the queries fed in one pass after [IMG] through the
     KV cache (generation) have the hidden states of the full forward at a drawn image's places."""
-    from vlgpt.core.config import LanguageModelConfig
-    from vlgpt.models.vlgpt import VLGPT, VLGPTConfig
+    from vlgpt.core.config import LanguageModelConfig, VLGPTConfig
+    from vlgpt.models.vlgpt import VLGPT
 
     torch.manual_seed(0)
     lm = LanguageModelConfig(width=32, depth=2, heads=2, mlp_hidden=64, max_seq_len=64, draw="queries")

@@ -5,15 +5,16 @@ import json
 import pytest
 import torch
 
-from vlgpt.core.config import TrainConfig, preset
+from vlgpt.core.config import TrainConfig
+from vlgpt.core.presets import preset
 from vlgpt.core.text_tokenizer import TextTokenizer
 from vlgpt.data import streaming
 from vlgpt.data.formats import DatasetError
 from vlgpt.data.sources import make_source
 from vlgpt.data.streaming import StreamingSource
 from vlgpt.train.engine import Trainer
-from vlgpt.train.registry import StageInputs
-from vlgpt.train.stages import ClipStage
+from vlgpt.train.stages import StageInputs
+from vlgpt.train.stages.clip import ClipStage
 
 TINY = preset("tiny").model
 CFG = TrainConfig(

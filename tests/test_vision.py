@@ -8,7 +8,7 @@ import dataclasses
 import numpy as np
 import torch
 
-from vlgpt.core.config import PRESETS
+from vlgpt.core.presets import PRESETS
 from vlgpt.core.text_tokenizer import TextTokenizer
 from vlgpt.data.images import pixels_from
 from vlgpt.eval.probes import object_rows, probe_objects

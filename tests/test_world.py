@@ -277,7 +277,7 @@ def test_layout_names_every_object_left_to_right_on_a_16_grid():
 
 def test_instruction_tuning_asks_every_kind_of_question():
     """The rows list one question per kind in a fixed order; training must not see only the first."""
-    from vlgpt.train.lm_stages import look_turns
+    from vlgpt.data.samples import look_turns
 
     world = ShapesWorld("train", 64)
     kinds, lengths = Counter(), Counter()
@@ -296,8 +296,10 @@ def test_instruction_tuning_asks_every_kind_of_question():
 
 def test_the_instruct_mix_is_parsed_normalised_and_refused_when_wrong():
     """--world-mix sets the share of each conversation kind; a typo or a bad number is named."""
+    from vlgpt.train.stages.instruct import parse_mix
+
     from vlgpt.core.config import ConfigError
-    from vlgpt.train.lm_stages import INSTRUCT_KINDS, parse_mix
+    from vlgpt.data.samples import INSTRUCT_KINDS
 
     assert parse_mix("") == INSTRUCT_KINDS
     assert parse_mix("look=3, episode=1") == {"look": 0.75, "episode": 0.25}

@@ -95,7 +95,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     overrides = {name: getattr(args, name) for name in _train_fields() if getattr(args, name) is not None}
     if args.dry_run:
-        from .core.config import resolved_yaml
+        from .core.overrides import resolved_yaml
         from .train import resolve_configs, resolve_data
 
         model, train = resolve_configs(args.stage, args.preset, args.config, tuple(args.set or ()), overrides)
@@ -122,9 +122,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:
     """Image -> N embeddings -> image, through a trained run's tokenizer, detokenizer and decoder."""
-    from .inference.image_codec import ImageCodecPipeline
+    from .inference.image_codec import ImageCodec
 
-    codec = ImageCodecPipeline.load(args.ckpt, args.device, args.dtype)
+    codec = ImageCodec.load(args.ckpt, args.device, args.dtype)
     image = codec.reconstruct([args.image])[0]
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     image.save(args.output)
@@ -203,7 +203,8 @@ def _train_fields() -> dict:
 
 def _add_train_flags(parser: argparse.ArgumentParser) -> None:
     """One typed flag per TrainConfig field, with the field's help text; unset flags keep the preset."""
-    from .core.config import TrainConfig, add_config_arguments
+    from .core.config import TrainConfig
+    from .core.overrides import add_config_arguments
 
     group = parser.add_argument_group("training overrides (default: the preset's recipe)")
     add_config_arguments(group, TrainConfig, defaults=False)
@@ -388,7 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--json", action="store_true", help="print the report as JSON")
     check.set_defaults(func=cmd_data_check)
 
-    from .core.config import PRESETS, STAGES
+    from .core.presets import PRESETS, STAGES
 
     train = sub.add_parser("train", help=cmd_train.__doc__, description=cmd_train.__doc__)
     train.add_argument("stage", choices=STAGES, help="which stage to train")

@@ -1,17 +1,17 @@
-"""Typed, frozen configs: one dataclass per component, nested, with presets as data.
+"""The config schema: typed, frozen dataclasses, one per component, nested, and their dict form.
 
 Every field carries a one-line help text (`field(metadata={"help": ...})`) that the CLI shows.
-Override with `dataclasses.replace`, a YAML file (`load_yaml`) or `--set a.b=value` on the CLI.
+The named presets are in `presets.py`; YAML recipes, `--set a.b=value` overrides and the CLI's
+typed flags in `overrides.py`. A model folder's config.json is its dataclass through `to_dict`,
+read back through `from_dict`, which names the file and the key on any mismatch.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import types
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 
 
 class ConfigError(ValueError):
@@ -266,6 +266,17 @@ class LanguageModelConfig:
 
 
 @dataclass(frozen=True)
+class VLGPTConfig:
+    """The VL-GPT model of a run: the transformer's config and the sizes the run's tokenizers set.
+    Its config.json is this as a dict (`models/loading.py`)."""
+
+    vocab_size: int
+    num_image_tokens: int  # N: embeddings per image (the tokenizer's)
+    image_token_dim: int  # width of each image embedding
+    lm: LanguageModelConfig = LanguageModelConfig()
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """Everything a run builds."""
 
@@ -390,110 +401,6 @@ class TrainConfig:
     )
 
 
-STAGES = ("clip", "tokenizer", "decoder", "pretrain", "instruct")
-
-
-@dataclass(frozen=True)
-class Preset:
-    """A named model size with a training recipe for each stage."""
-
-    model: ModelConfig
-    train: dict[str, TrainConfig]
-
-
-def _train(**overrides) -> TrainConfig:
-    return dataclasses.replace(TrainConfig(), **overrides)
-
-
-PRESETS: dict[str, Preset] = {
-    # For tests: seconds per stage.
-    "tiny": Preset(
-        ModelConfig(
-            ClipConfig(
-                VisionConfig(kind="conv", image_size=32, patch_size=8, width=32, depth=1, heads=2),
-                TextConfig(vocab_size=512, context_length=40, width=32, depth=1, heads=2),
-                embed_dim=32,
-                condition_grid=2,
-                caption_weight=1.0,
-                caption_depth=1,
-            ),
-            ImageTokenizerConfig(num_tokens=4, token_dim=32, width=32, depth=1, detokenizer_depth=1, heads=2),
-            PixelDecoderConfig(channels=32),
-            LanguageModelConfig(width=32, depth=1, heads=2, mlp_hidden=64, max_seq_len=160),
-        ),
-        {
-            "clip": _train(steps=20, batch_size=16, warmup_steps=2, save_every=10, eval_size=32, log_every=5),
-            "tokenizer": _train(
-                steps=20, batch_size=16, warmup_steps=2, save_every=10, eval_size=32, log_every=5
-            ),
-            "decoder": _train(
-                steps=20, batch_size=16, warmup_steps=2, save_every=10, eval_size=32, log_every=5
-            ),
-            "pretrain": _train(
-                steps=20, batch_size=8, warmup_steps=2, save_every=10, eval_size=8, log_every=5
-            ),
-            "instruct": _train(
-                steps=20,
-                batch_size=8,
-                warmup_steps=2,
-                save_every=10,
-                eval_size=8,
-                log_every=5,
-                text_loss="sqrt",
-            ),
-        },
-    ),
-    # The demo and the benchmarks: a few minutes per stage on 2 CPU cores.
-    "small": Preset(
-        # The transformer at width 128 (0.8M parameters): reading images is limited by samples seen,
-        # and a quarter-size transformer learns as much per sample and runs 1.4x faster, so 1400
-        # steps fit the time 1000 took at width 256 (docs/BENCHMARKS.md, eighth round).
-        # The vision stage reads: a convolutional tower trained by captioning (CapPa, through a
-        # one-block caption decoder) beside InfoNCE passes the phase transition where shape becomes
-        # readable (800-1,600 steps), where a contrastive ViT never did; 2,400 steps end past it,
-        # not on it (shape probe 0.91, not 0.78-0.89 by the draw; docs/BENCHMARKS.md, "Learn to see").
-        ModelConfig(
-            clip=ClipConfig(vision=VisionConfig(kind="conv"), caption_weight=1.0, caption_depth=1),
-            lm=LanguageModelConfig(width=128, mlp_hidden=344),
-        ),
-        {
-            "clip": _train(steps=2400, batch_size=64, lr=2e-3, warmup_steps=30, save_every=200),
-            "tokenizer": _train(steps=300, batch_size=64, lr=2e-3, warmup_steps=30, save_every=100),
-            # Shapes arrive late and want steps more than batch (benchmarks/decoder_probe.py).
-            # Drawing is the next issue's: 2,000 steps leave the transformer the minutes reading needs.
-            "decoder": _train(steps=2000, batch_size=8, lr=1e-3, warmup_steps=30, save_every=200),
-            # Batch 32: the transformer reads at the pace of captions seen (docs/BENCHMARKS.md).
-            "pretrain": _train(
-                steps=1000, batch_size=32, lr=1e-3, warmup_steps=30, save_every=200, eval_size=30
-            ),
-            # A reply of n text targets weighs sqrt(n) in the loss, not n: the answers' share rises
-            # from a sixth to about a half, and binding (which colour goes with which shape) forms
-            # within the stage where per-token weighting left it at chance; counting each reply once
-            # binds as well and costs captions 0.08 F1 more (docs/BENCHMARKS.md, "the answers'
-            # share of the loss").
-            "instruct": _train(
-                steps=1100,
-                batch_size=32,
-                lr=1e-3,
-                warmup_steps=30,
-                save_every=200,
-                eval_size=30,
-                text_loss="sqrt",
-            ),
-        },
-    ),
-}
-
-
-def preset(name: str) -> Preset:
-    if name not in PRESETS:
-        raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
-    return PRESETS[name]
-
-
-# --- (de)serialisation and overrides -----------------------------------------------------------
-
-
 def to_dict(config) -> dict:
     return dataclasses.asdict(config)
 
@@ -546,107 +453,3 @@ def _coerce(value, kind, where: str):
         except (TypeError, ValueError):
             raise ConfigError(f"{where}: expected {kind.__name__}, got {value!r}") from None
     return value
-
-
-def apply_overrides(config, overrides: list[str]):
-    """`["clip.vision.width=256", "tokenizer.num_tokens=16"]` applied to a nested dataclass."""
-    data = to_dict(config)
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r} must look like key.path=value")
-        path, raw = item.split("=", 1)
-        node = data
-        keys = path.split(".")
-        for key in keys[:-1]:
-            if not isinstance(node.get(key), dict):
-                raise ConfigError(f"override {item!r}: {key!r} is not a config section")
-            node = node[key]
-        if keys[-1] not in node:
-            raise ConfigError(
-                f"override {item!r}: unknown key {keys[-1]!r}; known: {', '.join(sorted(node))}"
-            )
-        node[keys[-1]] = _parse_scalar(raw)
-    return from_dict(type(config), data, "override")
-
-
-def _parse_scalar(raw: str):
-    try:
-        return json.loads(raw)
-    except json.JSONDecodeError:
-        return raw
-
-
-def load_yaml(path: str | Path) -> dict:
-    import yaml
-
-    try:
-        data = yaml.safe_load(Path(path).read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML ({error})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
-    return data
-
-
-def add_config_arguments(parser, cls, *, defaults: bool, flag_names: dict[str, str] | None = None) -> None:
-    """One typed flag per field of the dataclass `cls`, with the field's help text.
-
-    `defaults=True`: each flag defaults to the field's default (the server's settings); False: a flag
-    not given is None, so the caller can tell what was asked for (overrides on top of a preset).
-    bool -> --x / --no-x; tuple[T, T] -> two values; tuple[T, ...] -> a repeatable flag; X | None -> X.
-    """
-    import argparse
-
-    hints = typing.get_type_hints(cls)
-    for item in dataclasses.fields(cls):
-        flag = (flag_names or {}).get(item.name, "--" + item.name.replace("_", "-"))
-        kind, help_text = hints[item.name], item.metadata["help"]
-        default = item.default if defaults else None
-        common = {"dest": item.name, "help": help_text}
-        if kind is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, **common)
-            continue
-        args = typing.get_args(kind)
-        metavar = flag[2:].upper().replace("-", "_")
-        if typing.get_origin(kind) is tuple and args[-1] is Ellipsis:
-            start = [] if defaults else None
-            parser.add_argument(flag, action="append", default=start, metavar=metavar, **common)
-        elif typing.get_origin(kind) is tuple:
-            parser.add_argument(
-                flag, type=args[0], nargs=len(args), default=default, metavar=metavar, **common
-            )
-        else:
-            base = next((t for t in args if t is not type(None)), kind)
-            if defaults and item.default:
-                common["help"] = f"{help_text} (default: {item.default})"
-            parser.add_argument(flag, type=base, default=default, metavar=metavar, **common)
-
-
-def resolved_yaml(model: ModelConfig, train: TrainConfig, data: dict | None = None) -> str:
-    """A stage's resolved configs as YAML with `model:` and `train:` sections, and `data:` (the
-    `--data` / `--val-data` it read) when given: what `--config` reads, so `vlgpt train STAGE
-    --config RUN/STAGE/config.yaml` repeats the recipe on the same data."""
-    import yaml
-
-    sections = {"model": to_dict(model), "train": to_dict(train), **({"data": data} if data else {})}
-    plain = json.loads(json.dumps(sections))  # tuples -> lists
-    return yaml.safe_dump(plain, sort_keys=False)
-
-
-DATA_KEYS = ("data", "val_data")
-
-
-def recipe_data(yaml_file: str | Path | None) -> dict:
-    """The `data:` section of a recipe file ({data, val_data}), or {} where it has none."""
-    if not yaml_file:
-        return {}
-    section = load_yaml(yaml_file).get("data") or {}
-    if not isinstance(section, dict) or set(section) - set(DATA_KEYS):
-        raise ConfigError(f"{yaml_file}: the data: section takes only {', '.join(DATA_KEYS)}")
-    return {key: value for key, value in section.items() if value is not None}
-
-
-def save_json(config, path: Path, **extra) -> None:
-    path.write_text(json.dumps({**extra, **to_dict(config)}, indent=2) + "\n")

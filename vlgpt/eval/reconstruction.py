@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from ..inference.image_codec import ImageCodecPipeline
+from ..inference.image_codec import ImageCodec
 from ..models.loading import load_clip
 from ..world.dataset import ShapesWorld
 from ..world.judge import compare_scenes, judge
@@ -31,7 +31,7 @@ def evaluate_reconstruction(
     device: str = "cpu",
     dtype: str = "fp32",
 ) -> dict:
-    codec = ImageCodecPipeline.load(run, device, dtype)
+    codec = ImageCodec.load(run, device, dtype)
     size = codec.image_size
     world = ShapesWorld(split, size, size)
     scenes = [world.scene(i) for i in range(n)]
@@ -52,7 +52,7 @@ def evaluate_reconstruction(
 
 
 @torch.no_grad()
-def _retrieval(codec: ImageCodecPipeline, world: ShapesWorld, n: int, run: Path) -> dict:
+def _retrieval(codec: ImageCodec, world: ShapesWorld, n: int, run: Path) -> dict:
     from ..data.sources import WorldSource
 
     source = WorldSource(world.split, world.width, world.seed)

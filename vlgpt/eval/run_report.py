@@ -14,7 +14,7 @@ import json
 from itertools import islice
 from pathlib import Path
 
-from ..core.config import STAGES
+from ..core.presets import STAGES
 from ..data.formats import read_examples
 from .data_eval import question_turns
 from .full import headline_figures

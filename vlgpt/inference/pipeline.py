@@ -23,12 +23,12 @@ from ..data import sequences as S
 from ..data.images import load_image, load_image_from_data_uri
 from ..models.loading import load_vlgpt
 from .generate import GenerationError, InterleavedGenerator, OnPart, Output, SamplingConfig
-from .image_codec import ImageCodecPipeline
+from .image_codec import ImageCodec
 from .quantize import quantize_weights, require
 
 
 class Pipeline:
-    def __init__(self, model, config: dict, codec: ImageCodecPipeline, path: Path, tokenizer=None):
+    def __init__(self, model, config: dict, codec: ImageCodec, path: Path, tokenizer=None):
         self.model, self.config, self.codec, self.path = model, config, codec, path
         self.tokenizer = tokenizer or codec.text_tokenizer  # an HF backbone brings its own
         self.generator = InterleavedGenerator(model, self.tokenizer, codec)
@@ -141,4 +141,4 @@ def load(path: str | Path, device: str = "cpu", dtype: str = "fp32", quantize: s
         from ..core.checkpoint import CheckpointError
 
         raise CheckpointError(f"{path} is not inside a run folder with clip, tokenizer and decoder stages")
-    return Pipeline(model, config, ImageCodecPipeline.load(run, device, dtype), path, tokenizer)
+    return Pipeline(model, config, ImageCodec.load(run, device, dtype), path, tokenizer)

@@ -21,27 +21,32 @@ from ..core.config import PixelDecoderConfig
 from .tokenizer_pair import TokenizerPair
 
 
-class CodecChain(nn.Module):
-    """The `decoder` stage's model when `decoder.train_codec` is on."""
+class EndToEndCodec(nn.Module):
+    """The `decoder` stage's model when `decoder.train_codec` is on: the codec as one trainable chain."""
 
     def __init__(
         self,
         config: PixelDecoderConfig,
-        codec: TokenizerPair,
+        pair: TokenizerPair,
         decoder: nn.Module,
         vision: nn.Module | None = None,
         captioner: nn.Module | None = None,
     ):
         super().__init__()
         self.config = config
-        self.vision, self.codec, self.decoder = vision, codec, decoder
+        self.vision, self.pair, self.decoder = vision, pair, decoder
         self.captioner = captioner  # with caption_weight > 0: captions predicted from the tokens
+
+    def upgrade_state(self, state: dict) -> dict:
+        """A training checkpoint written while the pair was named `codec.*` -> today's names
+        (`checkpoint.load_weights` calls this, so such a run still resumes)."""
+        return {("pair." + k[len("codec.") :] if k.startswith("codec.") else k): v for k, v in state.items()}
 
     def tokens(self, pixels: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:
         """[B, 3, H, W] -> [B, N, token_dim]; `features` are the frozen ViT's when ours is not trained."""
         if self.vision is not None:
             features = self.vision(pixels)
-        return self.codec.tokenizer(features)
+        return self.pair.tokenizer(features)
 
     def forward(
         self,
@@ -62,10 +67,10 @@ class CodecChain(nn.Module):
         if self.training and self.config.token_noise > 0:
             rms = tokens.detach().pow(2).mean(dim=-1, keepdim=True).sqrt()
             tokens = tokens + self.config.token_noise * rms * torch.randn_like(tokens)
-        z_v, z_t = self.codec.detokenizer(tokens)
+        z_v, z_t = self.pair.detokenizer(tokens)
         pixel, parts = self.decoder.fit(z_v, z_t, pixels, critic)
         mse_v, mse_t = F.mse_loss(z_v, e_v), F.mse_loss(z_t, e_t)
-        weights = self.codec.config.tokenizer  # the tokenizer stage's lambda_1, lambda_2 (Table 4's rows)
+        weights = self.pair.config.tokenizer  # the tokenizer stage's lambda_1, lambda_2 (Table 4's rows)
         loss = pixel + self.config.align_weight * (weights.weight_image * mse_v + weights.weight_text * mse_t)
         if self.captioner is not None:
             loss = loss + self.config.caption_weight * caption
@@ -73,5 +78,5 @@ class CodecChain(nn.Module):
 
     @torch.no_grad()
     def reconstruct(self, pixels: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:
-        z_v, z_t = self.codec.detokenizer(self.tokens(pixels, features))
+        z_v, z_t = self.pair.detokenizer(self.tokens(pixels, features))
         return self.decoder.decode(z_v, z_t)

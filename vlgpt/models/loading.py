@@ -1,7 +1,8 @@
-"""Loading finished stages: every model folder a run holds, read back as `Model(config)` + weights.
+"""Model folders, both ways: every model a run holds, written as `config.json` (its config
+dataclass as a dict, with a `kind`) + `model.safetensors`, and read back as `Model(config)` + weights.
 
-Inference (`image_codec`, `pipeline`, `eval`, `serve`) loads models from here and never imports
-`train/`; the stages in `train/` write the folders this module reads.
+The stages in `train/` save their models through the `save_*` functions here; inference
+(`inference/`, `eval/`, `serve/`) loads them through the `load_*` ones and never imports `train/`.
 
     RUN/clip/model/          CLIP (or a --vision checkpoint under hf/)
     RUN/tokenizer/model/     image tokenizer + detokenizer
@@ -11,29 +12,53 @@ Inference (`image_codec`, `pipeline`, `eval`, `serve`) loads models from here an
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from pathlib import Path
 
 import torch
 
-from ..core.checkpoint import CheckpointError, load_weights, read_config
+from ..core.checkpoint import CheckpointError, load_weights, read_config, save_model
 from ..core.config import (
     ClipConfig,
-    LanguageModelConfig,
     PixelDecoderModelConfig,
     TokenizerPairConfig,
+    VLGPTConfig,
     from_dict,
+    to_dict,
 )
 from ..core.devices import empty_parameters
-from ..core.hf_lm import LM_DIR, HFTextTokenizer, rebuild_lm
+from ..core.hf_lm import LM_DIR, HFTextTokenizer, rebuild_lm, save_lm
 from ..core.text_tokenizer import TextTokenizer
 from .clip import CLIP
 from .hf_backbone import HFBackbone
 from .pixel_decoder import build_pixel_decoder
 from .tokenizer_pair import TokenizerPair
-from .vlgpt import VLGPT, VLGPTConfig
+from .vlgpt import VLGPT
 
 HF_FOLDER = "hf"  # a --vision checkpoint, inside RUN/clip/model/
-CLIP_FOLDER, CODEC_FOLDER = "clip", "tokenizer"  # end-to-end tuned copies, inside RUN/decoder/model/
+TUNED_CLIP, TUNED_PAIR = "clip", "tokenizer"  # end-to-end tuned copies, inside RUN/decoder/model/
+
+
+def save_clip(directory: Path, clip: CLIP, text_tokenizer: TextTokenizer) -> None:
+    """RUN/clip/model/: our CLIP and the run's BPE tokenizer."""
+    save_model(directory, clip, {"kind": "clip", "config": to_dict(clip.config)})
+    text_tokenizer.save(directory)
+
+
+def save_hf_clip(directory: Path, clip, text_tokenizer: TextTokenizer) -> None:
+    """RUN/clip/model/ for `--vision PATH`: the checkpoint's files under hf/, the run's BPE, and a
+    config.json that says where it came from."""
+    clip.save(directory / HF_FOLDER)
+    text_tokenizer.save(directory)
+    meta = {
+        "kind": "clip",
+        "backbone": "hf",
+        "family": clip.family,
+        "source": str(clip.source),
+        "config": to_dict(clip.config),
+    }
+    (directory / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
 
 
 def load_clip(run_or_dir: Path, device="cpu", dtype=None) -> tuple[CLIP, TextTokenizer]:
@@ -54,13 +79,18 @@ def load_clip(run_or_dir: Path, device="cpu", dtype=None) -> tuple[CLIP, TextTok
 
 
 def trained_image_side(run_or_dir: Path) -> tuple[Path, Path]:
-    """Where the image encoder (a CLIP folder) and the codec come from: the decoder stage's end-to-end
-    fine-tuned copies (`decoder.train_codec`) when it wrote them, else the clip and tokenizer stages'."""
+    """Where the image encoder (a CLIP folder) and the tokenizer pair come from: the decoder stage's
+    end-to-end tuned copies (`decoder.train_codec`) when it wrote them, else the clip and tokenizer
+    stages'."""
     path = Path(run_or_dir)
     tuned = path / "decoder" / "model"
-    clip_dir = tuned / CLIP_FOLDER if (tuned / CLIP_FOLDER / "config.json").is_file() else path
-    codec_dir = tuned / CODEC_FOLDER if (tuned / CODEC_FOLDER / "config.json").is_file() else path
-    return clip_dir, codec_dir
+    clip_dir = tuned / TUNED_CLIP if (tuned / TUNED_CLIP / "config.json").is_file() else path
+    pair_dir = tuned / TUNED_PAIR if (tuned / TUNED_PAIR / "config.json").is_file() else path
+    return clip_dir, pair_dir
+
+
+def save_tokenizer_pair(directory: Path, pair: TokenizerPair) -> None:
+    save_model(directory, pair, {"kind": "tokenizer", "config": to_dict(pair.config)})
 
 
 def load_tokenizer_pair(run_or_dir: Path, device="cpu", dtype=None) -> TokenizerPair:
@@ -75,6 +105,10 @@ def load_tokenizer_pair(run_or_dir: Path, device="cpu", dtype=None) -> Tokenizer
     with empty_parameters():
         model = TokenizerPair(spec)
     return load_weights(directory, model, device, dtype).eval().requires_grad_(False)
+
+
+def save_pixel_decoder(directory: Path, decoder: torch.nn.Module) -> None:
+    save_model(directory, decoder, {"kind": "decoder", "config": to_dict(decoder.model_config)})
 
 
 def load_decoder(run_or_dir: Path, device="cpu", dtype=None) -> torch.nn.Module:
@@ -108,20 +142,29 @@ def find_vlgpt(run_or_dir: Path) -> Path:
     raise CheckpointError(f"no trained VL-GPT under {path}; run `vlgpt train pretrain --out {path}` first")
 
 
+def save_vlgpt(directory: Path, model: VLGPT, tokenizer, **extra) -> None:
+    """config.json (`VLGPTConfig` as a dict, plus `extra`) + model.safetensors + the text tokenizer.
+    An HF backbone's config.json and tokenizer files go to lm/ (its weights are in model.safetensors),
+    so loading needs no `--lm`."""
+    meta = {"kind": "vlgpt", **extra, **to_dict(model.config)}
+    if isinstance(model.transformer, HFBackbone):
+        meta.update(backbone="hf", lm={"regression_weight": model.config.lm.regression_weight})
+        save_lm(directory / LM_DIR, model.transformer.model, tokenizer)
+    else:
+        tokenizer.save(directory)
+    save_model(directory, model, meta)
+
+
 def load_vlgpt(run_or_dir: Path, device="cpu", dtype=None) -> tuple[VLGPT, dict, HFTextTokenizer | None]:
     """The model, its config.json, and the LM's own tokenizer when it has one (an HF backbone saved
-    under model/lm/); None means the run's BPE (`ImageCodecPipeline.text_tokenizer`).
+    under model/lm/); None means the run's BPE (`ImageCodec.text_tokenizer`).
 
     Our own transformer is built with empty parameters and takes the file's tensors (one copy of
     the weights in memory); an HF backbone is built by transformers from its config, then loaded."""
     directory = find_vlgpt(run_or_dir)
     config = read_config(directory, "vlgpt")
-    vlgpt_config = VLGPTConfig(
-        config["vocab_size"],
-        config["num_image_tokens"],
-        config["image_token_dim"],
-        from_dict(LanguageModelConfig, config["lm"]),
-    )
+    fields = {f.name: config[f.name] for f in dataclasses.fields(VLGPTConfig)}
+    vlgpt_config = from_dict(VLGPTConfig, fields, f"{directory}/config.json")
     if config.get("backbone", "vlgpt") == "hf":
         hf_model, tokenizer = rebuild_lm(directory / LM_DIR)
         model = VLGPT(vlgpt_config, HFBackbone(hf_model))

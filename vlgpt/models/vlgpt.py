@@ -9,24 +9,14 @@ auto-regressive objective, L = CE + lambda * MSE, with per-position masks saying
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core.config import LanguageModelConfig
+from ..core.config import VLGPTConfig
 from .image_heads import build_image_head
 from .image_tokenizer import grid_homes
 from .transformer import KVCache, LanguageModel
-
-
-@dataclass(frozen=True)
-class VLGPTConfig:
-    vocab_size: int
-    num_image_tokens: int  # N: embeddings per image (the tokenizer's)
-    image_token_dim: int  # width of each image embedding
-    lm: LanguageModelConfig = LanguageModelConfig()
 
 
 class VLGPT(nn.Module):

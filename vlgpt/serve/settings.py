@@ -13,7 +13,8 @@ import ipaddress
 import os
 from dataclasses import dataclass
 
-from ..core.config import ConfigError, add_config_arguments, f
+from ..core.config import ConfigError, f
+from ..core.overrides import add_config_arguments
 
 API_KEY_ENV = "VLGPT_API_KEY"
 
