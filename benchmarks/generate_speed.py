@@ -11,7 +11,7 @@ through `LlamaForCausalLM.generate(inputs_embeds=...)` with the splice included.
 
 Figures: time to first token (a 1-token answer), decoding tokens/s after the first, a caption's
 total time; text-to-image latency per image ([IMG], N regression steps, [/IMG], detokenizer and
-pixel decoder); captions/s for a batch of prompts (ours with `InterleavedGenerator.caption_batch` and one
+pixel decoder); captions/s for a batch of prompts (ours with `InterleavedGenerator.text_batch` and one
 after another with `generate`, the peer with batched `generate`; the batched answers are checked
 equal too). One JSON line.
 """
@@ -131,12 +131,12 @@ def main() -> None:
 
     batch = list(range(args.batch))
     config = SamplingConfig(max_new_tokens=n)
-    ours_batch = [o.text for o in generator.caption_batch([prompts[i] for i in batch], config)]
+    ours_batch = [o.text for o in generator.text_batch([prompts[i] for i in batch], config)]
     if ours_batch != [tok.decode(row.tolist()) for row in peer_generate(batch, n)]:
         raise AssertionError("batched captions differ from the peer's")
     throughput = interleaved(
         {
-            "ours_batched": lambda: generator.caption_batch([prompts[i] for i in batch], config),
+            "ours_batched": lambda: generator.text_batch([prompts[i] for i in batch], config),
             "ours_one_by_one": lambda: [ours_generate(i, n) for i in batch],
             "peer_batched": lambda: peer_generate(batch, n),
         },

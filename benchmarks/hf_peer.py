@@ -46,7 +46,7 @@ class HFPeer(nn.Module):
         )
         self.llm = LlamaForCausalLM(llama)
         self.projector = nn.Linear(config.image_token_dim, lm.width)
-        self.regression_head = nn.Linear(lm.width, config.image_token_dim)
+        self.image_head = nn.Linear(lm.width, config.image_token_dim)
         self.regression_weight = lm.regression_weight
 
     def embed(self, ids: torch.Tensor, image_embeds: torch.Tensor, is_image: torch.Tensor) -> torch.Tensor:
@@ -62,7 +62,7 @@ class HFPeer(nn.Module):
         targets = batch["text_targets"]
         ce = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
         mask = batch["image_target_mask"]
-        mse = F.mse_loss(self.regression_head(hidden[mask]).float(), batch["image_targets"][mask].float())
+        mse = F.mse_loss(self.image_head(hidden[mask]).float(), batch["image_targets"][mask].float())
         return {
             "hidden": hidden,
             "loss": ce + self.regression_weight * mse,
@@ -90,7 +90,7 @@ def copy_weights(model: VLGPT, peer: HFPeer) -> None:
         theirs.input_layernorm.weight.copy_(ours.attn_norm.weight)
         theirs.post_attention_layernorm.weight.copy_(ours.mlp_norm.weight)
     peer.projector.load_state_dict(model.image_in.state_dict())
-    peer.regression_head.load_state_dict(model.regression_head.state_dict())
+    peer.image_head.load_state_dict(model.image_head.state_dict())
 
 
 @torch.no_grad()

@@ -115,11 +115,11 @@ def test_int8_weights_match_fp32_closely(serve_run, image):
 
     fp32, int8 = vlgpt.load(serve_run), vlgpt.load(serve_run, quantize="int8")
     names = quantizable(fp32.model)
-    assert names and not any(n.startswith(("image_in", "regression_head")) for n in names)
+    assert names and not any(n.startswith(("image_in", "image_head")) for n in names)
     modules = dict(int8.model.named_modules())
     assert all(type(modules[n].weight).__name__ != "Parameter" for n in names)  # torchao's int8 tensor
-    assert isinstance(int8.model.regression_head, nn.Module)
-    assert type(next(int8.model.regression_head.parameters())).__name__ == "Parameter"  # kept in float
+    assert isinstance(int8.model.image_head, nn.Module)
+    assert type(next(int8.model.image_head.parameters())).__name__ == "Parameter"  # kept in float
     segments = fp32.segments([{"role": "user", "content": [{"type": "image", "image": image}]}])
     batch = {k: v[None] for k, v in S.build(segments, fp32.tokenizer, fp32.codec.token_dim).items()}
     batch = {k: batch[k] for k in ("ids", "image_embeds", "is_image")}

@@ -92,7 +92,7 @@ def test_bf16_autocast_loss_is_close_to_fp32():
     assert abs(float(bf16) - float(fp32)) < 0.02 * float(fp32)
 
 
-def test_caption_batch_equals_one_by_one():
+def test_text_batch_equals_one_by_one():
     """Left-padded batched decoding writes what `generate` writes for each prompt alone (greedy)."""
     from types import SimpleNamespace
 
@@ -114,7 +114,7 @@ def test_caption_batch_equals_one_by_one():
         [S.text("a blue square left of two green triangles")],
     ]
     config = SamplingConfig(max_new_tokens=12)
-    batched = generator.caption_batch(prompts, config)
+    batched = generator.text_batch(prompts, config)
     for prompt, answer in zip(prompts, batched):
         alone = generator.generate(prompt, config)
         assert answer.text == alone.text and answer.completion_tokens == alone.completion_tokens
@@ -149,14 +149,14 @@ def test_guided_drawing_steers_from_the_unconditional_context():
         ids = torch.cat([built["ids"], torch.tensor([tokenizer.img_id])])[None]
         batch = {"ids": ids, "image_embeds": torch.zeros(1, ids.shape[1], 8)}
         batch["is_image"] = torch.zeros(ids.shape, dtype=torch.bool)
-        c = model.regression_head(model(batch)["hidden"][0, -1])
+        c = model.image_head(model(batch)["hidden"][0, -1])
         empty = torch.tensor([[tokenizer.bos_id, tokenizer.img_id]])
         batch = {
             "ids": empty,
             "image_embeds": torch.zeros(1, 2, 8),
             "is_image": torch.zeros(1, 2, dtype=torch.bool),
         }
-        u = model.regression_head(model(batch)["hidden"][0, -1])
+        u = model.image_head(model(batch)["hidden"][0, -1])
     torch.testing.assert_close(guided[0], u + 3.0 * (c - u), rtol=1e-4, atol=1e-5)
     assert not torch.allclose(guided, plain)
 

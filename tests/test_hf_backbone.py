@@ -175,10 +175,10 @@ def test_pretrain_instruct_caption_imagine_with_a_llama_backbone(lm_folders, cod
     assert isinstance(pipe.model.transformer, HFBackbone)
     assert pipe.tokenizer.decode(pipe.tokenizer.encode("a red circle")) == "a red circle"
     assert pipe.tokenizer.img_id == pipe.tokenizer.tokenizer.convert_tokens_to_ids("[IMG]")
-    assert pipe.model.regression_head.in_features == 48  # sized to the LM's hidden width
+    assert pipe.model.image_head.in_features == 48  # sized to the LM's hidden width
     # The instruct weights differ from pretrain's: the stage trained and saved its own.
     pretrained, _, _ = load_vlgpt(run / "pretrain" / "model")
-    name = "regression_head.weight"
+    name = "image_head.weight"
     assert not torch.equal(pretrained.state_dict()[name], pipe.model.state_dict()[name])
 
     capsys.readouterr()
@@ -408,7 +408,7 @@ def run_documented(blocks):
 
 
 @pytest.mark.parametrize("family", ["llama", "gpt2"])
-def test_caption_batch_runs_on_an_hf_backbone(family, lm_folders):
+def test_text_batch_runs_on_an_hf_backbone(family, lm_folders):
     """Batched decoding goes through the backbone interface (embed_text, transformer, heads) only, so an
     HF backbone decodes a batch as it decodes each prompt alone."""
     from types import SimpleNamespace
@@ -423,7 +423,7 @@ def test_caption_batch_runs_on_an_hf_backbone(family, lm_folders):
         [S.text("User: Describe the image. Assistant:")],
     ]
     config = SamplingConfig(max_new_tokens=6)
-    batched = generator.caption_batch(prompts, config)
+    batched = generator.text_batch(prompts, config)
     for prompt, answer in zip(prompts, batched):
         alone = generator.generate(prompt, config)
         assert answer.text == alone.text

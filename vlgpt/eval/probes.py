@@ -33,7 +33,7 @@ def tile_index(x: float, y: float, rows: int, cols: int) -> int:
 
 
 def tiling(n: int) -> tuple[int, int]:
-    """rows x cols of n tiles, rows <= cols (as `image_tokenizer.grid_homes` lays them out)."""
+    """rows x cols of n tiles, rows <= cols (as `models/queries.grid_homes` lays them out)."""
     rows = max(r for r in range(1, math.isqrt(n) + 1) if n % r == 0)
     return rows, n // rows
 

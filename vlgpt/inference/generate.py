@@ -1,7 +1,7 @@
-"""Interleaved decoding: text by sampling, images by regression (VL-GPT §3.3).
+"""Interleaved decoding: text by sampling, images by the image head (VL-GPT §3.3).
 
 Text tokens are sampled from the LM head with a KV cache. Once [IMG] appears — sampled, or
-appended to force an image — the next N steps run through the regression head, each predicted
+appended to force an image — the next N steps run through the image head, each predicted
 embedding fed back as the next input; then [/IMG] is fed, the N embeddings go through the
 detokenizer and pixel decoder, and text decoding goes on.
 """
@@ -55,7 +55,7 @@ class Output:
     finish_reason: str = "stop"  # "stop" (EOS, a stop string, the image asked for), "length" or "cancelled"
     prompt_tokens: int = 0  # positions the prompt took (image embeddings included)
     completion_tokens: int = 0  # positions the answer took ([IMG] e_1 … e_N [/IMG] counts N + 2)
-    wants_image: bool = False  # caption_batch stopped this answer at [IMG]: `generate` would draw on
+    wants_image: bool = False  # text_batch stopped this answer at [IMG]: `generate` would draw on
 
     @property
     def text(self) -> str:
@@ -156,7 +156,7 @@ class InterleavedGenerator:
         return cache, self._step(cache, token=self.tokenizer.img_id)
 
     @torch.inference_mode()
-    def caption_batch(
+    def text_batch(
         self, prompts: list[list[S.Segment]], config: SamplingConfig = SamplingConfig()
     ) -> list[Output]:
         """Text answers to many prompts at once, one forward pass per position for the whole batch.

@@ -78,10 +78,10 @@ class Pipeline:
         )
 
     def chat_batch(self, conversations: list[list[dict]], **sampling) -> list[Output]:
-        """Text answers to many conversations at once (`InterleavedGenerator.caption_batch`: one forward pass
+        """Text answers to many conversations at once (`InterleavedGenerator.text_batch`: one forward pass
         per position for all of them). Greedy answers equal `chat`'s. An answer that starts an image
         stops there with `wants_image` set: finish it with `chat`, which draws."""
-        return self.generator.caption_batch(
+        return self.generator.text_batch(
             [self.segments(m) for m in conversations], SamplingConfig(**sampling)
         )
 

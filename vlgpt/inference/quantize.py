@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from torch import nn
 
 QUANTIZE = ("int8",)
-KEEP = ("image_in", "regression_head")  # VLGPT's image projection and image head stay in float
+KEEP = ("image_in", "image_head")  # VLGPT's image projection and image head stay in float
 
 
 class QuantizeError(ValueError):

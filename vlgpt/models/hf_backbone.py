@@ -2,11 +2,11 @@
 
 VL-GPT (§3.2) builds on a pretrained LLM: `VLGPT(config, HFBackbone(model))` is VLGPT with the
 transformer, the token embedding and the LM head taken from a `transformers` causal LM. Only the
-image side is new: the input projection (image embedding -> the LM's width) and the regression head
+image side is new: the input projection (image embedding -> the LM's width) and the image head
 (width -> image embedding), sized to the LM's hidden width. Everything else — the splice, the
 losses, generation — is VLGPT's own code, through the backbone contract that our own
 `transformer.LanguageModel` implements too (`models/vlgpt.py`). Weights are named
-`transformer.model.<the HF names>`, `image_in.*` and `regression_head.*`; `config.vocab_size` is
+`transformer.model.<the HF names>`, `image_in.*` and `image_head.*`; `config.vocab_size` is
 the LM's embedding rows (after adding [IMG] and [/IMG]).
 
 The model is handed in already built; reading folders (and refusing remote code or pickled weights)

@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 from ..core.config import ImageTokenizerConfig
-from .image_tokenizer import QueryTransformer, grid_homes, home_slots, locality_bias
 from .layers import init_weights
+from .queries import QueryTransformer, grid_homes, home_slots, locality_bias
 
 
 class ImageDetokenizer(nn.Module):

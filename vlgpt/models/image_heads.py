@@ -45,7 +45,7 @@ class ImageHead:
 
 
 class MSEHead(ImageHead, nn.Linear):
-    """The paper's regression head: a linear layer (weights named `regression_head.weight/bias`)."""
+    """The paper's regression head: a linear layer (weights named `image_head.weight/bias`)."""
 
     def __init__(self, width: int, dim: int):
         super().__init__(width, dim)

@@ -5,7 +5,7 @@
     merge_lora(model)                    # folds W + (alpha / r) B A into W; the model is plain again
 
 The paper's freezing: with LoRA, the transformer's own weights stay frozen and the adapters, the
-image input projection and the regression head train (the token embedding and LM head stay frozen,
+image input projection and the image head train (the token embedding and LM head stay frozen,
 as in a pretrained LLM). On a Hugging Face backbone (models/hf_backbone.py) the adapters go on every
 linear layer of its decoder (peft's "all-linear"), and its token embedding and LM head train too:
 [IMG] and [/IMG] are new rows there, which would otherwise stay at their initial values.
@@ -38,7 +38,7 @@ def add_lora(model: nn.Module, rank: int, alpha: float, dropout: float = 0.0) ->
     for name, param in model.named_parameters():
         if "lora_" in name:
             param.requires_grad_(True)
-    for head in (model.image_in, model.regression_head):
+    for head in (model.image_in, model.image_head):
         head.requires_grad_(True)
     # the image place embeddings and the drawing queries are new weights too
     for name in ("image_pos", "draw_queries"):

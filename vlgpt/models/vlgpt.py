@@ -15,7 +15,7 @@ from torch import nn
 
 from ..core.config import VLGPTConfig
 from .image_heads import build_image_head
-from .image_tokenizer import grid_homes
+from .queries import grid_homes
 from .transformer import KVCache, LanguageModel
 
 
@@ -41,7 +41,7 @@ class VLGPT(nn.Module):
             self.transformer = backbone
             self.build_image_input(backbone.width)
         width = self.transformer.width
-        self.regression_head = build_image_head(config.lm.image_head, width, config.image_token_dim)
+        self.image_head = build_image_head(config.lm.image_head, width, config.image_token_dim)
         if config.lm.draw not in DRAW_MODES:
             raise ValueError(f"unknown lm.draw {config.lm.draw!r}; choose one of {', '.join(DRAW_MODES)}")
         self.draw_queries = None
@@ -138,10 +138,15 @@ class VLGPT(nn.Module):
         return self.transformer.new_cache(batch, max_len, dtype=weight.dtype, device=weight.device)
 
     def upgrade_state(self, state: dict) -> dict:
-        """Weights saved before the backbone held the token embedding and LM head (`token_embed.*`,
-        `lm_head.*` at the top) -> today's names; `checkpoint.load_weights` calls this."""
-        old = ("token_embed.", "lm_head.")
-        return {("transformer." + k if k.startswith(old) else k): v for k, v in state.items()}
+        """Weights saved under older names -> today's; `checkpoint.load_weights` calls this. Before the
+        backbone held the token embedding and LM head they sat at the top (`token_embed.*`,
+        `lm_head.*`); the image head was named `regression_head.*`."""
+        moved = ("token_embed.", "lm_head.")
+        state = {("transformer." + k if k.startswith(moved) else k): v for k, v in state.items()}
+        return {
+            k.replace("regression_head.", "image_head.", 1) if k.startswith("regression_head.") else k: v
+            for k, v in state.items()
+        }
 
     def embed(
         self,
@@ -190,9 +195,7 @@ class VLGPT(nn.Module):
                 ce = hidden.new_zeros(())
             mask = batch["image_target_mask"]
             if mask.any():
-                mse = self.regression_head.loss(
-                    hidden[mask], batch["image_targets"][mask]
-                )  # the head's own loss
+                mse = self.image_head.loss(hidden[mask], batch["image_targets"][mask])  # the head's own loss
             else:
                 mse = hidden.new_zeros(())
             out.update(loss=ce + self.config.lm.regression_weight * mse, ce=ce.detach(), mse=mse.detach())
@@ -241,7 +244,7 @@ class VLGPT(nn.Module):
         flat = hidden_last.reshape(-1, hidden_last.shape[-1])
         if uncond is not None:
             uncond = uncond.reshape(-1, hidden_last.shape[-1])
-        sample = self.regression_head.sample(flat, generator, uncond, guidance)
+        sample = self.image_head.sample(flat, generator, uncond, guidance)
         return sample.reshape(*hidden_last.shape[:-1], -1).to(hidden_last.dtype)
 
 

@@ -168,8 +168,8 @@ class TaskLoss(nn.Module):
 
 
 def leaves_parameters_unused(task) -> bool:
-    """Whether a batch may leave some trainable parameters without a gradient (VL-GPT's regression
-    head, when no sample of a batch regresses an image): DDP then looks for them every step."""
+    """Whether a batch may leave some trainable parameters without a gradient (VL-GPT's image
+    head, when no sample of a batch has an image target): DDP then looks for them every step."""
     return bool(getattr(task, "may_leave_parameters_unused", False))
 
 

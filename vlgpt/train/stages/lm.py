@@ -34,7 +34,7 @@ class LMStage(Stage):
     """Shared plumbing: the frozen codec, the tokenizer, batching of segment lists."""
 
     name = "lm"
-    may_leave_parameters_unused = True  # a batch without image targets leaves the regression head unused
+    may_leave_parameters_unused = True  # a batch without image targets leaves the image head unused
 
     def __init__(
         self,
@@ -92,7 +92,7 @@ class LMStage(Stage):
                     self.tokenizer.vocab_size, self.codec.num_tokens, self.codec.token_dim, model_config.lm
                 )
             )
-        fit_head = hasattr(self.model.regression_head, "fit_scale")
+        fit_head = hasattr(self.model.image_head, "fit_scale")
         if init_from is None and (
             fit_head or model_config.lm.normalize_inputs or model_config.lm.whiten_inputs
         ):
@@ -101,7 +101,7 @@ class LMStage(Stage):
             probe = make_source(data if self.custom else WORLD, size, seed, part="train")
             embeddings = torch.cat(self.encode_images([probe.get(i)[0] for i in range(64)]))
             if fit_head:
-                self.model.regression_head.fit_scale(embeddings)
+                self.model.image_head.fit_scale(embeddings)
             self.model.fit_input_stats(embeddings)
         if image_modeling and self.model.draw_queries is not None:
             raise ConfigError(
