@@ -194,7 +194,7 @@ def test_eval_data_reports_captions_and_answers_of_a_custom_run(stripes_run, tmp
     page = (run / "report.html").read_text()
     assert "Examples" in page and "Training curves" in page and page.count("<img") >= 3
     # A page `vlgpt report` did not write (the demo's, with its questions and edits) is never replaced.
-    from vlgpt.eval.report import html_page
+    from vlgpt.eval.formatting import html_page
 
     demo_page = html_page("vlgpt demo report", ["<h2>Questions</h2>"])
     (run / "report.html").write_text(demo_page)

@@ -250,7 +250,7 @@ def test_ui_shows_server_errors_and_uses_the_api_key(pipeline, browser):
 def test_a_run_report_fits_1200_px_without_scrolling_sideways(serve_run, browser, tmp_path):
     """`vlgpt report`'s page (every stage's curves in one figure, example cards, metric tables) at
     1,200 px: nothing wider than the window, and the curves image is on the page."""
-    from vlgpt.eval.run_report import write_run_report
+    from vlgpt.eval.report import write_run_report
 
     out = write_run_report(serve_run, n=2, out=tmp_path / "report.html")
     page = browser.open_page()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from functools import partial
 from pathlib import Path
 
 from .core.checkpoint import CheckpointError
@@ -89,7 +90,7 @@ def cmd_data_check(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train one stage into RUN/<stage>/; under torchrun, one data-parallel job (docs/distributed.md)."""
-    from .eval.report import table
+    from .eval.formatting import table
     from .train import train_stage
     from .train.distributed import is_main_process
 
@@ -135,7 +136,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     """Evaluate a run: `reconstruction` (judge agreement and retrieval), `all` (everything VL-GPT does on
     Shapes) or `data DIR` (captions and answers on your own held-out data)."""
-    from .eval.report import table, write_json
+    from .eval.formatting import table, write_json
 
     if args.what == "data":
         from .eval.data_eval import evaluate_data, headline
@@ -185,7 +186,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     """Write an HTML report for any run: examples, every stage's curves and metrics, its evaluations
     (RUN/report.html, or RUN/run_report.html beside a demo's own report, which it never replaces)."""
-    from .eval.run_report import write_run_report
+    from .eval.report import write_run_report
 
     out = write_run_report(args.run, data=args.data, n=args.n, out=args.out)
     kept = "" if out.name != "run_report.html" else f" ({Path(args.run) / 'report.html'} is the demo's: kept)"
@@ -351,37 +352,125 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return serve(args.ckpt, settings_from_args(args), args.device, args.dtype, args.quantize)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vlgpt", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    world = sub.add_parser("world", help=cmd_world.__doc__, description=cmd_world.__doc__)
-    world.add_argument("--out", required=True, help="output folder (must not exist or be empty)")
-    world.add_argument("--n", type=int, default=1000, help="number of rows (scenes)")
-    world.add_argument(
+def _args_world(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", required=True, help="output folder (must not exist or be empty)")
+    parser.add_argument("--n", type=int, default=1000, help="number of rows (scenes)")
+    parser.add_argument(
         "--split", choices=SPLITS, default="train", help="seed range; comp-test holds the held-out pairs"
     )
-    world.add_argument("--format", choices=FORMATS, default="imagefolder", help="dataset format")
-    world.add_argument("--seed", type=int, default=0, help="first row's offset in the split's seed range")
-    world.add_argument(
+    parser.add_argument("--format", choices=FORMATS, default="imagefolder", help="dataset format")
+    parser.add_argument("--seed", type=int, default=0, help="first row's offset in the split's seed range")
+    parser.add_argument(
         "--size", type=int, default=64, help=f"canvas side in pixels ({MIN_CANVAS}..{MAX_CANVAS})"
     )
-    world.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
-    world.add_argument(
+    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    parser.add_argument(
         "--shard-size", type=int, default=SHARD_SIZE, help="rows per WebDataset shard (--format wds)"
     )
-    world.set_defaults(func=cmd_world)
 
-    judge_cmd = sub.add_parser("judge", help=cmd_judge.__doc__, description=cmd_judge.__doc__)
-    judge_cmd.add_argument("image", help="image file")
-    judge_cmd.add_argument(
+
+def _args_judge(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("image", help="image file")
+    parser.add_argument(
         "--max-pixels", type=int, default=16_000_000, help="refuse larger images before decoding"
     )
-    judge_cmd.set_defaults(func=cmd_judge)
 
-    data = sub.add_parser("data", help="dataset tools", description="Dataset tools.")
-    data_sub = data.add_subparsers(dest="action", required=True)
-    check = data_sub.add_parser("check", help=cmd_data_check.__doc__, description=cmd_data_check.__doc__)
+
+def _args_train(parser: argparse.ArgumentParser) -> None:
+    from .core.presets import PRESETS, STAGES
+
+    parser.add_argument("stage", choices=STAGES, help="which stage to train")
+    parser.add_argument("--out", required=True, help="run folder; the stage writes RUN/<stage>/")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="small", help="model size and recipe")
+    parser.add_argument(
+        "--data",
+        help="'world' (Shapes, generated on the fly; the default), a dataset folder, or "
+        "WebDataset shards, streamed ('data/train-{000000..000009}.tar', a glob or their folder); "
+        "with --config, the recipe's data: section when not given",
+    )
+    parser.add_argument(
+        "--val-data", help="validation dataset (default: Shapes val, or a held-out part of --data)"
+    )
+    parser.add_argument("--config", help="YAML file with model: and train: sections")
+    parser.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="model config override, e.g. --set clip.vision.width=256 (repeatable)",
+    )
+    parser.add_argument("--clip", help="CLIP model folder for tokenizer/decoder (default: RUN/clip)")
+    parser.add_argument("--resume", action="store_true", help="continue from the last finished checkpoint")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the resolved model and train config as YAML (what --config reads) and exit",
+    )
+    parser.add_argument(
+        "--vision",
+        metavar="PATH",
+        help="clip stage: a local Hugging Face CLIP or SigLIP folder, "
+        "frozen, becomes the run's CLIP instead of training one (docs/custom-models.md)",
+    )
+    _add_train_flags(parser)
+
+
+def _args_reconstruct(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("image", help="input image file")
+    parser.add_argument("--ckpt", required=True, help="run folder with clip, tokenizer and decoder stages")
+    _add_device(parser)
+    parser.add_argument("-o", "--output", required=True, help="output PNG")
+
+
+def _args_eval(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "what", choices=["reconstruction", "all", "data"], help="what to evaluate (data: your own set)"
+    )
+    parser.add_argument("path", nargs="?", help="with `data`: a dataset folder, LLaVA JSON or shards")
+    parser.add_argument("--limit", type=int, help="with `data`: evaluate the first N examples only")
+    parser.add_argument("--ckpt", required=True, help="run folder")
+    _add_device(parser)
+    parser.add_argument("--n", type=int, default=500, help="scenes to evaluate")
+    parser.add_argument("--split", choices=SPLITS, default="val", help="Shapes split")
+    parser.add_argument(
+        "--guidance", type=float, default=None, help="with `all`: classifier-free guidance on drawings"
+    )
+    parser.add_argument("--output", help="JSON file (default: RUN/eval_<what>.json; a PNG grid beside it)")
+
+
+def _args_report(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run", help="run folder")
+    parser.add_argument("--data", help="show the first examples of this dataset (default: Shapes val scenes)")
+    parser.add_argument("--n", type=int, default=8, help="examples to show")
+    parser.add_argument(
+        "--out",
+        help="where to write the page (default: RUN/report.html, or RUN/run_report.html beside a demo's)",
+    )
+
+
+def _args_serve(parser: argparse.ArgumentParser) -> None:
+    from .serve.settings import add_serve_arguments
+
+    parser.add_argument("--ckpt", required=True, help="run folder (or its instruct/pretrain model folder)")
+    _add_device(parser)
+    add_serve_arguments(parser)
+
+
+def _args_export(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run", help="run folder with clip, tokenizer, decoder and pretrain/instruct stages")
+    parser.add_argument("out", help="the folder to write (must not exist or be empty)")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace a non-empty OUT once the new one is written"
+    )
+
+
+def _args_demo(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", default="runs/demo", help="run folder")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke test")
+
+
+def _args_data(parser: argparse.ArgumentParser) -> None:
+    actions = parser.add_subparsers(dest="action", required=True)
+    check = actions.add_parser("check", help=cmd_data_check.__doc__, description=cmd_data_check.__doc__)
     check.add_argument(
         "path", help="dataset folder, llava.json, or WebDataset shards (folder, glob, {a..b} pattern)"
     )
@@ -389,121 +478,55 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--json", action="store_true", help="print the report as JSON")
     check.set_defaults(func=cmd_data_check)
 
-    from .core.presets import PRESETS, STAGES
 
-    train = sub.add_parser("train", help=cmd_train.__doc__, description=cmd_train.__doc__)
-    train.add_argument("stage", choices=STAGES, help="which stage to train")
-    train.add_argument("--out", required=True, help="run folder; the stage writes RUN/<stage>/")
-    train.add_argument("--preset", choices=sorted(PRESETS), default="small", help="model size and recipe")
-    train.add_argument(
-        "--data",
-        help="'world' (Shapes, generated on the fly; the default), a dataset folder, or "
-        "WebDataset shards, streamed ('data/train-{000000..000009}.tar', a glob or their folder); "
-        "with --config, the recipe's data: section when not given",
-    )
-    train.add_argument(
-        "--val-data", help="validation dataset (default: Shapes val, or a held-out part of --data)"
-    )
-    train.add_argument("--config", help="YAML file with model: and train: sections")
-    train.add_argument(
-        "--set",
-        action="append",
-        metavar="KEY=VALUE",
-        help="model config override, e.g. --set clip.vision.width=256 (repeatable)",
-    )
-    train.add_argument("--clip", help="CLIP model folder for tokenizer/decoder (default: RUN/clip)")
-    train.add_argument("--resume", action="store_true", help="continue from the last finished checkpoint")
-    train.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="print the resolved model and train config as YAML (what --config reads) and exit",
-    )
-    train.add_argument(
-        "--vision",
-        metavar="PATH",
-        help="clip stage: a local Hugging Face CLIP or SigLIP folder, "
-        "frozen, becomes the run's CLIP instead of training one (docs/custom-models.md)",
-    )
-    _add_train_flags(train)
-    train.set_defaults(func=cmd_train)
+def _args_verb(positionals: tuple[str, ...], parser: argparse.ArgumentParser) -> None:
+    """caption, ask, imagine, edit, chat: a run, its positionals, device and sampling flags."""
+    for positional in positionals:
+        parser.add_argument(positional)
+    _add_sampling(parser)
+    if parser.prog.endswith((" imagine", " edit")):
+        parser.add_argument("-o", "--output", required=True, help="output PNG")
+    if parser.prog.endswith(" imagine"):
+        parser.add_argument(
+            "--guidance",
+            type=float,
+            default=None,
+            help="classifier-free guidance: 1 none, >1 away from the unconditional draw",
+        )
+    if parser.prog.endswith(" chat"):
+        parser.add_argument("--save-dir", default="chat-images", help="where drawn images are saved")
 
-    recon = sub.add_parser("reconstruct", help=cmd_reconstruct.__doc__, description=cmd_reconstruct.__doc__)
-    recon.add_argument("image", help="input image file")
-    recon.add_argument("--ckpt", required=True, help="run folder with clip, tokenizer and decoder stages")
-    _add_device(recon)
-    recon.add_argument("-o", "--output", required=True, help="output PNG")
-    recon.set_defaults(func=cmd_reconstruct)
 
-    evaluate = sub.add_parser("eval", help=cmd_eval.__doc__, description=cmd_eval.__doc__)
-    evaluate.add_argument(
-        "what", choices=["reconstruction", "all", "data"], help="what to evaluate (data: your own set)"
-    )
-    evaluate.add_argument("path", nargs="?", help="with `data`: a dataset folder, LLaVA JSON or shards")
-    evaluate.add_argument("--limit", type=int, help="with `data`: evaluate the first N examples only")
-    evaluate.add_argument("--ckpt", required=True, help="run folder")
-    _add_device(evaluate)
-    evaluate.add_argument("--n", type=int, default=500, help="scenes to evaluate")
-    evaluate.add_argument("--split", choices=SPLITS, default="val", help="Shapes split")
-    evaluate.add_argument(
-        "--guidance", type=float, default=None, help="with `all`: classifier-free guidance on drawings"
-    )
-    evaluate.add_argument("--output", help="JSON file (default: RUN/eval_<what>.json; a PNG grid beside it)")
-    evaluate.set_defaults(func=cmd_eval)
+# The command table: `vlgpt NAME` runs the function (its docstring is the help) with the flags the
+# second one adds. A new command is a `cmd_*` function, an `_args_*` function and a row here.
+COMMANDS: dict[str, tuple] = {
+    "world": (cmd_world, _args_world),
+    "judge": (cmd_judge, _args_judge),
+    "data": (None, _args_data),  # `vlgpt data check`
+    "train": (cmd_train, _args_train),
+    "reconstruct": (cmd_reconstruct, _args_reconstruct),
+    "eval": (cmd_eval, _args_eval),
+    "report": (cmd_report, _args_report),
+    "caption": (cmd_caption, partial(_args_verb, ("image",))),
+    "ask": (cmd_ask, partial(_args_verb, ("image", "question"))),
+    "imagine": (cmd_imagine, partial(_args_verb, ("prompt",))),
+    "edit": (cmd_edit, partial(_args_verb, ("image", "instruction"))),
+    "chat": (cmd_chat, partial(_args_verb, ())),
+    "serve": (cmd_serve, _args_serve),
+    "export": (cmd_export, _args_export),
+    "demo": (cmd_demo, _args_demo),
+}
 
-    report = sub.add_parser("report", help=cmd_report.__doc__, description=cmd_report.__doc__)
-    report.add_argument("run", help="run folder")
-    report.add_argument("--data", help="show the first examples of this dataset (default: Shapes val scenes)")
-    report.add_argument("--n", type=int, default=8, help="examples to show")
-    report.add_argument(
-        "--out",
-        help="where to write the page (default: RUN/report.html, or RUN/run_report.html beside a demo's)",
-    )
-    report.set_defaults(func=cmd_report)
 
-    for name, fn, extra in (
-        ("caption", cmd_caption, ["image"]),
-        ("ask", cmd_ask, ["image", "question"]),
-        ("imagine", cmd_imagine, ["prompt"]),
-        ("edit", cmd_edit, ["image", "instruction"]),
-        ("chat", cmd_chat, []),
-    ):
-        verb = sub.add_parser(name, help=fn.__doc__.splitlines()[0], description=fn.__doc__)
-        for positional in extra:
-            verb.add_argument(positional)
-        _add_sampling(verb)
-        if name in ("imagine", "edit"):
-            verb.add_argument("-o", "--output", required=True, help="output PNG")
-        if name == "imagine":
-            verb.add_argument(
-                "--guidance",
-                type=float,
-                default=None,
-                help="classifier-free guidance: 1 none, >1 away from the unconditional draw",
-            )
-        if name == "chat":
-            verb.add_argument("--save-dir", default="chat-images", help="where drawn images are saved")
-        verb.set_defaults(func=fn)
-
-    from .serve.settings import add_serve_arguments
-
-    serve = sub.add_parser("serve", help=cmd_serve.__doc__, description=cmd_serve.__doc__)
-    serve.add_argument("--ckpt", required=True, help="run folder (or its instruct/pretrain model folder)")
-    _add_device(serve)
-    add_serve_arguments(serve)
-    serve.set_defaults(func=cmd_serve)
-
-    export = sub.add_parser("export", help=cmd_export.__doc__.splitlines()[0], description=cmd_export.__doc__)
-    export.add_argument("run", help="run folder with clip, tokenizer, decoder and pretrain/instruct stages")
-    export.add_argument("out", help="the folder to write (must not exist or be empty)")
-    export.add_argument(
-        "--overwrite", action="store_true", help="replace a non-empty OUT once the new one is written"
-    )
-    export.set_defaults(func=cmd_export)
-
-    demo = sub.add_parser("demo", help=cmd_demo.__doc__, description=cmd_demo.__doc__)
-    demo.add_argument("--out", default="runs/demo", help="run folder")
-    demo.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke test")
-    demo.set_defaults(func=cmd_demo)
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vlgpt", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (run, add_arguments) in COMMANDS.items():
+        doc = run.__doc__ if run is not None else "Dataset tools."
+        command = sub.add_parser(name, help=doc.split("\n\n")[0], description=doc)
+        add_arguments(command)
+        if run is not None:
+            command.set_defaults(func=run)
     return parser
 
 

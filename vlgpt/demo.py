@@ -10,7 +10,7 @@ import json
 import time
 from pathlib import Path
 
-from .eval.report import table, write_json
+from .eval.formatting import table, write_json
 from .world.dataset import ShapesWorld
 from .world.render import render_grid
 
@@ -64,8 +64,8 @@ def _train(run: Path, stage: str, quick: bool) -> dict:
 
 def stage_image_codec(run: Path, quick: bool) -> None:
     """The image tokenizer-detokenizer: train clip, tokenizer and decoder, then evaluate reconstruction."""
+    from .eval.formatting import plot_curves
     from .eval.reconstruction import evaluate_reconstruction
-    from .eval.report import plot_curves
 
     for stage in ("clip", "tokenizer", "decoder"):
         if (run / stage / "model" / "metrics.json").is_file():
@@ -84,8 +84,8 @@ def stage_image_codec(run: Path, quick: bool) -> None:
 
 def stage_vlgpt(run: Path, quick: bool) -> None:
     """VL-GPT: pretrain and instruction-tune the transformer, evaluate everything, write the report."""
+    from .eval.formatting import plot_curves
     from .eval.full import evaluate_all, headline, headline_figures
-    from .eval.report import plot_curves
     from .inference.pipeline import load
 
     for stage in ("pretrain", "instruct"):
@@ -112,8 +112,8 @@ def write_report(run: Path, model, summary: dict, metrics: dict) -> None:
 
     from PIL import Image
 
+    from .eval.formatting import html_page, image_tag, metrics_table_html
     from .eval.full import report_examples
-    from .eval.report import html_page, image_tag, metrics_table_html
 
     ex = report_examples(model)
     card = lambda img, text: f'<div class="card">{image_tag(img, 3)}<br>{text}</div>'

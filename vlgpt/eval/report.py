@@ -1,111 +1,119 @@
-"""Reports a person reads: a table on the terminal, JSON on disk, an HTML page in the browser."""
+"""`vlgpt report RUN [--data DIR]`: an HTML report for any run, custom data included.
+
+The demo writes its own report on Shapes; this one reads what a run folder holds — every stage's
+training curves and final metrics, any `eval_*.json` beside them — and shows the model at work on
+examples: the first images of `--data` (captions against their references, each assistant turn of a
+conversation against the dataset's answer), or Shapes val scenes when no data is given, with a
+drawing from each reference caption.
+"""
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import json
+from itertools import islice
 from pathlib import Path
 
-from PIL import Image
+from ..core.presets import STAGES
+from ..data.formats import read_examples
+from .data_eval import question_turns
+from .formatting import html_page, image_tag, metrics_table_html, plot_curves
+from .full import headline_figures
+
+esc = html.escape
 
 
-def fmt_metric(value: dict | float) -> str:
-    """ "0.912 [0.88, 0.94] n=300" for a summary dict, plain for a number."""
-    if isinstance(value, dict) and "mean" in value:
-        return f"{value['mean']:.3f} [{value['ci_low']:.3f}, {value['ci_high']:.3f}] n={value['n']}"
-    return f"{value:.3f}" if isinstance(value, float) else str(value)
+def _card(image, text: str) -> str:
+    return f'<div class="card">{image_tag(image, 3)}<br>{text}</div>'
 
 
-def metric_rows(metrics: dict, prefix: str = "") -> list[tuple[str, str]]:
-    """(dotted name, formatted value) for every number or summary in a nested metrics dict."""
-    rows = []
-    for key, value in metrics.items():
-        name = f"{prefix}.{key}" if prefix else str(key)
-        if isinstance(value, dict) and "mean" not in value:
-            rows += metric_rows(value, name)
-        elif isinstance(value, (dict, float, int)) and not isinstance(value, bool):
-            rows.append((name, fmt_metric(value)))
-    return rows
+def _data_examples(model, data: str | Path, n: int) -> list[str]:
+    cards = []
+    for example in islice(read_examples(data), n):
+        images = example.load_images()
+        if example.caption and len(images) == 1:
+            said = model.caption(images[0], max_new_tokens=48)
+            cards.append(
+                _card(images[0], f"<b>model:</b> {esc(said)}<br><b>reference:</b> {esc(example.caption)}")
+            )
+        for messages, answer in islice(question_turns(example), 2):
+            question = " ".join(p["text"] for p in messages[-1]["content"] if p["type"] == "text")
+            said = model.chat(messages, max_new_tokens=24).text
+            shown = next((p["image"] for m in messages for p in m["content"] if p["type"] == "image"), None)
+            text = f"{esc(question)}<br><b>model:</b> {esc(said)} <b>truth:</b> {esc(answer)}"
+            cards.append(_card(shown, text) if shown is not None else f'<div class="card">{text}</div>')
+        if example.caption:
+            cards.append(_card(model.imagine(example.caption), f"<b>drawn from:</b> {esc(example.caption)}"))
+    return cards
 
 
-def table(title: str, metrics: dict) -> str:
-    """A two-column text table of a (possibly nested) metrics dict."""
-    rows = metric_rows(metrics)
-    width = max((len(name) for name, _ in rows), default=10)
-    lines = [title, "-" * max(len(title), width + 30)]
-    lines += [f"{name:<{width}}  {value}" for name, value in rows]
-    return "\n".join(lines)
+def _world_examples(model, n: int) -> list[str]:
+    from ..world.dataset import ShapesWorld
+
+    size = model.codec.image_size
+    world = ShapesWorld("val", size, size)
+    cards = []
+    for index in range(n):
+        row = world[index]
+        image = world.image(row)
+        said = model.caption(image, max_new_tokens=48)
+        cards.append(_card(image, f"<b>model:</b> {esc(said)}<br><b>reference:</b> {esc(row['caption'])}"))
+        if row["questions"]:
+            qa = row["questions"][index % len(row["questions"])]
+            said = model.ask(image, qa["question"], max_new_tokens=8)
+            text = f"{esc(qa['question'])}<br><b>model:</b> {esc(said)} <b>truth:</b> {esc(qa['answer'])}"
+            cards.append(_card(image, text))
+        cards.append(_card(model.imagine(row["caption"]), f"<b>drawn from:</b> {esc(row['caption'])}"))
+    return cards
 
 
-def write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2, default=str) + "\n")
+GENERATOR = "vlgpt report"
 
 
-def image_tag(image: Image.Image, scale: int = 2, alt: str = "") -> str:
-    buffer = io.BytesIO()
-    image.resize((image.width * scale, image.height * scale), Image.NEAREST).save(buffer, format="PNG")
-    data = base64.b64encode(buffer.getvalue()).decode()
-    return f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt)}" title="{html.escape(alt)}">'
+def report_path(run: Path) -> Path:
+    """Where `vlgpt report` writes by default: RUN/report.html, unless something else wrote that page
+    (the demo's report, with its questions, edits and reconstructions), then RUN/run_report.html."""
+    page = run / "report.html"
+    if page.is_file():
+        with open(page, encoding="utf-8", errors="replace") as handle:
+            head = handle.read(600)  # the meta tag is in the first line; the page may be megabytes
+        if f'<meta name="generator" content="{GENERATOR}">' not in head:
+            return run / "run_report.html"
+    return page
 
 
-PAGE = """<!doctype html><html><head><meta charset="utf-8"><meta name="generator" content="{generator}">
-<title>{title}</title>
-<style>body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}}
-h1,h2{{font-weight:600}} table{{border-collapse:collapse}}
-td,th{{border:1px solid #ddd;padding:4px 8px;text-align:left}}
-.cards{{display:flex;flex-wrap:wrap;gap:12px}}
-.card{{border:1px solid #ddd;border-radius:6px;padding:8px;width:200px;font-size:13px}}
-img{{image-rendering:pixelated;max-width:100%;height:auto}}
-pre{{background:#f6f6f6;padding:8px;overflow:auto}}</style></head>
-<body><h1>{title}</h1>{body}</body></html>"""
+def write_run_report(
+    run: str | Path, data: str | Path | None = None, n: int = 8, out: str | Path | None = None
+) -> Path:
+    """An HTML report of the run at `out` (default: `report_path(run)`); `data`: a dataset (any
+    format) whose first `n` examples are shown."""
+    from ..inference.pipeline import load
 
+    run = Path(run)
+    sections = []
+    stage_metrics = {
+        stage: json.loads((run / stage / "model" / "metrics.json").read_text())
+        for stage in STAGES
+        if (run / stage / "model" / "metrics.json").is_file()
+    }
+    if stage_metrics:
+        sections.append("<h2>Final evaluation of each stage</h2>" + metrics_table_html(stage_metrics))
+    for path in sorted(run.glob("eval_*.json")):
+        figures = json.loads(path.read_text())
+        if "captioning" in figures:  # eval_all.json: its headline with intervals
+            figures = headline_figures(figures)
+        sections.append(f"<h2>{esc(path.name)}</h2>" + metrics_table_html(figures.get("headline", figures)))
+    curves = {s: run / s / "metrics.jsonl" for s in STAGES if (run / s / "metrics.jsonl").is_file()}
+    if curves:
+        from PIL import Image
 
-def html_page(title: str, sections: list[str], generator: str = "vlgpt") -> str:
-    """A self-contained page; `generator` names what wrote it (`vlgpt report` reads it back to know
-    whether a page is its own to replace)."""
-    return PAGE.format(title=html.escape(title), generator=html.escape(generator), body="\n".join(sections))
-
-
-def metrics_table_html(metrics: dict) -> str:
-    """A metric table; the value column names the interval only where a row has one (a stage's own
-    evaluation is one number, an `eval` figure a bootstrap summary)."""
-    listed = metric_rows(metrics)
-    rows = "".join(
-        f"<tr><td>{html.escape(name)}</td><td>{html.escape(value)}</td></tr>" for name, value in listed
-    )
-    header = "value [95% CI] n" if any(" n=" in value for _, value in listed) else "value"
-    return f"<table><tr><th>metric</th><th>{header}</th></tr>{rows}</table>"
-
-
-def plot_curves(metrics_files: dict[str, Path], out: Path, keys: tuple[str, ...] = ("loss",)) -> Path:
-    """One panel per stage: training curves from each stage's metrics.jsonl, saved as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    stages = {name: path for name, path in metrics_files.items() if Path(path).is_file()}
-    cols = min(max(len(stages), 1), 3)  # rows of three panels: the page stays within 1,200 px
-    rows = -(-max(len(stages), 1) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.8 * rows), squeeze=False)
-    for ax in axes.flat[len(stages) :]:
-        ax.set_visible(False)
-    for ax, (name, path) in zip(axes.flat, stages.items()):
-        rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
-        for key in keys:
-            points = [(r["step"], r[key]) for r in rows if key in r]
-            if points:
-                ax.plot(*zip(*points), label=key)
-        ax.set_title(name)
-        ax.set_xlabel("step")
-        ax.set_yscale("log")
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
+        png = plot_curves(curves, run / "loss_curves.png")
+        sections.append("<h2>Training curves</h2>" + image_tag(Image.open(png).convert("RGB"), 1))
+    model = load(run)
+    cards = _data_examples(model, data, n) if data else _world_examples(model, n)
+    where = esc(str(data)) if data else "Shapes val"
+    sections.insert(0, f"<h2>Examples ({where})</h2><div class='cards'>" + "".join(cards) + "</div>")
+    out = Path(out) if out else report_path(run)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
+    out.write_text(html_page(f"vlgpt report: {run.name}", sections, GENERATOR))
     return out
