@@ -1,8 +1,7 @@
-"""The package's floors: no import cycles (function-level imports included), and inference never
-imports training.
+"""The package's floors: each folder is a floor, and a module imports only its own floor and the ones
+below it (function-level imports included); no import cycles; inference never imports training.
 
-    world -> data -> models -> loading -> generate -> pipeline -> eval / serve -> cli, demo
-    train/ sits beside inference: it may import any floor, and only cli and demo import it.
+    core -> world -> data -> models -> inference -> eval, serve -> train -> cli, demo
 """
 
 from __future__ import annotations
@@ -16,6 +15,18 @@ import vlgpt
 
 PACKAGE = Path(vlgpt.__file__).parent
 TOP_FLOOR = {"vlgpt.cli", "vlgpt.demo", "vlgpt.__main__"}  # they run training on the user's behalf
+
+# Bottom up; the folders of one floor may import each other. docs/architecture.md draws the same.
+FLOORS = (
+    ("vlgpt.core",),  # configs, model-folder files, devices, prompts, text tokenizers
+    ("vlgpt.world",),  # the Shapes world and its judge
+    ("vlgpt.data",),  # images, dataset formats, sources, sequences, samples
+    ("vlgpt.models",),  # one component per file, and their folders saved and loaded
+    ("vlgpt.inference",),  # the codec, generation, the pipeline, export
+    ("vlgpt.eval", "vlgpt.serve"),
+    ("vlgpt.train",),  # the engine and the stages
+    ("vlgpt", *sorted(TOP_FLOOR)),  # the package's front door and the command line
+)
 
 
 def module_name(path: Path) -> str:
@@ -76,6 +87,44 @@ def find_cycle(edges: dict[str, set[str]]) -> list[str] | None:
         if node not in state and (cycle := visit(node)):
             return cycle
     return None
+
+
+def floor_of(module: str) -> int | None:
+    """The floor of a module: that of the longest listed name it is or lies under."""
+    best = None
+    for level, names in enumerate(FLOORS):
+        for name in names:
+            if (module == name or module.startswith(name + ".")) and (
+                best is None or len(name) > len(best[1])
+            ):
+                best = (level, name)
+    return None if best is None else best[0]
+
+
+def upward_imports(edges: dict[str, set[str]]) -> list[str]:
+    """Every import of a module from a floor above its own, as 'a (floor i) imports b (floor j)'."""
+    found = []
+    for name, imported in sorted(edges.items()):
+        for target in sorted(imported):
+            if floor_of(target) > floor_of(name):
+                found.append(f"{name} (floor {floor_of(name)}) imports {target} (floor {floor_of(target)})")
+    return found
+
+
+def test_every_module_stands_on_a_floor():
+    """A new module at the package root, or a new folder, is given its floor in FLOORS first."""
+    listed = {name for names in FLOORS for name in names}
+    assert not [m for m in modules() if ".".join(m.split(".")[:2]) not in listed]
+
+
+def test_no_module_imports_a_floor_above_its_own():
+    assert not upward_imports(graph()), "\n".join(upward_imports(graph()))
+
+
+def test_the_floor_check_finds_an_upward_import():
+    edges = {"vlgpt.data.samples": {"vlgpt.core.prompts"}, "vlgpt.world.scene": {"vlgpt.data.formats"}}
+    assert upward_imports(edges) == ["vlgpt.world.scene (floor 1) imports vlgpt.data.formats (floor 2)"]
+    assert floor_of("vlgpt.cli") == len(FLOORS) - 1 and floor_of("vlgpt.core.config") == 0
 
 
 def test_the_import_graph_is_read():

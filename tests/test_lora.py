@@ -26,9 +26,7 @@ def inputs() -> dict:
 def test_lora_freezes_the_transformer_and_trains_adapters_and_image_heads():
     model = add_lora(tiny_model(), rank=4, alpha=8)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    assert trainable and all(
-        "lora_" in n or n.startswith(("image_in.", "image_head.")) for n in trainable
-    )
+    assert trainable and all("lora_" in n or n.startswith(("image_in.", "image_head.")) for n in trainable)
     per_block = {n.split(".")[4] for n in trainable if "lora_A" in n}
     assert per_block == {"qkv", "out", "gate", "up", "down"}  # every linear layer of the blocks
     assert not any(

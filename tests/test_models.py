@@ -302,7 +302,7 @@ def test_model_folders_of_the_older_layouts_still_load(tmp_path):
 
     from vlgpt.core.config import VLGPTConfig, to_dict
     from vlgpt.core.text_tokenizer import TextTokenizer
-    from vlgpt.models.loading import load_decoder, load_tokenizer_pair, load_vlgpt
+    from vlgpt.models.loading import load_pixel_decoder, load_tokenizer_pair, load_vlgpt
     from vlgpt.models.vlgpt import VLGPT
 
     torch.manual_seed(0)
@@ -320,7 +320,7 @@ def test_model_folders_of_the_older_layouts_still_load(tmp_path):
         (tmp_path / kind).mkdir()
         save_model(tmp_path / kind, model, {"kind": kind, **config})
     assert load_tokenizer_pair(tmp_path / "tokenizer").config == pair.config
-    assert load_decoder(tmp_path / "decoder").model_config == decoder.model_config
+    assert load_pixel_decoder(tmp_path / "decoder").model_config == decoder.model_config
     features = torch.randn(2, 1 + clip.vision.num_patches, clip.vision.width)
     torch.testing.assert_close(
         load_tokenizer_pair(tmp_path / "tokenizer").tokenizer(features), pair.tokenizer(features)

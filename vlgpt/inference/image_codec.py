@@ -15,7 +15,7 @@ from PIL import Image
 
 from ..core.devices import module_device, module_dtype, resolve
 from ..data.images import load_image, pixels_from, to_array, to_pil
-from ..models.loading import load_clip, load_decoder, load_tokenizer_pair, trained_image_side
+from ..models.loading import load_clip, load_pixel_decoder, load_tokenizer_pair, trained_image_side
 
 
 class ImageCodec:
@@ -37,7 +37,7 @@ class ImageCodec:
             clip,
             text_tokenizer,
             load_tokenizer_pair(pair_dir, device, dtype),
-            load_decoder(run, device, dtype),
+            load_pixel_decoder(run, device, dtype),
         )
 
     @property

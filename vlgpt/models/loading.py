@@ -111,7 +111,7 @@ def save_pixel_decoder(directory: Path, decoder: torch.nn.Module) -> None:
     save_model(directory, decoder, {"kind": "decoder", "config": to_dict(decoder.model_config)})
 
 
-def load_decoder(run_or_dir: Path, device="cpu", dtype=None) -> torch.nn.Module:
+def load_pixel_decoder(run_or_dir: Path, device="cpu", dtype=None) -> torch.nn.Module:
     directory = _model_dir(run_or_dir, "decoder")
     config = read_config(directory, "decoder")
     if "embed_dim" in config:  # saved before config.json held the whole PixelDecoderModelConfig
