@@ -16,7 +16,7 @@ from vlgpt.train.stages.decoder import DecoderStage
 run = Path(sys.argv[1])
 B = int(sys.argv[2]) if len(sys.argv) > 2 else 16
 cfg = preset("small").model
-st = DecoderStage(StageInputs(cfg, "world", 0, 32), clip_dir=run, codec_dir=run)
+st = DecoderStage(StageInputs(cfg, "world", 0, 32), clip_dir=run, pair_dir=run)
 chain = st.chain
 chain.train()
 opt = torch.optim.AdamW([p for p in chain.parameters() if p.requires_grad], lr=1e-4)
@@ -59,9 +59,9 @@ def part(fn):
 
 print("  vit fwd+bwd ms", t(part(lambda: chain.vision(pixels))))
 feats = chain.vision(pixels).detach()
-print("  tokenizer fwd+bwd ms", t(part(lambda: chain.codec.tokenizer(feats))))
-tok = chain.codec.tokenizer(feats).detach()
-print("  detok fwd+bwd ms", t(part(lambda: chain.codec.detokenizer(tok)[0])))
-zv, zt = [x.detach() for x in chain.codec.detokenizer(tok)]
+print("  tokenizer fwd+bwd ms", t(part(lambda: chain.pair.tokenizer(feats))))
+tok = chain.pair.tokenizer(feats).detach()
+print("  detok fwd+bwd ms", t(part(lambda: chain.pair.detokenizer(tok)[0])))
+zv, zt = [x.detach() for x in chain.pair.detokenizer(tok)]
 print("  decoder fwd+bwd ms", t(part(lambda: chain.decoder.pixel_loss(chain.decoder(zv, zt), pixels)[0])))
 print("  decoder fwd ms", t(lambda: chain.decoder(zv, zt)))

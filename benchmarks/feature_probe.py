@@ -58,9 +58,9 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=1500)
     args = parser.parse_args()
     torch.manual_seed(0)
-    clip_dir, codec_dir = trained_image_side(args.run)
+    clip_dir, pair_dir = trained_image_side(args.run)
     tuned, _ = load_clip(clip_dir)
-    pair = load_tokenizer_pair(codec_dir)
+    pair = load_tokenizer_pair(pair_dir)
     towers = {path: load_clip(path)[0] for path in args.clip}
     world, colours = ShapesWorld("train", seed=500000), list(COLORS)
     features: dict[str, list] = {**{f"vit {p}": [] for p in args.clip}, "vit tuned": [], "z": []}
