@@ -16,10 +16,10 @@ import time
 from pathlib import Path
 
 import torch
-from vlgpt.train.stages import StageInputs
 
 from vlgpt.models import transformer
 from vlgpt.train import get_stage, resolve_configs
+from vlgpt.train.stages import StageInputs
 
 
 def step_times(stage: str, run: Path, groups: list[int], batches: int, rounds: int) -> dict:

@@ -296,10 +296,9 @@ def test_instruction_tuning_asks_every_kind_of_question():
 
 def test_the_instruct_mix_is_parsed_normalised_and_refused_when_wrong():
     """--world-mix sets the share of each conversation kind; a typo or a bad number is named."""
-    from vlgpt.train.stages.instruct import parse_mix
-
     from vlgpt.core.config import ConfigError
     from vlgpt.data.samples import INSTRUCT_KINDS
+    from vlgpt.train.stages.instruct import parse_mix
 
     assert parse_mix("") == INSTRUCT_KINDS
     assert parse_mix("look=3, episode=1") == {"look": 0.75, "episode": 0.25}
