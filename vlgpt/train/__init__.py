@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 from ..core.config import ConfigError
@@ -73,7 +74,15 @@ def train_stage(
             dist=dist,
             files={"config.yaml": recipe},
         )
-        return trainer.fit()
+        metrics = trainer.fit()
+        if dist.active:
+            # The DDP / FSDP wrappers hold the process group: free them now, while the interpreter is
+            # whole and before the group is destroyed. Left to the garbage collector at exit, gloo's
+            # teardown now and then aborted a finished job ("terminate called without an active
+            # exception", exit -6).
+            del trainer, task
+            gc.collect()
+    return metrics
 
 
 __all__ = [
