@@ -79,7 +79,7 @@ def main() -> None:
         encoder = ConvEncoder()
 
     # --codec: the image tokenizer and detokenizer in between, fresh, as the decoder stage's chain has them
-    codec = TokenizerPair(
+    pair = TokenizerPair(
         TokenizerPairConfig(model.tokenizer, width, model.clip.num_condition_tokens, width, grid * grid)
     )
 
@@ -87,10 +87,10 @@ def main() -> None:
         tokens = encoder(x)
         if args.codec == "none":
             return decoder(tokens, tokens[:, 0])
-        z_v, z_t = codec.detokenizer(codec.tokenizer(tokens))
+        z_v, z_t = pair.detokenizer(pair.tokenizer(tokens))
         return decoder(z_v, z_t)
 
-    modules = (encoder, decoder) if args.codec == "none" else (encoder, codec, decoder)
+    modules = (encoder, decoder) if args.codec == "none" else (encoder, pair, decoder)
     params = [p for m in modules for p in m.parameters()]
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.05, betas=(0.9, 0.98))
     source, val = WorldSource("train", size), WorldSource("val", size)
@@ -107,7 +107,7 @@ def main() -> None:
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
     seconds = time.perf_counter() - start
-    encoder.eval(), codec.eval(), decoder.eval()
+    encoder.eval(), pair.eval(), decoder.eval()
     agreement = []
     with torch.no_grad():
         for first in range(0, args.n, 50):
@@ -116,7 +116,7 @@ def main() -> None:
                 agreement.append(compare_scenes(judge(to_pil(image)), val.scene(first + i)))
         if args.png:
             x = pixels_from([val.get(i)[0] for i in range(16)])
-            pairs = [to_pil(im) for pair in zip(x, reconstruct(x).clamp(0, 1)) for im in pair]
+            pairs = [to_pil(im) for two in zip(x, reconstruct(x).clamp(0, 1)) for im in two]
             render_grid(pairs, columns=8, scale=3).save(args.png)
     result = {k: round(sum(a[k] for a in agreement) / len(agreement), 3) for k in KEYS}
     result.update(

@@ -16,14 +16,13 @@ from pathlib import Path
 
 import torch
 
-from vlgpt.core.checkpoint import save_model
-from vlgpt.core.config import ModelConfig, PixelDecoderModelConfig, TokenizerPairConfig, VLGPTConfig, to_dict
+from vlgpt.core.config import ModelConfig, PixelDecoderModelConfig, TokenizerPairConfig, VLGPTConfig
 from vlgpt.core.presets import preset
 from vlgpt.core.text_tokenizer import TextTokenizer
 from vlgpt.data import sequences as S
 from vlgpt.data.sources import make_source
 from vlgpt.models.clip import CLIP
-from vlgpt.models.loading import save_pixel_decoder, save_tokenizer_pair
+from vlgpt.models.loading import save_clip, save_pixel_decoder, save_tokenizer_pair
 from vlgpt.models.pixel_decoder import build_pixel_decoder
 from vlgpt.models.tokenizer_pair import TokenizerPair
 from vlgpt.models.vlgpt import VLGPT
@@ -42,8 +41,7 @@ def make_untrained_run(directory: Path, preset_name: str = "small", seed: int = 
     directory = Path(directory)
     for stage in ("clip", "tokenizer", "decoder"):
         (directory / stage / "model").mkdir(parents=True, exist_ok=True)
-    save_model(directory / "clip" / "model", clip, {"kind": "clip", "config": to_dict(config.clip)})
-    text.save(directory / "clip" / "model")
+    save_clip(directory / "clip" / "model", clip, text)
     save_tokenizer_pair(directory / "tokenizer" / "model", pair)
     save_pixel_decoder(directory / "decoder" / "model", decoder)
     return config

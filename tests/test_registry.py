@@ -6,7 +6,7 @@ from vlgpt.train import get_stage, list_stages
 
 
 def test_every_stage_is_registered_in_training_order():
-    assert list_stages() == list(STAGES)  # the CLI's choices (config.STAGES) and the registry agree
+    assert list_stages() == list(STAGES)  # the CLI's choices (core/presets.STAGES) and the registry agree
 
 
 @pytest.mark.parametrize("name", list_stages())

@@ -1,1 +1,2 @@
-"""Data loading for vlgpt: images, datasets and their validation."""
+"""Data for vlgpt: images, dataset formats (and the Shapes world written in them), their validation,
+the streams the stages read, interleaved sequences and the VL-GPT stages' training samples."""

@@ -2,8 +2,8 @@
 
 AdamW with warmup + cosine decay, optional bf16 autocast, gradient accumulation and clipping, a
 non-finite guard, a progress bar, JSONL + TensorBoard metrics, periodic evaluation, atomic
-checkpoints and exact resume. A stage supplies a `Task` (model, batches, loss, evaluation, export);
-the engine owns everything else.
+checkpoints and exact resume. A stage (`stages/base.py`'s `Stage`: model, batches, loss, evaluation,
+export) supplies the task; the engine owns everything else.
 
 Batches: one optimizer step consumes a global batch of batch_size x grad_accum x world_size
 consecutive samples of the task's stream, starting at the data position; rank r takes the r-th
@@ -31,7 +31,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -58,6 +58,9 @@ from .distributed import (
     shared_staging,
 )
 
+if TYPE_CHECKING:  # the contract every stage keeps; imported for the annotation only
+    from .stages.base import Stage
+
 MANIFEST = "manifest.json"
 EXIT_PREEMPTED = 143
 
@@ -71,25 +74,6 @@ class Preempted(SystemExit):
 
     def __init__(self) -> None:
         super().__init__(EXIT_PREEMPTED)
-
-
-class Task(Protocol):
-    """What a stage gives the engine."""
-
-    name: str
-    model: nn.Module  # the trainable part; frozen parts live elsewhere in the task
-    # Optional: `may_leave_parameters_unused = True` when a batch can leave some of `model` without a
-    # gradient; DDP and FSDP then account for that (see distributed.py).
-
-    def batch(self, start: int, size: int) -> dict: ...  # samples start..start+size-1, deterministic
-
-    def loss(self, batch: dict) -> tuple[torch.Tensor, dict]: ...
-
-    def evaluate(self) -> dict: ...
-
-    def export(self, directory: Path) -> None: ...  # config.json + model.safetensors (+ tokenizer)
-
-    def tokens(self, batch: dict) -> int: ...  # tokens processed, for tokens/s
 
 
 def bf16_is_fast(device: torch.device) -> bool:
@@ -197,7 +181,7 @@ def to_device(batch: dict, device: torch.device) -> dict:
 class Trainer:
     def __init__(
         self,
-        task: Task,
+        task: Stage,
         config: TrainConfig,
         out: Path,
         *,
