@@ -480,21 +480,31 @@ def _args_data(parser: argparse.ArgumentParser) -> None:
 
 
 def _args_verb(positionals: tuple[str, ...], parser: argparse.ArgumentParser) -> None:
-    """caption, ask, imagine, edit, chat: a run, its positionals, device and sampling flags."""
+    """caption, ask, edit: a run, the positionals, device and sampling flags."""
     for positional in positionals:
         parser.add_argument(positional)
     _add_sampling(parser)
-    if parser.prog.endswith((" imagine", " edit")):
-        parser.add_argument("-o", "--output", required=True, help="output PNG")
-    if parser.prog.endswith(" imagine"):
-        parser.add_argument(
-            "--guidance",
-            type=float,
-            default=None,
-            help="classifier-free guidance: 1 none, >1 away from the unconditional draw",
-        )
-    if parser.prog.endswith(" chat"):
-        parser.add_argument("--save-dir", default="chat-images", help="where drawn images are saved")
+
+
+def _args_edit(parser: argparse.ArgumentParser) -> None:
+    _args_verb(("image", "instruction"), parser)
+    parser.add_argument("-o", "--output", required=True, help="output PNG")
+
+
+def _args_imagine(parser: argparse.ArgumentParser) -> None:
+    _args_verb(("prompt",), parser)
+    parser.add_argument("-o", "--output", required=True, help="output PNG")
+    parser.add_argument(
+        "--guidance",
+        type=float,
+        default=None,
+        help="classifier-free guidance: 1 none, >1 away from the unconditional draw",
+    )
+
+
+def _args_chat(parser: argparse.ArgumentParser) -> None:
+    _args_verb((), parser)
+    parser.add_argument("--save-dir", default="chat-images", help="where drawn images are saved")
 
 
 # The command table: `vlgpt NAME` runs the function (its docstring is the help) with the flags the
@@ -509,9 +519,9 @@ COMMANDS: dict[str, tuple] = {
     "report": (cmd_report, _args_report),
     "caption": (cmd_caption, partial(_args_verb, ("image",))),
     "ask": (cmd_ask, partial(_args_verb, ("image", "question"))),
-    "imagine": (cmd_imagine, partial(_args_verb, ("prompt",))),
-    "edit": (cmd_edit, partial(_args_verb, ("image", "instruction"))),
-    "chat": (cmd_chat, partial(_args_verb, ())),
+    "imagine": (cmd_imagine, _args_imagine),
+    "edit": (cmd_edit, _args_edit),
+    "chat": (cmd_chat, _args_chat),
     "serve": (cmd_serve, _args_serve),
     "export": (cmd_export, _args_export),
     "demo": (cmd_demo, _args_demo),

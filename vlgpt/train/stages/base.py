@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,7 +47,7 @@ class StageInputs:
     val_data: str | None = None
 
 
-class Stage:
+class Stage(ABC):
     """What the engine (`train/engine.py`) runs: a model, its batches, its loss, its evaluation and
     its export. Subclasses set `name` and `model` and implement the methods below."""
 
@@ -56,24 +57,24 @@ class Stage:
     may_leave_parameters_unused = False  # True where a batch may not reach every parameter (DDP)
 
     @classmethod
+    @abstractmethod
     def from_run(cls, run: Path, inputs: StageInputs, train, clip: str | Path | None = None) -> Stage:
         """The stage for RUN/<name>/, reading what earlier stages left in `run`."""
-        raise NotImplementedError
 
-    def batch(self, start: int, size: int) -> dict:
-        raise NotImplementedError
+    @abstractmethod
+    def batch(self, start: int, size: int) -> dict: ...
 
-    def loss(self, batch: dict) -> tuple[torch.Tensor, dict]:
-        raise NotImplementedError
+    @abstractmethod
+    def loss(self, batch: dict) -> tuple[torch.Tensor, dict]: ...
 
-    def tokens(self, batch: dict) -> int:
-        raise NotImplementedError
+    @abstractmethod
+    def tokens(self, batch: dict) -> int: ...
 
-    def evaluate(self) -> dict:
-        raise NotImplementedError
+    @abstractmethod
+    def evaluate(self) -> dict: ...
 
-    def export(self, directory: Path) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def export(self, directory: Path) -> None: ...
 
 
 _STAGES: dict[str, type[Stage]] = {}
@@ -99,9 +100,9 @@ def get_stage(name: str) -> type[Stage]:
     return _STAGES[name]
 
 
-class PairStage(Stage):
-    """Stages that read image-caption pairs (`clip`, `tokenizer`, `decoder`): the training and
-    validation sources, and batches of (pixels, captions, groups)."""
+class PairStage:
+    """What the stages that read image-caption pairs share (`clip`, `tokenizer`, `decoder`, and the
+    `--vision` import): the training and validation sources, and batches of (pixels, captions, groups)."""
 
     def __init__(self, inputs: StageInputs):
         self.model_config, self.data, self.seed = inputs.model_config, inputs.data, inputs.seed

@@ -22,13 +22,13 @@ from ...eval.retrieval import group_ids, retrieval_r1
 from ...models.clip import CLIP
 from ...models.loading import save_clip, save_hf_clip
 from ...world.language import caption_attribute_scores
-from .base import PairStage, StageInputs, register_stage
+from .base import PairStage, Stage, StageInputs, register_stage
 
 NEGATIVE_CORPUS = 2000  # captions the hard negatives' word swaps are learnt from
 
 
 @register_stage
-class ClipStage(PairStage):
+class ClipStage(PairStage, Stage):
     name = "clip"
 
     @classmethod

@@ -30,11 +30,11 @@ from ...models.loading import (
 )
 from ...models.pixel_decoder import build_pixel_decoder
 from ...world.judge import compare_scenes, judge
-from .base import FrozenClipStage, StageInputs, register_stage
+from .base import FrozenClipStage, Stage, StageInputs, register_stage
 
 
 @register_stage
-class DecoderStage(FrozenClipStage):
+class DecoderStage(FrozenClipStage, Stage):
     name = "decoder"
 
     @classmethod

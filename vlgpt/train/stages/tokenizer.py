@@ -15,11 +15,11 @@ from ...core.config import TokenizerPairConfig
 from ...eval.retrieval import retrieval_r1
 from ...models.loading import save_tokenizer_pair
 from ...models.tokenizer_pair import TokenizerPair
-from .base import FrozenClipStage, StageInputs, register_stage
+from .base import FrozenClipStage, Stage, StageInputs, register_stage
 
 
 @register_stage
-class TokenizerStage(FrozenClipStage):
+class TokenizerStage(FrozenClipStage, Stage):
     name = "tokenizer"
 
     @classmethod
