@@ -139,3 +139,23 @@ def test_cli_judge_reads_an_image_and_refuses_garbage(tmp_path):
         [sys.executable, "-m", "vlgpt", "judge", str(garbage)], capture_output=True, text=True
     )
     assert bad.returncode == 2 and "garbage.png" in bad.stderr and "Traceback" not in bad.stderr
+
+
+@pytest.mark.parametrize("fmt", ["imagefolder", "wds"])
+def test_a_source_gives_scenes_in_the_pixels_it_gives(datasets_dir, fmt):
+    """Data written at 64 px, read for a 32 px model: each scene is in the resized picture's pixels, so
+    the judge reads the picture as its scene (the clip stage's probes and the decoder stage's judge
+    rely on it)."""
+    from PIL import Image
+
+    from vlgpt.data.sources import make_source
+    from vlgpt.world.judge import compare_scenes, judge
+
+    source = make_source(str(datasets_dir / fmt), 32, part="val")
+    assert source.has_scenes
+    verdicts = []
+    for i in range(8):
+        pixels, scene = source.get(i)[0], source.scene(i)
+        assert pixels.shape == (32, 32, 3) and (scene.width, scene.height) == (32, 32)
+        verdicts.append(compare_scenes(judge(Image.fromarray(pixels)), scene)["exact"])
+    assert all(verdicts), verdicts

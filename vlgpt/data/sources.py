@@ -117,7 +117,8 @@ class DatasetSource:
         import json
 
         scene = self.examples[self._position(index)].meta["scene"]
-        return Scene.from_dict(json.loads(scene) if isinstance(scene, str) else scene)
+        scene = Scene.from_dict(json.loads(scene) if isinstance(scene, str) else scene)
+        return scene.as_square(self.image_size)  # in the pixels `get` returns, whatever the data's size
 
     def corpus(self, n: int = 100000) -> list[str]:
         return [e.caption for e in self.examples[:n]]

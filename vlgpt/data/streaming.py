@@ -185,7 +185,8 @@ class StreamingSource:
 
     def scene(self, index: int) -> Scene:
         scene = self._meta(*self._locate(index))["scene"]
-        return Scene.from_dict(json.loads(scene) if isinstance(scene, str) else scene)
+        scene = Scene.from_dict(json.loads(scene) if isinstance(scene, str) else scene)
+        return scene.as_square(self.image_size)  # in the pixels `get` returns, whatever the data's size
 
     def corpus(self, n: int = 100000) -> list[str]:
         """Captions of the first n samples in file order (the text tokenizer's training text)."""

@@ -130,6 +130,18 @@ class Scene:
     def radius(self, obj: ShapeObject) -> float:
         return obj.radius(self.width, self.height)
 
+    def as_square(self, size: int) -> Scene:
+        """The scene as its picture looks centre-cropped to a square and resized to size x size (what
+        a dataset does to every image for a model of that `image_size`): centres moved with the pixels."""
+        if (self.width, self.height) == (size, size):
+            return self
+        side = min(self.width, self.height)
+        left, top, scale = (self.width - side) // 2, (self.height - side) // 2, size / side
+        objects = tuple(
+            dataclasses.replace(o, x=(o.x - left) * scale, y=(o.y - top) * scale) for o in self.objects
+        )
+        return dataclasses.replace(self, width=size, height=size, objects=objects)
+
     def fits(self, obj: ShapeObject, ignore: int | None = None) -> bool:
         """True when `obj` lies inside the canvas and keeps the gap to every other object."""
         r = self.radius(obj)
