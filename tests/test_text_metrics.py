@@ -253,7 +253,8 @@ def test_eval_data_scores_captions_and_answers_and_can_fail(tmp_path):
     from PIL import Image
 
     from vlgpt.data.formats import DatasetError
-    from vlgpt.eval.data_eval import evaluate_data
+    from vlgpt.eval.data_eval import evaluate_data, headline
+    from vlgpt.inference.generate import PromptTooLong
 
     (tmp_path / "caps").mkdir()
     rows, entries, truth = [], [], {}
@@ -304,6 +305,18 @@ def test_eval_data_scores_captions_and_answers_and_can_fail(tmp_path):
     good, bad = (evaluate_data(Stub(h), tmp_path / "chat.json") for h in (True, False))
     assert good["answers"]["exact_match"]["mean"] == 1.0 and bad["answers"]["exact_match"]["mean"] == 0.0
     assert evaluate_data(Stub(True), tmp_path / "chat.json", limit=2)["answers"]["exact_match"]["n"] == 2
+
+    class Cramped(Stub):  # a context too short for the blue images' prompts: those are counted, not scored
+        def _word(self, image):
+            if truth[image.convert("RGB").tobytes()] == "blue":
+                raise PromptTooLong("the prompt takes 170 positions; ... the context of 160")
+            return super()._word(image)
+
+    for data, kind in (("caps", "captions"), ("chat.json", "answers")):
+        result = evaluate_data(Cramped(True), tmp_path / data)
+        figure = result[kind]["bleu4"] if kind == "captions" else result[kind]["exact_match"]
+        assert result[kind]["too_long"] == 3 and figure["n"] == 3 and figure["mean"] > 0.9
+        assert headline(result)[f"{kind} left out: too long for the context"] == 3
     (tmp_path / "bare").mkdir()
     (tmp_path / "bare" / "metadata.jsonl").write_text(json.dumps({"file_name": "0.png"}) + "\n")
     Image.new("RGB", (16, 16)).save(tmp_path / "bare" / "0.png")

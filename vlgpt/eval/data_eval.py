@@ -7,7 +7,8 @@ One reader for every format (`scored_items`) turns each example into what can be
 - answers: every other assistant turn of a conversation (given the conversation up to it, with its
   images), and the `questions` ([{question, answer}]) of an imagefolder or WebDataset row, asked
   alone after its image. They are scored by exact match after the official VQA answer normalization.
-Every figure comes with n and a bootstrap 95% interval of that figure.
+Every figure comes with n and a bootstrap 95% interval of that figure. An item whose prompt leaves the
+model's context no room for an answer is left out and counted (`too_long`), not scored.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from tqdm import tqdm
 
 from ..data.conversations import llava_messages
 from ..data.formats import DatasetError, Example, read_examples
+from ..inference.generate import PromptTooLong
 from .text_metrics import caption_scores, normalize_vqa_answer, summarize
 
 # A user turn asking for a caption rather than an answer: the project's own prompt ("Describe the
@@ -109,29 +111,44 @@ def evaluate_data(model, path: str | Path, limit: int | None = None, max_new_tok
         )
     result: dict = {"data": str(path), "examples": len(examples)}
     if captions:
-        predictions = [
-            model.caption(source, max_new_tokens=max_new_tokens)
+        said = [
+            _fitting(model.caption, source, max_new_tokens)
             if not isinstance(source, list)
-            else model.chat(source, max_new_tokens=max_new_tokens).text
+            else _fitting(lambda m, **kw: model.chat(m, **kw).text, source, max_new_tokens)
             for source, _ in tqdm(captions, desc="captions", unit="caption")
         ]
-        scores = caption_scores(predictions, [[reference] for _, reference in captions])
-        # Corpus scores as coco-caption reports them, each with a bootstrap interval of that score.
-        result["captions"] = {"n": len(predictions), "backend": scores["backend"]}
-        for name in ("bleu4", "cider", "rougeL"):
-            result["captions"][name] = scores[name]
-        shown = zip(ids[:8], captions, predictions)
-        result["caption_examples"] = [{"id": i, "prediction": p, "reference": r} for i, (_, r), p in shown]
+        kept = [(i, r, p) for i, (_, r), p in zip(ids, captions, said) if p is not None]
+        result["captions"] = {"n": len(kept), "too_long": len(said) - len(kept)}
+        if kept:
+            scores = caption_scores([p for *_, p in kept], [[r] for _, r, _ in kept])
+            # Corpus scores as coco-caption reports them, each with a bootstrap interval of that score.
+            result["captions"]["backend"] = scores["backend"]
+            for name in ("bleu4", "cider", "rougeL"):
+                result["captions"][name] = scores[name]
+        result["caption_examples"] = [{"id": i, "prediction": p, "reference": r} for i, r, p in kept[:8]]
     if questions:
-        correct, shown = [], []
+        correct, shown, too_long = [], [], 0
         for messages, answer in tqdm(questions, desc="answers", unit="turn"):
-            said = model.chat(messages, max_new_tokens=max_new_tokens).text
+            said = _fitting(lambda m, **kw: model.chat(m, **kw).text, messages, max_new_tokens)
+            if said is None:
+                too_long += 1
+                continue
             correct.append(float(normalize_vqa_answer(said) == normalize_vqa_answer(answer)))
             if len(shown) < 8:
                 shown.append({"question": _asked(messages), "prediction": said, "answer": answer})
-        result["answers"] = {"exact_match": summarize(correct)}
+        result["answers"] = {"too_long": too_long}
+        if correct:
+            result["answers"]["exact_match"] = summarize(correct)
         result["answer_examples"] = shown
     return result
+
+
+def _fitting(generate, source, max_new_tokens: int) -> str | None:
+    """What the model says, or None where the prompt leaves its context no room for an answer."""
+    try:
+        return generate(source, max_new_tokens=max_new_tokens)
+    except PromptTooLong:
+        return None
 
 
 def headline(result: dict) -> dict:
@@ -141,6 +158,9 @@ def headline(result: dict) -> dict:
     for name in ("bleu4", "cider", "rougeL"):
         if name in result.get("captions", {}):
             out[f"caption {name}"] = result["captions"][name]
-    if "answers" in result:
+    if "exact_match" in result.get("answers", {}):
         out["answer exact match"] = result["answers"]["exact_match"]
+    for kind in ("captions", "answers"):
+        if result.get(kind, {}).get("too_long"):
+            out[f"{kind} left out: too long for the context"] = result[kind]["too_long"]
     return out

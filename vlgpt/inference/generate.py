@@ -21,6 +21,10 @@ class GenerationError(ValueError):
     """Bad sampling parameters or a prompt that does not fit; the message says which."""
 
 
+class PromptTooLong(GenerationError):
+    """A prompt that leaves no room for its answer in the model's context."""
+
+
 @dataclass(frozen=True)
 class SamplingConfig:
     max_new_tokens: int = 64
@@ -169,7 +173,7 @@ class InterleavedGenerator:
         B, T = len(built), max(len(b["ids"]) for b in built)
         max_len = self.model.config.lm.max_seq_len
         if T + 1 > max_len:
-            raise GenerationError(
+            raise PromptTooLong(
                 f"the longest prompt takes {T} positions; with an answer it would exceed the "
                 f"context of {max_len}. Shorten it."
             )
@@ -248,7 +252,7 @@ class InterleavedGenerator:
         max_len = self.model.max_seq_len
         n = self.codec.num_tokens
         if len(prompt["ids"]) + (n + 2 if force_image else 1) > max_len:
-            raise GenerationError(
+            raise PromptTooLong(
                 f"the prompt takes {len(prompt['ids'])} positions; with the answer it would exceed "
                 f"the context of {max_len}. Shorten it or use fewer images."
             )
