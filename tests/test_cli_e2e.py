@@ -186,7 +186,8 @@ def test_eval_all_writes_every_task(run, tmp_path):
 
 def test_quick_demo_then_report_keeps_the_demo_page(tmp_path):
     """`vlgpt demo --quick` end to end (about 15 s): its headline printed with intervals, its page
-    with every section; `vlgpt report` on the run then writes beside it and changes nothing of it."""
+    with every section; `vlgpt report` on the run then writes beside it and changes nothing of it;
+    `vlgpt export` carries its figures into the model card."""
     run = tmp_path / "demo"
     printed = vlgpt("demo", "--quick", "--out", run).stdout
     metrics = json.loads((run / "metrics.json").read_text())
@@ -205,3 +206,8 @@ def test_quick_demo_then_report_keeps_the_demo_page(tmp_path):
     said = vlgpt("report", run, "--n", "1").stdout
     assert (run / "report.html").read_text() == page and "run_report.html" in said
     assert "Training curves" in (run / "run_report.html").read_text()
+    # Exported, the test-set figures and the reconstruction's stand in the model card with interval and n.
+    vlgpt("export", run, tmp_path / "shared")
+    card = (tmp_path / "shared" / "README.md").read_text()
+    for name in ("metrics: caption_attribute_f1", "metrics: t2i_overall", "eval_reconstruction: judge_exact"):
+        assert re.search(rf"\| {name} \| [-\d.e]+ \| \[[-\d.e]+, [-\d.e]+\] \| \d+ \|", card), card

@@ -14,7 +14,7 @@ from pathlib import Path
 import vlgpt
 
 PACKAGE = Path(vlgpt.__file__).parent
-TOP_FLOOR = {"vlgpt.cli", "vlgpt.demo", "vlgpt.__main__"}  # they run training on the user's behalf
+TOP_FLOOR = {"vlgpt.cli", "vlgpt.demo", "vlgpt.export", "vlgpt.__main__"}  # they act on whole runs
 
 # Bottom up; the folders of one floor may import each other. docs/architecture.md draws the same.
 FLOORS = (
@@ -22,7 +22,7 @@ FLOORS = (
     ("vlgpt.world",),  # the Shapes world and its judge
     ("vlgpt.data",),  # images, dataset formats, sources, sequences, samples
     ("vlgpt.models",),  # one component per file, and their folders saved and loaded
-    ("vlgpt.inference",),  # the codec, generation, the pipeline, export
+    ("vlgpt.inference",),  # the codec, generation, the pipeline
     ("vlgpt.eval", "vlgpt.serve"),
     ("vlgpt.train",),  # the engine and the stages
     ("vlgpt", *sorted(TOP_FLOOR)),  # the package's front door and the command line

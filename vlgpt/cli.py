@@ -17,7 +17,7 @@ from .core.devices import DTYPES, DeviceError
 from .data.formats import FORMATS, DatasetError
 from .data.images import ImageError
 from .data.world_files import SHARD_SIZE
-from .inference.export import ExportError
+from .export import ExportError
 from .inference.generate import GenerationError
 from .inference.quantize import QUANTIZE, QuantizeError
 from .train.engine import TrainingError
@@ -175,7 +175,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     """Write one folder to share: every stage's weights and config, the tokenizer, a chat template and
     a model card (README.md); `vlgpt.load(OUT)` and every verb read it."""
-    from .inference.export import export_run
+    from .export import export_run
 
     out = export_run(args.run, args.out, overwrite=args.overwrite)
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())

@@ -3,9 +3,11 @@
     OUT/README.md              model card: metadata (library, pipeline tag), the recipe, the measured metrics
     OUT/chat_template.jinja    how a conversation becomes the text the model was trained on
     OUT/tokenizer.json         the BPE text tokenizer (an HF backbone's own is in its lm/ folder)
-    OUT/<stage>/model/         every stage's weights (safetensors) and config.json, as the run has them
+    OUT/<stage>/model/         the weights (safetensors) and config.json of the image side (clip,
+                               tokenizer, decoder) and of the VL-GPT the run loads (instruct, else pretrain)
     OUT/<stage>/config.yaml    the stage's resolved recipe (`vlgpt train ... --config` reads it)
-    OUT/eval/*.json            the run's evaluations, when it has them
+    OUT/eval/*.json            the run's evaluations, when it has them (the demo's test-set figures,
+                               `metrics.json`, included)
 
 Only finished models travel: no checkpoints, optimizer state or logs. `vlgpt.load(OUT)` and every
 verb read the folder as they read the run. The folder is written beside OUT under a temporary name
@@ -19,14 +21,15 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from ..core.checkpoint import CONFIG_FILE, WEIGHTS_FILE, CheckpointError, fsync_tree, read_config
-from ..core.prompts import DESCRIBE, draw_prompt
-from ..core.text_tokenizer import BOS, EOS, IMG, IMG_END
-from ..data.sequences import ASSISTANT, USER
+from .core.checkpoint import CONFIG_FILE, WEIGHTS_FILE, CheckpointError, fsync_tree, read_config
+from .core.prompts import DESCRIBE, draw_prompt
+from .core.text_tokenizer import BOS, EOS, IMG, IMG_END
+from .data.sequences import ASSISTANT, USER
 
 IMAGE_STAGES = ("clip", "tokenizer", "decoder")
 LICENSE = "apache-2.0"  # the project's (pyproject.toml), as the Hugging Face card metadata spells it
-EVALUATIONS = ("eval_all.json", "eval_reconstruction.json", "eval_data.json")
+# The run's evaluations: the demo's test-set figures, `vlgpt eval all`, `... reconstruction`, `... data`.
+EVALUATIONS = ("metrics.json", "eval_all.json", "eval_reconstruction.json", "eval_data.json")
 
 # The sequence `data.sequences.chat_segments` builds, as text: each image is [IMG], its N embeddings
 # (from the image tokenizer, not text) and [/IMG]. Text pieces are tokenized one by one, so the
@@ -62,7 +65,7 @@ def export_run(run: str | Path, out: str | Path, overwrite: bool = False) -> Pat
                 f"{run} has no finished {stage} stage ({model} is missing); train it first: "
                 f"`vlgpt train {stage} --out {run}`"
             )
-    from ..models.loading import find_vlgpt  # the models' modules only when exporting, not for `vlgpt --help`
+    from .models.loading import find_vlgpt  # the models' modules only when exporting, not for `vlgpt --help`
 
     try:
         lm_model = find_vlgpt(run)
@@ -163,9 +166,9 @@ def model_card(run: Path, folder: Path, lm_stage: str, evaluations: dict) -> str
                 if isinstance(value, (int, float)) and key not in ("step", "skipped_steps"):
                     figures.append((f"{stage}: {key}", value))
     for name, metrics in evaluations.items():
-        for key, value in (metrics.get("headline") or {}).items():
+        for key, value in _headline(metrics).items():
             point = value.get("mean") if isinstance(value, dict) else value  # a figure or its summary
-            if isinstance(point, (int, float)):
+            if isinstance(point, (int, float)) and not isinstance(point, bool):
                 figures.append((f"{name.removesuffix('.json')}: {key}", value))
     if figures:
         lines += ["| figure | value | 95% interval | n |", "|---|---|---|---|"]
@@ -177,6 +180,17 @@ def model_card(run: Path, folder: Path, lm_stage: str, evaluations: dict) -> str
     else:
         lines.append("No evaluation was recorded in the run.")
     return "\n".join(lines) + "\n"
+
+
+def _headline(metrics: dict) -> dict:
+    """An evaluation's figures for the card, with their intervals where the file has them: the
+    Shapes evaluation's (`metrics.json`, `eval_all.json`) through `headline_figures`, another file's
+    `headline`, or its top-level figures (`eval_reconstruction.json`)."""
+    if "captioning" in metrics:
+        from .eval.full import headline_figures
+
+        return headline_figures(metrics)
+    return metrics.get("headline") or metrics
 
 
 def _figure(value) -> str:
