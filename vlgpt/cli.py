@@ -173,8 +173,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    """Write one folder to share: every stage's weights and config, the tokenizer, a chat template and
-    a model card (README.md); `vlgpt.load(OUT)` and every verb read it."""
+    """Write one folder to share: the image side's and the VL-GPT's weights and configs, the tokenizer,
+    a chat template and a model card (README.md); `vlgpt.load(OUT)` and every verb read it."""
     from .export import export_run
 
     out = export_run(args.run, args.out, overwrite=args.overwrite)
