@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import vlgpt
 
 PACKAGE = Path(vlgpt.__file__).parent
@@ -158,3 +160,13 @@ def test_loading_a_model_does_not_pull_in_training():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_vlgpt_silences_torchaos_import_noise_and_only_that():
+    """torchao, when installed, logs failed CUDA-kernel loads and an Enum deprecation on import (peft and
+    transformers import it); importing vlgpt first drops exactly those two, and other warnings pass."""
+    pytest.importorskip("torchao")
+    code = "import logging, vlgpt, peft; logging.getLogger('torchao').warning('kept: something else')"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "Failed to load" not in out.stderr and "Enum subclass" not in out.stderr, out.stderr
+    assert "kept: something else" in out.stderr
