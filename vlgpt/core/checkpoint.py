@@ -135,6 +135,14 @@ def read_config(directory: Path, expected_kind: str | None = None) -> dict:
     return config
 
 
+def renamed(state: dict, prefixes: dict[str, str]) -> dict:
+    """`state` with every key that starts with an old prefix (a key of `prefixes`) moved to the new one:
+    how a model (its `RENAMED`) still reads weights saved before a part of it was renamed."""
+    for old, new in prefixes.items():
+        state = {(new + k[len(old) :] if k.startswith(old) else k): v for k, v in state.items()}
+    return state
+
+
 def load_weights(
     directory: Path, model: nn.Module, device: torch.device | str = "cpu", dtype: torch.dtype | None = None
 ) -> nn.Module:
@@ -150,7 +158,7 @@ def load_weights(
         state = load_file(str(file), device=str(device))
     except (SafetensorError, OSError, ValueError) as error:
         raise CheckpointError(f"{file} is damaged or not a safetensors file ({error})") from None
-    state = model.upgrade_state(state) if hasattr(model, "upgrade_state") else state  # renamed weights
+    state = renamed(state, getattr(model, "RENAMED", {}))  # weights saved under a model's older names
     own = model.state_dict()
     empty = any(p.is_meta for p in model.parameters())
     shared = _shared_parameters(model) if empty else {}  # meta tensors have no storage to compare

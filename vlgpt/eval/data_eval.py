@@ -110,11 +110,10 @@ def evaluate_data(model, path: str | Path, limit: int | None = None, max_new_tok
             "(other assistant turns, a row's questions)"
         )
     result: dict = {"data": str(path), "examples": len(examples)}
+    reply = lambda messages, **sampling: model.chat(messages, **sampling).text
     if captions:
         said = [
-            _fitting(model.caption, source, max_new_tokens)
-            if not isinstance(source, list)
-            else _fitting(lambda m, **kw: model.chat(m, **kw).text, source, max_new_tokens)
+            _fitting(reply if isinstance(source, list) else model.caption, source, max_new_tokens)
             for source, _ in tqdm(captions, desc="captions", unit="caption")
         ]
         kept = [(i, r, p) for i, (_, r), p in zip(ids, captions, said) if p is not None]
@@ -129,7 +128,7 @@ def evaluate_data(model, path: str | Path, limit: int | None = None, max_new_tok
     if questions:
         correct, shown, too_long = [], [], 0
         for messages, answer in tqdm(questions, desc="answers", unit="turn"):
-            said = _fitting(lambda m, **kw: model.chat(m, **kw).text, messages, max_new_tokens)
+            said = _fitting(reply, messages, max_new_tokens)
             if said is None:
                 too_long += 1
                 continue

@@ -24,6 +24,8 @@ from .tokenizer_pair import TokenizerPair
 class EndToEndCodec(nn.Module):
     """The `decoder` stage's model when `decoder.train_codec` is on: the codec as one trainable chain."""
 
+    RENAMED = {"codec.": "pair."}  # checkpoints written while the pair was named `codec` still resume
+
     def __init__(
         self,
         config: PixelDecoderConfig,
@@ -36,11 +38,6 @@ class EndToEndCodec(nn.Module):
         self.config = config
         self.vision, self.pair, self.decoder = vision, pair, decoder
         self.captioner = captioner  # with caption_weight > 0: captions predicted from the tokens
-
-    def upgrade_state(self, state: dict) -> dict:
-        """A training checkpoint written while the pair was named `codec.*` -> today's names
-        (`checkpoint.load_weights` calls this, so such a run still resumes)."""
-        return {("pair." + k[len("codec.") :] if k.startswith("codec.") else k): v for k, v in state.items()}
 
     def tokens(self, pixels: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:
         """[B, 3, H, W] -> [B, N, token_dim]; `features` are the frozen ViT's when ours is not trained."""

@@ -29,6 +29,14 @@ class VLGPT(nn.Module):
     `lora_root`, `lora_targets`, `lora_trains_embeddings` and `embedding_modules`.
     """
 
+    # Older names of weights, read by `checkpoint.load_weights`: before the backbone held the token
+    # embedding and LM head they sat at the top; the image head was named `regression_head`.
+    RENAMED = {
+        "token_embed.": "transformer.token_embed.",
+        "lm_head.": "transformer.lm_head.",
+        "regression_head.": "image_head.",
+    }
+
     def __init__(self, config: VLGPTConfig, backbone: nn.Module | None = None):
         super().__init__()
         self.config = config
@@ -136,17 +144,6 @@ class VLGPT(nn.Module):
         """The backbone's KV cache for `batch` rows of up to `max_len` positions."""
         weight = self.image_in_weight
         return self.transformer.new_cache(batch, max_len, dtype=weight.dtype, device=weight.device)
-
-    def upgrade_state(self, state: dict) -> dict:
-        """Weights saved under older names -> today's; `checkpoint.load_weights` calls this. Before the
-        backbone held the token embedding and LM head they sat at the top (`token_embed.*`,
-        `lm_head.*`); the image head was named `regression_head.*`."""
-        moved = ("token_embed.", "lm_head.")
-        state = {("transformer." + k if k.startswith(moved) else k): v for k, v in state.items()}
-        return {
-            k.replace("regression_head.", "image_head.", 1) if k.startswith("regression_head.") else k: v
-            for k, v in state.items()
-        }
 
     def embed(
         self,
