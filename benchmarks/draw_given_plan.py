@@ -2,7 +2,7 @@
 
     python benchmarks/draw_given_plan.py --run runs/demo --n 100
     python benchmarks/draw_given_plan.py --run runs/demo --models pretrain/checkpoints/step-000400 pretrain
-    python benchmarks/draw_given_plan.py --run runs/demo --models instruct --guidance 1 2 3
+    python benchmarks/draw_given_plan.py --run runs/demo --models instruct --head-guidance 1 2 3
 
 A text-to-image answer is a plan, then an image drawn from it (benchmarks/draw_diagnosis.py splits
 the links). Here the plan is not the model's: each validation scene's caption and exact layout are
@@ -63,7 +63,7 @@ def main() -> None:
     )
     parser.add_argument("--models", nargs="+", default=["pretrain", "instruct"])
     parser.add_argument("--n", type=int, default=100, help="validation scenes")
-    parser.add_argument("--guidance", type=float, nargs="+", default=[1.0])
+    parser.add_argument("--head-guidance", type=float, nargs="+", default=[1.0])
     args = parser.parse_args()
     run = Path(args.run)
     rows, scenes = [], None
@@ -84,15 +84,15 @@ def main() -> None:
                     agreement([compare_scenes(judge(im), s) for im, s in zip(redrawn, scenes)]),
                 )
             )
-        for guidance in args.guidance:
+        for guidance in args.head_guidance:
             start, drawn = time.perf_counter(), []
             for scene, caption in zip(scenes, captions):
                 segments = [S.text(t2i_prompt(caption)), S.text(" " + language.layout(scene))]
                 out = pipe.generator.generate(
-                    segments, SamplingConfig(guidance=guidance), force_image=True, stop_after_image=True
+                    segments, SamplingConfig(head_guidance=guidance), force_image=True, stop_after_image=True
                 )
                 drawn.append(judge(out.images[0]))
-            label = f"{name}" + (f", guidance {guidance:g}" if len(args.guidance) > 1 else "")
+            label = f"{name}" + (f", guidance {guidance:g}" if len(args.head_guidance) > 1 else "")
             rows.append((label, agreement([compare_scenes(d, s) for d, s in zip(drawn, scenes)])))
             shifted = scenes[1:] + scenes[:1]
             rows.append(

@@ -134,12 +134,12 @@ def test_guided_drawing_steers_from_the_unconditional_context():
     torch.manual_seed(0)
     lm = LanguageModelConfig(width=32, depth=2, heads=2, mlp_hidden=64, max_seq_len=64)
     model = VLGPT(VLGPTConfig(tokenizer.vocab_size, num_image_tokens=4, image_token_dim=8, lm=lm)).eval()
-    codec = SimpleNamespace(token_dim=8, num_tokens=4, decode=lambda embeddings: embeddings)
+    codec = SimpleNamespace(token_dim=8, num_tokens=4, decode=lambda embeddings, *drawing: embeddings)
     generator = InterleavedGenerator(model, tokenizer, codec)
     prompt = [S.text("a red circle")]
 
     def draw(guidance: float) -> torch.Tensor:
-        config = SamplingConfig(guidance=guidance)
+        config = SamplingConfig(head_guidance=guidance)
         return generator.generate(prompt, config, force_image=True, stop_after_image=True).images[0]
 
     plain, guided = draw(1.0), draw(3.0)

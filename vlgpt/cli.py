@@ -114,6 +114,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         resume=args.resume,
         clip=args.clip,
         vision=args.vision,
+        decoder=args.decoder,
     )
     if is_main_process():
         print(table(f"{args.stage}: final evaluation", metrics))
@@ -150,7 +151,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
         from .eval.full import evaluate_all, headline, headline_figures
 
         out = Path(args.output or Path(args.ckpt) / "eval_all.json")
-        metrics = evaluate_all(_pipeline(args), n=args.n, guidance=args.guidance)
+        metrics = evaluate_all(
+            _pipeline(args),
+            n=args.n,
+            steps=args.steps,
+            guidance=args.guidance,
+            head_guidance=args.head_guidance,
+        )
         shown = headline_figures(metrics)  # with intervals; the file's headline keeps the values
         metrics = {"headline": headline(metrics), **metrics}
     elif args.what == "reconstruction":
@@ -218,6 +225,7 @@ def _sampling(args: argparse.Namespace) -> dict:
         "top_k": args.top_k,
         "top_p": args.top_p,
         "seed": args.seed,
+        **{k: getattr(args, k) for k in ("steps", "guidance") if getattr(args, k) is not None},
     }
 
 
@@ -235,7 +243,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
 
 def cmd_imagine(args: argparse.Namespace) -> int:
     """Draw an image from a prompt."""
-    sampling = _sampling(args) | ({} if args.guidance is None else {"guidance": args.guidance})
+    sampling = _sampling(args) | ({} if args.head_guidance is None else {"head_guidance": args.head_guidance})
     image = _pipeline(args).imagine(args.prompt, **sampling)
     image.save(args.output)
     print(f"wrote {args.output}")
@@ -333,7 +341,23 @@ def _add_sampling(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
     parser.add_argument("--top-k", type=int, default=0, help="sample from the k most likely tokens (0: off)")
     parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass")
-    parser.add_argument("--seed", type=int, default=0, help="sampling seed")
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed (and a diffusion decoder's noise)")
+    _add_drawing(parser)
+
+
+def _add_drawing(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="a diffusion decoder's (--decoder) denoising steps (default: the decoder's)",
+    )
+    parser.add_argument(
+        "--guidance",
+        type=float,
+        default=None,
+        help="a diffusion decoder's classifier-free guidance scale, >1 on (default: the decoder's)",
+    )
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -411,6 +435,13 @@ def _args_train(parser: argparse.ArgumentParser) -> None:
         help="clip stage: a local Hugging Face CLIP or SigLIP folder, "
         "frozen, becomes the run's CLIP instead of training one (docs/custom-models.md)",
     )
+    parser.add_argument(
+        "--decoder",
+        metavar="PATH",
+        help="decoder stage: a local diffusers text-to-image folder (Stable Diffusion layout), frozen, "
+        "becomes the run's pixel decoder instead of training one; run it before `tokenizer`, which "
+        "then regresses its conditions (docs/custom-models.md)",
+    )
     _add_train_flags(parser)
 
 
@@ -431,8 +462,12 @@ def _args_eval(parser: argparse.ArgumentParser) -> None:
     _add_device(parser)
     parser.add_argument("--n", type=int, default=500, help="scenes to evaluate")
     parser.add_argument("--split", choices=SPLITS, default="val", help="Shapes split")
+    _add_drawing(parser)
     parser.add_argument(
-        "--guidance", type=float, default=None, help="with `all`: classifier-free guidance on drawings"
+        "--head-guidance",
+        type=float,
+        default=None,
+        help="with `all`: the image head's classifier-free guidance on drawings (1: none)",
     )
     parser.add_argument("--output", help="JSON file (default: RUN/eval_<what>.json; a PNG grid beside it)")
 
@@ -495,10 +530,11 @@ def _args_imagine(parser: argparse.ArgumentParser) -> None:
     _args_verb(("prompt",), parser)
     parser.add_argument("-o", "--output", required=True, help="output PNG")
     parser.add_argument(
-        "--guidance",
+        "--head-guidance",
         type=float,
         default=None,
-        help="classifier-free guidance: 1 none, >1 away from the unconditional draw",
+        help="the image head's classifier-free guidance: 1 none, >1 away from the unconditional draw "
+        "(needs pretraining with --uncond-prob)",
     )
 
 

@@ -60,7 +60,10 @@ def export_run(run: str | Path, out: str | Path, overwrite: bool = False) -> Pat
         raise ExportError(f"{out} is inside the run {run}; export to a folder outside it")
     for stage in IMAGE_STAGES:
         model = run / stage / "model"
-        if not (model / CONFIG_FILE).is_file() or not (model / WEIGHTS_FILE).is_file():
+        # Weights are model.safetensors, or an imported checkpoint's folder (--vision's hf/, --decoder's
+        # diffusers/).
+        weights = [model / WEIGHTS_FILE, model / "hf", model / "diffusers"]
+        if not (model / CONFIG_FILE).is_file() or not any(w.exists() for w in weights):
             raise ExportError(
                 f"{run} has no finished {stage} stage ({model} is missing); train it first: "
                 f"`vlgpt train {stage} --out {run}`"
@@ -110,6 +113,10 @@ def model_card(run: Path, folder: Path, lm_stage: str, evaluations: dict) -> str
     backbone = "a Hugging Face causal LM" if lm_config.get("backbone") == "hf" else "vlgpt's own transformer"
     decoder = read_config(folder / "decoder" / "model")
     size = decoder.get("image_size") or (decoder.get("config") or {}).get("image_size", "?")
+    drawn_by = ""
+    if decoder.get("backbone") == "diffusers":
+        pipeline = decoder.get("pipeline", "diffusers pipeline")
+        drawn_by = f" Pictures are drawn by a frozen {pipeline} (`decoder/model/diffusers/`)."
     lines = [
         "---",
         f"license: {LICENSE}",
@@ -127,7 +134,7 @@ def model_card(run: Path, folder: Path, lm_stage: str, evaluations: dict) -> str
         "",
         "One transformer that reads and writes text and images (VL-GPT): captions, answers questions "
         f"about images, draws from text and edits images. {size}x{size} images, {backbone}, exported "
-        f"from the run `{run}` with `vlgpt export`.",
+        f"from the run `{run}` with `vlgpt export`.{drawn_by}",
         "",
         "## Use",
         "",

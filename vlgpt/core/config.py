@@ -157,8 +157,8 @@ class PixelDecoderConfig:
 
     kind: str = f(
         "conv",
-        "decoder family: conv (fast, deterministic upsampler) or flow (the same network as a "
-        "pixel-space flow, sampled in a few Euler steps)",
+        "decoder family: conv (fast, deterministic upsampler); a sampling decoder is a pretrained "
+        "diffusers pipeline, imported with `vlgpt train decoder --decoder PATH`",
     )
     channels: int = f(128, "channels at the lowest resolution; halved at each upsampling")
     condition_noise: float = f(0.1, "std of noise added to (e_v, e_t) in training, for robustness to z")
@@ -294,14 +294,38 @@ class TokenizerPairConfig:
     tokenizer: ImageTokenizerConfig
     feature_width: int  # the ViT's width: the tokenizer reads its hidden states
     num_condition_tokens: int  # tokens in e_v, which the detokenizer predicts
-    embed_dim: int  # CLIP's shared embedding width
+    embed_dim: int  # width of each e_v token (CLIP's shared embedding width)
     num_patches: int | None = None  # the ViT's patch tokens (None: as many as the queries' homes)
+    # e_t's form: 0, one pooled vector [D] (vlgpt's CLIP); L > 0, a diffusion decoder's text-encoder
+    # states [L, text_dim] (`--decoder`), when e_v is whatever its adapter reads, not a grid.
+    text_tokens: int = 0
+    text_dim: int = 0  # 0: embed_dim
 
     @classmethod
     def for_clip(cls, tokenizer: ImageTokenizerConfig, clip: ClipConfig) -> TokenizerPairConfig:
         return cls(
             tokenizer, clip.vision.width, clip.num_condition_tokens, clip.embed_dim, clip.vision.num_patches
         )
+
+    @classmethod
+    def for_decoder(
+        cls, tokenizer: ImageTokenizerConfig, clip: ClipConfig, shapes: dict
+    ) -> TokenizerPairConfig:
+        """Targets from a diffusers decoder's conditions (`DiffusersDecoder.shapes`), inputs from the CLIP."""
+        return cls(
+            tokenizer,
+            clip.vision.width,
+            shapes["image_tokens"],
+            shapes["image_dim"],
+            clip.vision.num_patches,
+            text_tokens=shapes["text_tokens"],
+            text_dim=shapes["text_dim"],
+        )
+
+    @property
+    def condition_grid(self) -> bool:
+        """e_v is vlgpt's [pooled, G x G regions] and e_t one vector: the layout locality is built for."""
+        return self.text_tokens == 0
 
 
 @dataclass(frozen=True)
@@ -359,7 +383,8 @@ class TrainConfig:
     uncond_prob: float = f(
         0.0,
         "pretrain (and instruct's replay): share of text-to-image pairs whose text is dropped, so the "
-        "model also learns to draw unconditioned, which classifier-free guidance (--guidance) needs",
+        "model also learns to draw unconditioned, which the image head's classifier-free guidance "
+        "(--head-guidance) needs",
     )
     image_modeling: bool = f(
         False,

@@ -45,15 +45,24 @@ def check_local_lm(path: str | Path, need_weights: bool = True) -> Path:
                 "folder. Use a model whose architecture transformers ships (Llama, Qwen2, Mistral, "
                 "GPT-2, ...)"
             )
-    if need_weights and not any(path.glob("*.safetensors")):
-        pickled = sorted(p.name for p in path.iterdir() if p.name.endswith(PICKLE_SUFFIXES))
-        if pickled:
-            raise CheckpointError(
-                f"{path / pickled[0]} holds pickled weights; vlgpt loads safetensors only. Convert "
-                "them first (save_pretrained(..., safe_serialization=True) where you trust the file)"
-            )
-        raise CheckpointError(f"{path} has no *.safetensors weights")
+    if need_weights:
+        require_safetensors(path)
     return path
+
+
+def require_safetensors(folder: Path, pattern: str = "*.safetensors") -> None:
+    """Refuse a model folder whose weights are missing or only pickled, naming the pickled file."""
+    if not folder.is_dir():
+        raise CheckpointError(f"{folder} is missing")
+    if any(folder.glob(pattern)):
+        return
+    pickled = sorted(p.name for p in folder.iterdir() if p.name.endswith(PICKLE_SUFFIXES))
+    if pickled:
+        raise CheckpointError(
+            f"{folder / pickled[0]} holds pickled weights; vlgpt loads safetensors only. Convert "
+            "them first (save_pretrained(..., safe_serialization=True) where you trust the file)"
+        )
+    raise CheckpointError(f"{folder} has no {pattern} weights")
 
 
 class HFTextTokenizer:

@@ -24,7 +24,7 @@ def unconditional() -> list[S.Segment]:
 def pair_sample(source, index: int, rng, uncond_prob: float = 0.0) -> tuple[list[S.Segment], list]:
     """An image-caption pair of a dataset, in either direction at random (VL-GPT §3.2's pre-training).
     A share `uncond_prob` of the text-to-image ones drop their text: the unconditional draw that
-    classifier-free guidance steers away from (`SamplingConfig.guidance`)."""
+    classifier-free guidance steers away from (`SamplingConfig.head_guidance`)."""
     pixels, caption, _ = source.get(index)
     if rng.random() < 0.5:  # image then caption
         return [S.Segment("image", 0, False), S.text(caption, True), S.eos()], [pixels]

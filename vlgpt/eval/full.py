@@ -50,10 +50,11 @@ def few_shot(model: Pipeline, world: ShapesWorld, k: int, n: int) -> dict:
     return summarize(scores)
 
 
-def evaluate_all(model: Pipeline, n: int = 100, progress: bool = True, guidance: float | None = None) -> dict:
-    """Every task on n Shapes test rows. `guidance`: classifier-free guidance for the drawings
-    (None: the pipeline's default)."""
-    draw = {} if guidance is None else {"guidance": guidance}
+def evaluate_all(model: Pipeline, n: int = 100, progress: bool = True, **drawing) -> dict:
+    """Every task on n Shapes test rows. `drawing`: SamplingConfig fields for the drawings (a
+    diffusion decoder's `steps` and `guidance`, the image head's `head_guidance`); None or absent: the
+    pipeline's defaults."""
+    draw = {k: v for k, v in drawing.items() if v is not None}
     size = model.codec.image_size
     test = ShapesWorld("test", size, size)
     rows = [test[i] for i in tqdm(range(n), desc="rows", disable=not progress)]

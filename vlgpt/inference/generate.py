@@ -33,10 +33,14 @@ class SamplingConfig:
     top_p: float = 1.0
     stop: tuple[str, ...] = ()
     max_images: int = 4
-    seed: int = 0
-    # Classifier-free guidance on drawn images: 1 is none; w > 1 pushes each image embedding away
+    seed: int = 0  # text sampling and, with a diffusion decoder, the drawing's noise
+    # A diffusion decoder's (`--decoder`) denoising steps and classifier-free guidance scale (> 1 on);
+    # None: the decoder's defaults. vlgpt's own decoder is deterministic and takes neither.
+    steps: int | None = None
+    guidance: float | None = None
+    # Classifier-free guidance of the image head: 1 is none; w > 1 pushes each image embedding away
     # from what the model draws with no text at all (models/image_heads.py). For text-to-image.
-    guidance: float = 1.0
+    head_guidance: float = 1.0
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
@@ -47,8 +51,12 @@ class SamplingConfig:
             raise GenerationError(f"top_k must be >= 0, got {self.top_k}")
         if not 0 < self.top_p <= 1:
             raise GenerationError(f"top_p must be in (0, 1], got {self.top_p}")
-        if not 0 <= self.guidance <= 20:
-            raise GenerationError(f"guidance must be in [0, 20] (1: none), got {self.guidance}")
+        if not 0 <= self.head_guidance <= 20:
+            raise GenerationError(f"head guidance must be in [0, 20] (1: none), got {self.head_guidance}")
+        if self.guidance is not None and not 0 <= self.guidance <= 50:
+            raise GenerationError(f"guidance must be in [0, 50] (1 or less: none), got {self.guidance}")
+        if self.steps is not None and not 1 <= self.steps <= 1000:
+            raise GenerationError(f"steps must be in [1, 1000], got {self.steps}")
 
 
 @dataclass
@@ -135,16 +143,16 @@ class InterleavedGenerator:
         """An image's N embeddings [N, d], the cache standing just after its [IMG] (whose hidden state
         is `hidden`). `lm.draw=next`: N regression steps, each prediction fed back as the next input;
         `queries`: the N learned queries in one pass, each regressing its own place."""
-        uncond_cache, uncond = self._unconditional(n) if config.guidance != 1.0 else (None, None)
+        uncond_cache, uncond = self._unconditional(n) if config.head_guidance != 1.0 else (None, None)
         if self.model.draw_queries is not None:
             if uncond_cache is not None:
                 uncond = self.model.query_states(uncond_cache)
             return self.model.next_image_embedding(
-                self.model.query_states(cache), generator, uncond, config.guidance
+                self.model.query_states(cache), generator, uncond, config.head_guidance
             )
         predicted = []
         for place in range(n):
-            embedding = self.model.next_image_embedding(hidden, generator, uncond, config.guidance)
+            embedding = self.model.next_image_embedding(hidden, generator, uncond, config.head_guidance)
             predicted.append(embedding)
             hidden = self._step(cache, embedding=embedding, place=place)
             if uncond_cache is not None:
@@ -300,7 +308,9 @@ class InterleavedGenerator:
                 hidden = self._step(cache, token=token)
                 predicted = self._draw(cache, hidden, n, config, generator)
                 hidden = self._step(cache, token=self.tokenizer.img_end_id)
-                drawn = self.codec.decode(predicted[None])[0]
+                drawn = self.codec.decode(
+                    predicted[None], config.steps, config.guidance, config.seed + images
+                )[0]
                 output.parts.append(("image", drawn))
                 if on_part is not None:
                     on_part("image", drawn)

@@ -9,7 +9,8 @@ Each head implements `loss(hidden [M, W], target [M, d]) -> scalar` and, through
   borrows sharpness from a pretrained Stable Diffusion that we do not have).
 * `flow` — a per-embedding generative head (MAR's diffusion loss, Li et al. 2024, in its
   flow-matching form): a small residual MLP, conditioned on the hidden state, learns the velocity
-  field that carries Gaussian noise to the next embedding; sampling integrates it with Euler steps.
+  field that carries Gaussian noise to the next embedding; sampling integrates it with diffusers'
+  flow-matching Euler scheduler.
   It draws one mode of what the text allows instead of the mean between modes.
 
 Both heads take classifier-free guidance (Ho & Salimans 2022; MAR's text-to-image): given the
@@ -142,21 +143,29 @@ class FlowHead(ImageHead, nn.Module):
 
     @torch.no_grad()
     def _integrate(self, hidden, uncond, guidance: float, generator) -> torch.Tensor:
-        """Euler from noise (t = 0) to data (t = 1); with `uncond`, on the guided velocity."""
+        """From noise (t = 0) to data (t = 1) through diffusers' flow-matching Euler scheduler, on
+        `steps` evenly spaced times; with `uncond`, on the guided velocity."""
+        from diffusers import FlowMatchEulerDiscreteScheduler
+
         hidden = hidden.float().reshape(-1, hidden.shape[-1])
         if uncond is not None:
             uncond = uncond.float().reshape(-1, hidden.shape[-1]).expand_as(hidden)
+        # diffusers' sigma is our 1 - t (x = sigma noise + (1 - sigma) data), and its model output the
+        # velocity towards noise: minus ours.
+        scheduler = FlowMatchEulerDiscreteScheduler()
+        scheduler.set_timesteps(
+            sigmas=[1.0 - i / self.steps for i in range(self.steps)], device=hidden.device
+        )
         x = self.temperature * torch.randn(len(hidden), self.dim, generator=generator, device=hidden.device)
-        dt = 1.0 / self.steps
-        for i in range(self.steps):
-            t = torch.full((len(x),), i * dt, device=x.device)
+        for sigma, timestep in zip(scheduler.sigmas[:-1], scheduler.timesteps):
+            t = (1.0 - sigma).expand(len(x)).to(x.device)
             if uncond is not None:  # one batched call for both conditions
                 both = self.velocity(torch.cat([x, x]), torch.cat([t, t]), torch.cat([hidden, uncond]))
                 v, v_uncond = both.chunk(2)
                 v = v_uncond + guidance * (v - v_uncond)
             else:
                 v = self.velocity(x, t, hidden)
-            x = x + dt * v
+            x = scheduler.step(-v, timestep, x).prev_sample
         return x * self.target_scale
 
 

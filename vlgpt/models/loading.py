@@ -6,7 +6,8 @@ The stages in `train/` save their models through the `save_*` functions here; in
 
     RUN/clip/model/          CLIP (or a --vision checkpoint under hf/)
     RUN/tokenizer/model/     image tokenizer + detokenizer
-    RUN/decoder/model/       pixel decoder; with decoder.train_codec also clip/ and tokenizer/ (tuned)
+    RUN/decoder/model/       pixel decoder; with decoder.train_codec also clip/ and tokenizer/ (tuned);
+                             a `--decoder PATH` diffusers pipeline under diffusers/
     RUN/{pretrain,instruct}/model/   the VL-GPT transformer (an HF backbone's files under lm/)
 """
 
@@ -31,12 +32,14 @@ from ..core.devices import empty_parameters
 from ..core.hf_lm import LM_DIR, HFTextTokenizer, rebuild_lm, save_lm
 from ..core.text_tokenizer import TextTokenizer
 from .clip import CLIP
+from .diffusers_decoder import DiffusersDecoder, copy_decoder_folder
 from .hf_backbone import HFBackbone
 from .pixel_decoder import build_pixel_decoder
 from .tokenizer_pair import TokenizerPair
 from .vlgpt import VLGPT
 
 HF_FOLDER = "hf"  # a --vision checkpoint, inside RUN/clip/model/
+DIFFUSERS_FOLDER = "diffusers"  # a --decoder pipeline, inside RUN/decoder/model/
 TUNED_CLIP, TUNED_PAIR = "clip", "tokenizer"  # end-to-end tuned copies, inside RUN/decoder/model/
 
 
@@ -111,9 +114,42 @@ def save_pixel_decoder(directory: Path, decoder: torch.nn.Module) -> None:
     save_model(directory, decoder, {"kind": "decoder", "config": to_dict(decoder.model_config)})
 
 
-def load_pixel_decoder(run_or_dir: Path, device="cpu", dtype=None) -> torch.nn.Module:
+def save_diffusers_decoder(directory: Path, decoder: DiffusersDecoder, source: Path) -> None:
+    """RUN/decoder/model/ for `--decoder PATH`: the checked pipeline folder under diffusers/ and a
+    config.json with where it came from and the shapes of its conditions."""
+    copy_decoder_folder(source, directory / DIFFUSERS_FOLDER)
+    meta = {
+        "kind": "decoder",
+        "backbone": "diffusers",
+        "source": str(source),
+        "pipeline": type(decoder.pipe).__name__,
+        "adapter": decoder.adapter,
+        "image_size": decoder.image_size,
+        "steps": decoder.steps,
+        "guidance": decoder.guidance,
+        **decoder.shapes,
+    }
+    (directory / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def diffusers_decoder_dir(run_or_dir: Path) -> Path | None:
+    """The imported diffusers pipeline of a run (or of a decoder model folder), or None when the
+    decoder is vlgpt's own or not trained yet."""
+    path = Path(run_or_dir)
+    for candidate in (path / "decoder" / "model", path):
+        if (candidate / "config.json").is_file():
+            is_diffusers = read_config(candidate).get("backbone") == "diffusers"
+            return candidate / DIFFUSERS_FOLDER if is_diffusers else None
+    return None
+
+
+def load_pixel_decoder(run_or_dir: Path, device="cpu", dtype=None):
+    """The run's pixel decoder: vlgpt's own (a module with `decode(z_v, z_t)`), or the imported
+    diffusers pipeline (`DiffusersDecoder`, whose `decode` also takes steps, guidance and a seed)."""
     directory = _model_dir(run_or_dir, "decoder")
     config = read_config(directory, "decoder")
+    if config.get("backbone") == "diffusers":
+        return DiffusersDecoder(directory / DIFFUSERS_FOLDER, device, dtype or torch.float32)
     if "embed_dim" in config:  # saved before config.json held the whole PixelDecoderModelConfig
         shapes = ("embed_dim", "image_size", "grid")
         config["config"] = {"decoder": config["config"], **{k: config[k] for k in shapes}}

@@ -8,8 +8,10 @@ detokenizer's z is noisier than CLIP's e, and a per-region decoder cannot tell w
 went from one blurred token. The region tokens then form a grid that convolutions upsample to
 pixels, with the mixed pooled and text tokens modulating every stage (FiLM).
 Any decoder with the same methods — `loss(e_v, e_t, images)`, `fit(z_v, z_t, images)` (the
-training loss the decoder stage's chain calls) and `decode(z_v, z_t)` — can take its place;
-`FlowPixelDecoder` (`decoder.kind=flow`) is one that samples in `decode`.
+training loss the decoder stage's chain calls) and `decode(z_v, z_t)` — can take its place. A decoder
+that samples is a diffusers pipeline, imported frozen as the paper's is (`diffusers_decoder.py`,
+`--decoder PATH`); the pixel-space flow variant that once lived here (with its own Euler loop) drew
+no better (docs/BENCHMARKS.md, "Learn to draw") and is gone.
 """
 
 from __future__ import annotations
@@ -98,11 +100,10 @@ class ConvPixelDecoder(nn.Module):
         (a saturated sigmoid left the decoder stuck on a blank background in our runs)."""
         return self.render(*self.condition(z_v, z_t))
 
-    def render(self, cond: torch.Tensor, x: torch.Tensor, inputs=None) -> torch.Tensor:
-        """The FiLM-modulated stages from the stem's grid `x` to unclamped pixels; `inputs(i, x)`, when
-        given, is added to the map before stage i (the flow decoder's noisy image)."""
+    def render(self, cond: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The FiLM-modulated stages from the stem's grid `x` to unclamped pixels."""
         for i, stage in enumerate(self.stages):
-            x = stage(x if inputs is None else x + inputs(i, x), cond)
+            x = stage(x, cond)
             if i < len(self.ups):
                 x = self.ups[i](F.interpolate(x, scale_factor=2, mode="nearest"))
                 if len(self.maps):
@@ -163,63 +164,6 @@ class ConvPixelDecoder(nn.Module):
         return loss, parts
 
 
-class FlowPixelDecoder(ConvPixelDecoder):
-    """The conv decoder as a conditional flow in pixel space (`decoder.kind=flow`).
-
-    Besides (z_v, z_t) it sees a noisy image x_t = t * x + (1 - t) * noise (x scaled to -1..1) and
-    its time t, and predicts the clean image (x-prediction, as JiT argues for pixel-space flows;
-    the same foreground-weighted L1 + edge loss on it). `decode` samples by Euler steps on the
-    velocity (x_hat - x_t) / (1 - t) from pure noise: at t = 0 it is the deterministic decoder's
-    guess, and later steps can commit to one sharp shape where that guess is a blur of several.
-    x_t enters every stage through a zero-initialised 1x1 convolution of its space-to-depth map,
-    t through the FiLM condition.
-    """
-
-    def __init__(self, model_config: PixelDecoderModelConfig):
-        super().__init__(model_config)
-        size, cond_dim = self.image_size, 2 * model_config.embed_dim
-        sides = [self.grid * 2**i for i in range(len(self.stages))]
-        self.noisy = nn.ModuleList(
-            nn.Conv2d(3 * (size // side) ** 2, stage.conv1.in_channels, 1)
-            for side, stage in zip(sides, self.stages)
-        )
-        self.time = nn.Sequential(nn.Linear(32, cond_dim), nn.SiLU(), nn.Linear(cond_dim, cond_dim))
-        for layer in (*self.noisy, self.time[-1]):
-            nn.init.zeros_(layer.weight)
-            nn.init.zeros_(layer.bias)
-
-    def forward(
-        self, z_v: torch.Tensor, z_t: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor
-    ) -> torch.Tensor:
-        """The clean image's unclamped pixels, predicted from (z_v, z_t), the noisy image x_t and t [B]."""
-        freqs = torch.exp(torch.arange(16, device=t.device) * (-math.log(1000.0) / 16)) * 1000.0
-        angles = t.float()[:, None] * freqs[None]
-        cond, x = self.condition(z_v, z_t)
-        cond = cond + self.time(torch.cat([angles.sin(), angles.cos()], dim=-1))
-        noisy = lambda i, x: self.noisy[i](F.pixel_unshuffle(x_t, self.image_size // x.shape[-1]))
-        return self.render(cond, x, noisy)
-
-    def fit(self, z_v, z_t, images, critic=None):
-        t = torch.sigmoid(torch.randn(len(images)))  # logit-normal times, as SD3
-        noise = torch.randn_like(images)
-        x_t = t[:, None, None, None] * (2 * images - 1) + (1 - t[:, None, None, None]) * noise
-        return self.pixel_loss(self.forward(z_v, z_t, x_t, t), images, critic)
-
-    @torch.no_grad()
-    def decode(
-        self, z_v: torch.Tensor, z_t: torch.Tensor, steps: int = 8, generator: torch.Generator | None = None
-    ) -> torch.Tensor:
-        """Euler steps from noise to an image: the same pixels for the same `generator` (seed 0 if none)."""
-        generator = generator or torch.Generator().manual_seed(0)
-        B = z_v.shape[0]
-        x = torch.randn(B, 3, self.image_size, self.image_size, generator=generator).to(z_v.device, z_v.dtype)
-        for i in range(steps):
-            t = torch.full((B,), i / steps, device=z_v.device)
-            x_hat = 2 * self.forward(z_v, z_t, x, t) - 1
-            x = x + (x_hat - x) / (steps - i)  # v * dt with v = (x_hat - x) / (1 - t), dt = 1 / steps
-        return ((x + 1) / 2).clamp(0.0, 1.0)
-
-
 def foreground(images: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:
     """[B, 3, H, W] in 0..1 -> [B, 1, H, W] in 0..1: each pixel's distance to the median border colour
     (of `reference`, when given: a prediction measured against its target's background)."""
@@ -229,7 +173,7 @@ def foreground(images: torch.Tensor, reference: torch.Tensor | None = None) -> t
     return ((images - background).abs().amax(dim=1, keepdim=True) * 4).clamp(max=1.0)
 
 
-DECODERS = {"conv": ConvPixelDecoder, "flow": FlowPixelDecoder}
+DECODERS = {"conv": ConvPixelDecoder}
 
 
 def build_pixel_decoder(config: PixelDecoderModelConfig) -> nn.Module:

@@ -23,12 +23,20 @@ class TokenizerPair(nn.Module):
         super().__init__()
         self.config = config
         self.tokenizer = ImageTokenizer(config.tokenizer, config.feature_width, config.num_patches)
-        self.detokenizer = ImageDetokenizer(config.tokenizer, config.num_condition_tokens, config.embed_dim)
+        self.detokenizer = ImageDetokenizer(
+            config.tokenizer,
+            config.num_condition_tokens,
+            config.embed_dim,
+            config.text_tokens,
+            config.text_dim,
+        )
 
     def forward(self, features: torch.Tensor, e_v: torch.Tensor, e_t: torch.Tensor):
         """Loss lambda_1 MSE(z_v, e_v) + lambda_2 MSE(z_t, e_t), with both terms for logging."""
         z_v, z_t = self.detokenizer(self.tokenizer(features))
-        loss_v, loss_t = F.mse_loss(z_v, e_v), F.mse_loss(z_t, e_t)
+        # A decoder without an image-prompt adapter has no e_v: only z_t conditions its drawing.
+        loss_v = F.mse_loss(z_v, e_v) if z_v.shape[1] else z_v.new_zeros(())
+        loss_t = F.mse_loss(z_t, e_t)
         weights = self.config.tokenizer
         loss = weights.weight_image * loss_v + weights.weight_text * loss_t
         return loss, {"mse_v": loss_v.detach(), "mse_t": loss_t.detach()}

@@ -47,7 +47,7 @@ from .inputs import (
 from .metrics import CONTENT_TYPE, RequestTimer, ServerMetrics
 from .middleware import BearerAuth, BodyLimit
 from .outputs import ContentWriter, chat_chunk, chat_completion, completion_id, images_response, usage
-from .schemas import ChatCompletionRequest, ImageGenerationRequest
+from .schemas import ChatCompletionRequest, ImageGenerationRequest, drawing_options
 from .settings import ServeSettings
 from .worker import Cancelled, Job, ModelWorker, timeout_error
 
@@ -84,7 +84,7 @@ def create_app(pipeline, settings: ServeSettings) -> FastAPI:
             allow_headers=["Authorization", "Content-Type"],
         )
     ui_page, ui_headers = _ui_page()
-    image_size = pipeline.codec.image_size
+    image_size = pipeline.codec.output_size  # what it draws (a diffusion decoder's own size)
 
     @app.exception_handler(Cancelled)
     async def client_gone(request: Request, error: Cancelled) -> JSONResponse:
@@ -123,6 +123,7 @@ def create_app(pipeline, settings: ServeSettings) -> FastAPI:
             "top_k": body.top_k,
             "seed": body.seed or 0,
             "stop": body.stop_strings(),
+            **{k: v for k, v in (("steps", body.steps), ("guidance", body.guidance)) if v is not None},
         }
         messages = await run_in_threadpool(load_images, chat_messages(body, settings), settings)
         if body.stream:
@@ -157,18 +158,17 @@ def create_app(pipeline, settings: ServeSettings) -> FastAPI:
         check_model(body.model, settings)
         _check_image_options(body.n, body.size, body.response_format, body.stream, image_size, settings)
         check_prompt_length(len(body.prompt), settings, "prompt")
-        return images_response(
-            await worker.call(_draw(lambda: pipeline.imagine(body.prompt), body.n), request.is_disconnected)
-        )
+        drawing = body.drawing()
+        draw = lambda i: pipeline.imagine(body.prompt, **{**drawing, "seed": drawing["seed"] + i})
+        return images_response(await worker.call(_draw(draw, body.n), request.is_disconnected))
 
     @app.post("/v1/images/edits")
     async def images_edits(request: Request) -> dict:
         worker.ensure_room()
-        data, prompt, n = await _read_edit_form(request, settings, image_size)
+        data, prompt, n, drawing = await _read_edit_form(request, settings, image_size)
         image = await run_in_threadpool(load_upload, data, settings, "image")
-        return images_response(
-            await worker.call(_draw(lambda: pipeline.edit(image, prompt), n), request.is_disconnected)
-        )
+        draw = lambda i: pipeline.edit(image, prompt, **{**drawing, "seed": drawing["seed"] + i})
+        return images_response(await worker.call(_draw(draw, n), request.is_disconnected))
 
     return app
 
@@ -236,8 +236,9 @@ def _check_image_options(
 
 async def _read_edit_form(
     request: Request, settings: ServeSettings, image_size: int
-) -> tuple[bytes, str, int]:
-    """The multipart form the openai client sends for images.edit -> (image bytes, prompt, n)."""
+) -> tuple[bytes, str, int, dict]:
+    """The multipart form the openai client sends for images.edit -> (image bytes, prompt, n, and the
+    drawing's seed, steps and guidance: extensions for a diffusion decoder)."""
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise APIError(
             400,
@@ -266,18 +267,24 @@ async def _read_edit_form(
             settings,
         )
         check_prompt_length(len(prompt), settings, "prompt")
-        return await files[0].read(), prompt, n
+        seed, steps = _int_field(form, "seed", 0), _int_field(form, "steps", 0) or None
+        guidance = _float_field(form, "guidance")
+        if seed < 0 or (steps is not None and not 1 <= steps <= 1000):
+            raise APIError(400, "seed must be >= 0 and steps in 1..1000", param="steps")
+        if guidance is not None and not 0 <= guidance <= 50:
+            raise APIError(400, f"guidance must be in [0, 50], got {guidance}", param="guidance")
+        return await files[0].read(), prompt, n, drawing_options(seed, steps, guidance)
 
 
-def _draw(make_image: Callable[[], object], n: int) -> Callable[[Job], list]:
-    """A worker job drawing n images, checking for cancellation between them."""
+def _draw(make_image: Callable[[int], object], n: int) -> Callable[[Job], list]:
+    """A worker job drawing n images (`make_image(i)` for i < n), checking for cancellation between them."""
 
     def work(job: Job) -> list:
         images = []
-        for _ in range(n):
+        for i in range(n):
             if job.should_stop():
                 raise Cancelled("stopped between images")
-            images.append(make_image())
+            images.append(make_image(i))
         return images
 
     return work
@@ -288,6 +295,14 @@ def _text_field(form, name: str) -> str | None:
     if value is not None and not isinstance(value, str):
         raise APIError(400, f"'{name}' must be a text field, not a file", param=name)
     return value
+
+
+def _float_field(form, name: str) -> float | None:
+    value = _text_field(form, name)
+    try:
+        return None if value in (None, "") else float(value)
+    except ValueError:
+        raise APIError(400, f"'{name}' must be a number, got {value[:20]!r}", param=name) from None
 
 
 def _int_field(form, name: str, default: int) -> int:

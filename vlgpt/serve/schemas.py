@@ -59,6 +59,12 @@ class ChatCompletionRequest(_Request):
     n: Literal[1] = 1
     stream: bool = False
     stream_options: StreamOptions | None = None
+    steps: int | None = Field(
+        None, ge=1, le=1000, description="extension: a diffusion decoder's denoising steps"
+    )
+    guidance: float | None = Field(
+        None, ge=0.0, le=50.0, description="extension: a diffusion decoder's classifier-free guidance scale"
+    )
 
     def stop_strings(self) -> tuple[str, ...]:
         stops = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
@@ -72,3 +78,17 @@ class ImageGenerationRequest(_Request):
     size: str | None = None
     response_format: str | None = None  # only "b64_json": the server keeps no files to link to
     stream: bool = False
+    # Extensions for a diffusion decoder (`--decoder`): image i of n is drawn from seed + i.
+    seed: int | None = Field(None, ge=0)
+    steps: int | None = Field(None, ge=1, le=1000)
+    guidance: float | None = Field(None, ge=0.0, le=50.0)
+
+    def drawing(self) -> dict:
+        return drawing_options(self.seed, self.steps, self.guidance)
+
+
+def drawing_options(seed: int | None, steps: int | None, guidance: float | None) -> dict:
+    """The sampling fields of a drawing request that were given (seed 0 when not)."""
+    options = {"seed": seed or 0}
+    options.update({k: v for k, v in (("steps", steps), ("guidance", guidance)) if v is not None})
+    return options

@@ -35,6 +35,7 @@ def train_stage(
     progress: bool = True,
     clip: str | Path | None = None,
     vision: str | Path | None = None,
+    decoder: str | Path | None = None,
 ) -> dict:
     """Train one stage into RUN/<stage>/; returns the final evaluation metrics. `data` / `val_data`
     left None come from the recipe file's data: section, else the Shapes world.
@@ -61,6 +62,15 @@ def train_stage(
         from .stages.clip import VisionImport
 
         return VisionImport(vision, inputs).run(run / "clip")
+    if decoder is not None:
+        if stage != "decoder":
+            raise ConfigError(
+                "--decoder belongs to the decoder stage: `vlgpt train decoder --decoder PATH` makes the "
+                "diffusers pipeline the run's frozen decoder; train the tokenizer after it"
+            )
+        from .stages.decoder import DecoderImport
+
+        return DecoderImport(decoder).run(run / "decoder")
     with process_group(train_config) as dist:
         task = stage_class.from_run(run, inputs, train_config, clip)
         # As run, in the form --config reads.

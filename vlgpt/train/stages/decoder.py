@@ -4,27 +4,35 @@ the decoder, with the paper's alignment to the frozen CLIP kept as a term.
 
 Writes RUN/decoder/model/: the pixel decoder, and the tuned tokenizer pair and CLIP under
 tokenizer/ and clip/ when it trained them.
+
+Or `--decoder PATH` (`DecoderImport`): a local, pretrained diffusers text-to-image pipeline becomes the
+run's frozen decoder, as VL-GPT draws through Stable Diffusion; nothing is trained, and the
+`tokenizer` stage, run after it, regresses that pipeline's own conditions.
 """
 
 from __future__ import annotations
 
 import copy
+import json
+import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ...core.checkpoint import CheckpointError
+from ...core.checkpoint import CheckpointError, atomic_dir
 from ...core.config import PixelDecoderModelConfig, TextConfig
 from ...data.images import to_pil
 from ...models.captioner import Captioner
 from ...models.clip import CLIP
+from ...models.diffusers_decoder import DiffusersDecoder, check_decoder_folder
 from ...models.end_to_end import EndToEndCodec
 from ...models.loading import (
     TUNED_CLIP,
     TUNED_PAIR,
     load_tokenizer_pair,
     save_clip,
+    save_diffusers_decoder,
     save_pixel_decoder,
     save_tokenizer_pair,
 )
@@ -54,6 +62,12 @@ class DecoderStage(FrozenClipStage, Stage):
         )
         config = self.model_config.decoder
         self.chain = None
+        if pair_dir is not None and not load_tokenizer_pair(pair_dir).config.condition_grid:
+            raise CheckpointError(
+                f"{pair_dir / 'tokenizer'}: the run's tokenizer regresses a diffusers decoder's "
+                "conditions, which vlgpt's own decoder does not read; keep that decoder (`--decoder "
+                "PATH`), or train vlgpt's decoder in a run whose tokenizer was trained against its CLIP"
+            )
         if config.train_codec:  # tokenizer, detokenizer (and our ViT) learn from the pixel loss too
             if pair_dir is None:
                 raise CheckpointError(
@@ -140,6 +154,41 @@ class DecoderStage(FrozenClipStage, Stage):
             tuned.vision.load_state_dict(self.chain.vision.state_dict())
             (directory / TUNED_CLIP).mkdir()
             save_clip(directory / TUNED_CLIP, tuned, self.text_tokenizer)
+
+
+class DecoderImport:
+    """`vlgpt train decoder --decoder PATH`: a local diffusers pipeline, checked (no remote code,
+    safetensors only, every part present) and copied into RUN/decoder/model/diffusers/, so the run no
+    longer needs PATH. Import it before the `tokenizer` stage, whose targets it defines."""
+
+    name = "decoder"
+
+    def __init__(self, path: str | Path):
+        self.source = Path(path)
+        check_decoder_folder(self.source)  # before anything is loaded or written
+        self.decoder = DiffusersDecoder(self.source)
+
+    def run(self, out: Path) -> dict:
+        """Writes out/model/; returns the pipeline's sizes and one drawing's seconds at its defaults'
+        guidance with 2 steps (a smoke test that the whole pipeline runs here)."""
+        decoder = self.decoder
+        shapes = decoder.shapes
+        z_t = decoder.text_conditions(["a picture"])
+        z_v = decoder.image_conditions(torch.zeros(1, 3, 8, 8))
+        start = time.perf_counter()
+        image = decoder.decode(z_v, z_t, steps=2)
+        metrics = {
+            "step": 0,
+            "image_size": decoder.image_size,
+            **shapes,
+            "seconds_per_2_step_drawing": round(time.perf_counter() - start, 3),
+        }
+        if not torch.isfinite(image).all():
+            raise CheckpointError(f"{self.source}: the pipeline drew non-finite pixels")
+        with atomic_dir(out / "model") as staging:
+            save_diffusers_decoder(staging, decoder, self.source)
+            (staging / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        return metrics
 
 
 def agreement_summary(results: list[dict], prefix: str = "") -> dict:
