@@ -217,6 +217,63 @@ class PixelDecoderConfig:
 
 
 @dataclass(frozen=True)
+class AutoencoderConfig:
+    """Stage `vae`: the world decoder's autoencoder (diffusers' AutoencoderKL), images <-> latents."""
+
+    channels: str = f(
+        "32,64,64", "channels of each level, comma-separated; the latent is the image halved levels - 1 times"
+    )
+    latent_channels: int = f(8, "channels of the latent")
+    layers_per_block: int = f(1, "residual blocks per level")
+    kl_weight: float = f(1e-6, "weight of the KL term (small: the latent stays nearly deterministic)")
+    edge_weight: float = f(0.5, "weight of the image-gradient (edge) L1 term")
+    foreground_weight: float = f(
+        4.0, "extra L1 weight where the picture or the reconstruction differs from the border colour"
+    )
+
+
+@dataclass(frozen=True)
+class DiffusionConfig:
+    """Stage `diffusion`: the world decoder, a latent diffusion model built from diffusers parts (a
+    UNet2DConditionModel cross-attending to a CLIP text encoder's states, an IP-Adapter reading a CLIP
+    image encoder's embedding), trained from captions and images, then saved in Stable Diffusion's
+    layout for `--decoder PATH`."""
+
+    channels: str = f("64,128,128", "UNet channels of each level, comma-separated")
+    attention: str = f(
+        "0,0,1", "1 where a level has (self- and cross-) attention, 0 where it is convolutions only"
+    )
+    layers_per_block: int = f(1, "UNet residual blocks per level")
+    attention_head_dim: int = f(32, "UNet attention head width")
+    cross_attention_dim: int = f(
+        128, "width of the conditions the UNet attends to (text states, image tokens)"
+    )
+    text_depth: int = f(2, "text encoder (CLIPTextModel) layers; its width is cross_attention_dim")
+    text_heads: int = f(4, "text encoder attention heads")
+    text_length: int = f(40, "text tokens the encoder reads (captions are padded or cut to this)")
+    vocab_size: int = f(1024, "BPE vocabulary of the decoder's own text tokenizer")
+    image_depth: int = f(2, "image encoder (CLIPVisionModelWithProjection) layers")
+    image_width: int = f(128, "image encoder width")
+    image_patch: int = f(8, "image encoder patch side in pixels")
+    image_dim: int = f(128, "the image embedding the IP-Adapter reads (the encoder's projection)")
+    drop_text: float = f(0.1, "share of samples trained with an empty caption (classifier-free guidance)")
+    drop_image: float = f(
+        0.5,
+        "share of samples trained with a zero image embedding: drawing from text alone, and what "
+        "guidance steers away from",
+    )
+    loose_captions: float = f(
+        0.5,
+        "Shapes world only: share of captions the world writes at a random level of detail (some "
+        "objects, colours or sizes left out, a relation named), so that short prompts draw",
+    )
+    prediction: str = f("v_prediction", "what the UNet predicts: v_prediction | epsilon")
+    schedule: str = f("squaredcos_cap_v2", "noise schedule (diffusers' beta_schedule)")
+    steps: int = f(25, "the saved decoder's default sampling steps (DPM-Solver++)")
+    guidance: float = f(2.0, "the saved decoder's default classifier-free guidance scale")
+
+
+@dataclass(frozen=True)
 class LanguageModelConfig:
     """VL-GPT's decoder-only transformer (RoPE, RMSNorm, SwiGLU) and its two heads."""
 
@@ -284,6 +341,10 @@ class ModelConfig:
     tokenizer: ImageTokenizerConfig = f(ImageTokenizerConfig(), "image tokenizer and detokenizer")
     decoder: PixelDecoderConfig = f(PixelDecoderConfig(), "pixel decoder")
     lm: LanguageModelConfig = f(LanguageModelConfig(), "the VL-GPT transformer")
+    vae: AutoencoderConfig = f(AutoencoderConfig(), "the world decoder's autoencoder (stage vae)")
+    diffusion: DiffusionConfig = f(
+        DiffusionConfig(), "the world decoder's latent diffusion model (stage diffusion)"
+    )
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,10 @@ import dataclasses
 from dataclasses import dataclass
 
 from .config import (
+    AutoencoderConfig,
     ClipConfig,
     ConfigError,
+    DiffusionConfig,
     ImageTokenizerConfig,
     LanguageModelConfig,
     ModelConfig,
@@ -23,7 +25,7 @@ from .config import (
     VisionConfig,
 )
 
-STAGES = ("clip", "tokenizer", "decoder", "pretrain", "instruct")
+STAGES = ("clip", "vae", "diffusion", "tokenizer", "decoder", "pretrain", "instruct")
 
 
 @dataclass(frozen=True)
@@ -53,9 +55,28 @@ PRESETS: dict[str, Preset] = {
             ImageTokenizerConfig(num_tokens=4, token_dim=32, width=32, depth=1, detokenizer_depth=1, heads=2),
             PixelDecoderConfig(channels=32),
             LanguageModelConfig(width=32, depth=1, heads=2, mlp_hidden=64, max_seq_len=160),
+            AutoencoderConfig(channels="16,16", latent_channels=4),
+            DiffusionConfig(
+                channels="16,32",
+                attention="0,1",
+                attention_head_dim=8,
+                cross_attention_dim=32,
+                text_depth=1,
+                text_heads=2,
+                text_length=24,
+                vocab_size=512,
+                image_depth=1,
+                image_width=32,
+                image_dim=32,
+                steps=4,
+            ),
         ),
         {
             "clip": _train(steps=20, batch_size=16, warmup_steps=2, save_every=10, eval_size=32, log_every=5),
+            "vae": _train(steps=20, batch_size=16, warmup_steps=2, save_every=10, eval_size=24, log_every=5),
+            "diffusion": _train(
+                steps=20, batch_size=16, warmup_steps=2, save_every=10, eval_size=24, log_every=5
+            ),
             "tokenizer": _train(
                 steps=20, batch_size=16, warmup_steps=2, save_every=10, eval_size=32, log_every=5
             ),
@@ -91,6 +112,19 @@ PRESETS: dict[str, Preset] = {
         ),
         {
             "clip": _train(steps=2400, batch_size=64, lr=2e-3, warmup_steps=30, save_every=200),
+            # The world decoder (trained once, shipped, used frozen through --decoder): sizes and steps
+            # from its learning curves (docs/BENCHMARKS.md, "The world's own decoder").
+            "vae": _train(steps=3000, batch_size=32, lr=1e-3, warmup_steps=50, save_every=250, eval_size=300),
+            "diffusion": _train(
+                steps=8000,
+                batch_size=64,
+                lr=5e-4,
+                warmup_steps=100,
+                save_every=250,
+                eval_every=1000,
+                eval_size=300,
+                weight_decay=0.0,
+            ),
             "tokenizer": _train(steps=300, batch_size=64, lr=2e-3, warmup_steps=30, save_every=100),
             # Shapes arrive late and want steps more than batch (benchmarks/decoder_probe.py).
             # Drawing is the next issue's: 2,000 steps leave the transformer the minutes reading needs.

@@ -128,6 +128,17 @@ def copy_decoder_folder(source: Path, target: Path) -> None:
     )
 
 
+def encoder_pixels(pixels: torch.Tensor, size: int, mean=CLIP_STATS[0], std=CLIP_STATS[1]) -> torch.Tensor:
+    """[B, 3, S, S] in 0..1 -> an image encoder's input: resized to `size` (bicubic, antialiased) where
+    it differs, normalised with the processor's mean and std."""
+    x = pixels.float()
+    if x.shape[-1] != size or x.shape[-2] != size:
+        x = F.interpolate(x, size=(size, size), mode="bicubic", antialias=True).clamp(0, 1)
+    mean = torch.tensor(mean, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(std, device=x.device).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
 def _quiet() -> None:
     """Loading bars off: a run loads the decoder at every verb, and its bars read as work being done."""
     from diffusers.utils import logging as diffusers_logging
@@ -181,12 +192,24 @@ class DiffusersDecoder:
                 image_encoder_folder=None,
                 local_files_only=True,
             )
-        self.pipe.set_progress_bar_config(disable=True)
         self.pipe.to(device)
-        self.path, self.device, self.dtype = path, torch.device(device), dtype
         settings = json.loads((path / SETTINGS_FILE).read_text()) if (path / SETTINGS_FILE).is_file() else {}
-        self.steps = int(settings.get("steps", DEFAULT_STEPS))
-        self.guidance = float(settings.get("guidance", DEFAULT_GUIDANCE))
+        self._setup(settings.get("steps", DEFAULT_STEPS), settings.get("guidance", DEFAULT_GUIDANCE))
+        self.path = path
+
+    @classmethod
+    def from_pipeline(cls, pipe, adapter: str | None, steps: int, guidance: float) -> DiffusersDecoder:
+        """A pipeline assembled in memory (the `diffusion` stage's, while it trains) behind the same
+        interface, so that it is evaluated exactly as its saved folder will draw."""
+        self = cls.__new__(cls)
+        self.pipe, self.adapter, self.path = pipe, adapter, None
+        self._setup(steps, guidance)
+        return self
+
+    def _setup(self, steps: int, guidance: float) -> None:
+        self.pipe.set_progress_bar_config(disable=True)
+        self.device, self.dtype = self.pipe.device, self.pipe.unet.dtype
+        self.steps, self.guidance = int(steps), float(guidance)
         self.image_size = self.pipe.unet.config.sample_size * self.pipe.vae_scale_factor
         self._empty = None
 
@@ -212,15 +235,10 @@ class DiffusersDecoder:
         return out.hidden_states[-2] if self.adapter == "plus" else out.image_embeds[:, None]
 
     def _encoder_input(self, pixels: torch.Tensor) -> torch.Tensor:
-        size = self.pipe.image_encoder.config.image_size
-        mean, std = CLIP_STATS
         processor = getattr(self.pipe, "feature_extractor", None)
-        if processor is not None:
-            mean, std = processor.image_mean, processor.image_std
-        x = F.interpolate(pixels.float(), size=(size, size), mode="bicubic", antialias=True).clamp(0, 1)
-        mean = torch.tensor(mean, device=x.device).view(1, 3, 1, 1)
-        std = torch.tensor(std, device=x.device).view(1, 3, 1, 1)
-        return ((x - mean) / std).to(self.dtype)
+        stats = (processor.image_mean, processor.image_std) if processor is not None else CLIP_STATS
+        size = self.pipe.image_encoder.config.image_size
+        return encoder_pixels(pixels, size, *stats).to(self.dtype)
 
     @cached_property
     def shapes(self) -> dict:

@@ -191,6 +191,38 @@ def captions(scene: Scene, rng: np.random.Generator, n: int = 1) -> list[str]:
     return [options[i] for i in picks]
 
 
+_LOOSE_TEMPLATES = ("An image of {}.", "An image of {}.", "A picture of {}.", "{}.", "A drawing of {}.")
+
+
+def loose_caption(scene: Scene, rng: np.random.Generator) -> str:
+    """A caption at a random level of detail, as people write prompts: some of the scene's shapes,
+    each with its full count (a shape named is never undercounted), colours half the time and sizes
+    half of those; two lone objects of different shapes are related when their relation is clear
+    ("An image of a cross to the right of a triangle."). Every word stays true of the scene."""
+    if not scene.objects:
+        return captions(scene, rng)[0]
+    shapes = list(dict.fromkeys(o.shape for o in scene.objects))
+    chosen = [
+        shapes[i] for i in sorted(rng.permutation(len(shapes))[: int(rng.integers(1, len(shapes) + 1))])
+    ]
+    with_color = bool(rng.random() < 0.5)
+    with_size = with_color and bool(rng.random() < 0.5)
+    objects = [o for o in scene.objects if o.shape in chosen]
+    template = _LOOSE_TEMPLATES[int(rng.integers(len(_LOOSE_TEMPLATES)))]
+    words = lambda o: noun_phrase(1, o.size if with_size else None, o.color if with_color else None, o.shape)
+    if len(objects) == 2 and len(chosen) == 2 and rng.random() < 0.5:
+        a, b = objects
+        rel = _clear_pair(a, b, scene)
+        if rel is not None:
+            return capitalize(template.format(f"{words(a)} {RELATION_PHRASES[rel]} {words(b)}"))
+    if with_color:
+        text = describe(objects, with_size)
+    else:
+        counts = Counter(o.shape for o in objects)
+        text = join_list([noun_phrase(counts[shape], None, None, shape) for shape in chosen])
+    return capitalize(template.format(text))
+
+
 def applicable_captions(scene: Scene) -> list[str]:
     """Every template's caption for this scene; all mention every object."""
     if not scene.objects:
