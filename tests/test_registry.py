@@ -16,5 +16,7 @@ def test_each_stage_builds_from_a_run(name):
 
 
 def test_unknown_stage_names_the_choices():
-    with pytest.raises(ConfigError, match="unknown stage 'nope'; choose one of clip, vae, diffusion, tokenizer"):
+    with pytest.raises(
+        ConfigError, match="unknown stage 'nope'; choose one of clip, vae, diffusion, tokenizer"
+    ):
         get_stage("nope")

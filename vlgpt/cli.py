@@ -364,7 +364,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """Everything end to end on the demo preset; reruns reuse finished stages."""
     from .demo import run_demo
 
-    run_demo(Path(args.out), quick=args.quick)
+    run_demo(Path(args.out), quick=args.quick, from_scratch=args.from_scratch)
     return 0
 
 
@@ -501,6 +501,12 @@ def _args_export(parser: argparse.ArgumentParser) -> None:
 def _args_demo(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="runs/demo", help="run folder")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke test")
+    parser.add_argument(
+        "--from-scratch",
+        action="store_true",
+        help="train vlgpt's own pixel decoder in the run instead of importing the pretrained world "
+        "decoder (pretrained/world-decoder/)",
+    )
 
 
 def _args_data(parser: argparse.ArgumentParser) -> None:

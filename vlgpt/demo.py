@@ -2,6 +2,12 @@
 
 Each stage writes its outputs into the run folder and a `<stage>.done` marker last, so a rerun
 skips what is finished and an interrupted stage starts over cleanly.
+
+By default the run draws through the world's own pretrained decoder (`pretrained/world-decoder/`, a
+latent diffusion model trained once by `vlgpt train vae` and `vlgpt train diffusion`), imported
+frozen as VL-GPT imports Stable Diffusion, so the demo's minutes go to what VL-GPT itself trains:
+clip, tokenizer, pretrain, instruct. `--from-scratch` trains vlgpt's own pixel decoder in the run
+instead (nothing pretrained).
 """
 
 from __future__ import annotations
@@ -54,28 +60,49 @@ def stage_world(run: Path, quick: bool) -> None:
     print(f"sample grid: {run / 'world_grid.png'}  captions: {run / 'world_grid.txt'}")
 
 
-def _train(run: Path, stage: str, quick: bool) -> dict:
+# The world's decoder, trained once and shipped with the source (its card says how it was made).
+PRETRAINED_DECODER = Path(__file__).resolve().parents[1] / "pretrained" / "world-decoder"
+
+
+def _train(run: Path, stage: str, quick: bool, **kwargs) -> dict:
     from .train import train_stage
 
     stage_run = run / stage
     resume = (stage_run / "checkpoints").is_dir()  # an interrupted demo continues where it stopped
-    return train_stage(stage, run, preset_name="tiny" if quick else "small", resume=resume)
+    return train_stage(stage, run, preset_name="tiny" if quick else "small", resume=resume, **kwargs)
 
 
-def stage_image_codec(run: Path, quick: bool) -> None:
-    """The image tokenizer-detokenizer: train clip, tokenizer and decoder, then evaluate reconstruction."""
+def stage_image_codec(run: Path, quick: bool, from_scratch: bool = False) -> None:
+    """The image tokenizer-detokenizer: train clip, import the pretrained decoder (or train one), train
+    the tokenizer, then evaluate reconstruction."""
+    from .core.checkpoint import CheckpointError
     from .eval.formatting import plot_curves
     from .eval.reconstruction import evaluate_reconstruction
 
-    for stage in ("clip", "tokenizer", "decoder"):
+    order = ("clip", "tokenizer", "decoder") if from_scratch else ("clip", "decoder", "tokenizer")
+    if not from_scratch and not (PRETRAINED_DECODER / "model_index.json").is_file():
+        raise CheckpointError(
+            f"{PRETRAINED_DECODER} is missing: the demo draws through the world's pretrained decoder, "
+            "which ships with the source. Run from a checkout, or pass --from-scratch"
+        )
+    for stage in order:
         if (run / stage / "model" / "metrics.json").is_file():
             print(f"[demo] {stage}: trained already")
+            continue
+        if stage == "decoder" and not from_scratch:
+            print(f"[demo] decoder: importing the pretrained world decoder, frozen ({PRETRAINED_DECODER})")
+            _train(run, stage, quick, decoder=PRETRAINED_DECODER)
             continue
         _train(run, stage, quick)
     metrics = evaluate_reconstruction(run, n=60 if quick else 500, grid_path=run / "reconstructions.png")
     write_json(run / "eval_reconstruction.json", metrics)
     plot_curves(
-        {s: run / s / "metrics.jsonl" for s in ("clip", "tokenizer", "decoder")}, run / "loss_curves.png"
+        {
+            s: run / s / "metrics.jsonl"
+            for s in ("clip", "tokenizer", "decoder")
+            if (run / s / "metrics.jsonl").is_file()
+        },
+        run / "loss_curves.png",
     )
     print(table("Reconstruction (Shapes val): judge agreement source vs reconstruction", metrics))
     print(f"reconstruction grid (source | reconstruction): {run / 'reconstructions.png'}")
@@ -99,7 +126,11 @@ def stage_vlgpt(run: Path, quick: bool) -> None:
     write_json(run / "metrics.json", {"headline": headline(metrics), **metrics})
     print(table("VL-GPT on the Shapes test split", summary))
     plot_curves(
-        {s: run / s / "metrics.jsonl" for s in ("clip", "tokenizer", "decoder", "pretrain", "instruct")},
+        {
+            s: run / s / "metrics.jsonl"
+            for s in ("clip", "tokenizer", "decoder", "pretrain", "instruct")
+            if (run / s / "metrics.jsonl").is_file()
+        },
         run / "loss_curves.png",
         keys=("loss",),
     )
@@ -156,7 +187,7 @@ def write_report(run: Path, model, summary: dict, metrics: dict) -> None:
 STAGES = [("world", stage_world), ("image_codec", stage_image_codec), ("vlgpt", stage_vlgpt)]
 
 
-def run_demo(run: Path, quick: bool = False) -> None:
+def run_demo(run: Path, quick: bool = False, from_scratch: bool = False) -> None:
     run.mkdir(parents=True, exist_ok=True)
     for name, fn in STAGES:
         if _stage(run, name):
@@ -164,5 +195,8 @@ def run_demo(run: Path, quick: bool = False) -> None:
             continue
         print(f"[demo] {name}: {fn.__doc__.splitlines()[0]}")
         start = time.perf_counter()
-        fn(run, quick)
+        if fn is stage_image_codec:
+            fn(run, quick, from_scratch)
+        else:
+            fn(run, quick)
         _finish(run, name, time.perf_counter() - start)

@@ -221,11 +221,16 @@ class AutoencoderConfig:
     """Stage `vae`: the world decoder's autoencoder (diffusers' AutoencoderKL), images <-> latents."""
 
     channels: str = f(
-        "32,64,64", "channels of each level, comma-separated; the latent is the image halved levels - 1 times"
+        "16,32,64", "channels of each level, comma-separated; the latent is the image halved levels - 1 times"
     )
     latent_channels: int = f(8, "channels of the latent")
     layers_per_block: int = f(1, "residual blocks per level")
     kl_weight: float = f(1e-6, "weight of the KL term (small: the latent stays nearly deterministic)")
+    sample: bool = f(
+        False,
+        "train on samples of the posterior (Stable Diffusion's VAE) instead of its mean; the mean "
+        "learns exact colours sooner (docs/BENCHMARKS.md)",
+    )
     edge_weight: float = f(0.5, "weight of the image-gradient (edge) L1 term")
     foreground_weight: float = f(
         4.0, "extra L1 weight where the picture or the reconstruction differs from the border colour"
@@ -239,9 +244,9 @@ class DiffusionConfig:
     image encoder's embedding), trained from captions and images, then saved in Stable Diffusion's
     layout for `--decoder PATH`."""
 
-    channels: str = f("64,128,128", "UNet channels of each level, comma-separated")
+    channels: str = f("32,64,128", "UNet channels of each level, comma-separated")
     attention: str = f(
-        "0,0,1", "1 where a level has (self- and cross-) attention, 0 where it is convolutions only"
+        "0,1,1", "1 where a level has (self- and cross-) attention, 0 where it is convolutions only"
     )
     layers_per_block: int = f(1, "UNet residual blocks per level")
     attention_head_dim: int = f(32, "UNet attention head width")
@@ -250,7 +255,7 @@ class DiffusionConfig:
     )
     text_depth: int = f(2, "text encoder (CLIPTextModel) layers; its width is cross_attention_dim")
     text_heads: int = f(4, "text encoder attention heads")
-    text_length: int = f(40, "text tokens the encoder reads (captions are padded or cut to this)")
+    text_length: int = f(32, "text tokens the encoder reads (captions are padded or cut to this)")
     vocab_size: int = f(1024, "BPE vocabulary of the decoder's own text tokenizer")
     image_depth: int = f(2, "image encoder (CLIPVisionModelWithProjection) layers")
     image_width: int = f(128, "image encoder width")
@@ -268,6 +273,11 @@ class DiffusionConfig:
         "objects, colours or sizes left out, a relation named), so that short prompts draw",
     )
     prediction: str = f("v_prediction", "what the UNet predicts: v_prediction | epsilon")
+    snr_gamma: float = f(
+        0.0,
+        "Min-SNR-gamma loss weighting (Hang et al. 2023: each noise level weighted by min(SNR, gamma) "
+        "over its plain weight, so the easy low-noise steps stop dominating); 0: plain MSE",
+    )
     schedule: str = f("squaredcos_cap_v2", "noise schedule (diffusers' beta_schedule)")
     steps: int = f(25, "the saved decoder's default sampling steps (DPM-Solver++)")
     guidance: float = f(2.0, "the saved decoder's default classifier-free guidance scale")

@@ -31,7 +31,6 @@ import json
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..core.config import AutoencoderConfig, ConfigError, DiffusionConfig
@@ -219,8 +218,16 @@ class LatentDiffusion(nn.Module):
         predicted = self.unet(
             noisy, t, encoder_hidden_states=text, added_cond_kwargs={"image_embeds": [image[:, None]]}
         ).sample
-        loss = F.mse_loss(predicted.float(), target.float())
-        return loss, {"mse": loss.detach()}
+        errors = (predicted.float() - target.float()).pow(2).mean(dim=(1, 2, 3))  # [B]
+        mse = errors.mean()
+        if self.config.snr_gamma > 0:  # Min-SNR-gamma: v-prediction's weight is min(SNR, g) / (SNR + 1)
+            alphas = self.noise.alphas_cumprod.to(latents.device)[t]
+            snr = alphas / (1 - alphas)
+            weight = snr.clamp(max=self.config.snr_gamma) / (
+                snr + 1 if self.config.prediction != "epsilon" else snr
+            )
+            return (weight * errors).mean(), {"mse": mse.detach()}
+        return mse, {"mse": mse.detach()}
 
 
 def latent_scale(vae, pixels: torch.Tensor) -> float:
@@ -230,8 +237,9 @@ def latent_scale(vae, pixels: torch.Tensor) -> float:
     return float(1.0 / latents.float().std().clamp(min=1e-6))
 
 
-def encode_latents(vae, pixels: torch.Tensor, sample: bool = True) -> torch.Tensor:
-    """Pixels [B, 3, H, W] in 0..1 -> scaled latents (the VAE reads -1..1, as Stable Diffusion's)."""
+def encode_latents(vae, pixels: torch.Tensor, sample: bool = False) -> torch.Tensor:
+    """Pixels [B, 3, H, W] in 0..1 -> scaled latents (the VAE reads -1..1, as Stable Diffusion's): the
+    posterior's mean, or a sample of it."""
     with torch.no_grad():
         posterior = vae.encode(2 * pixels - 1).latent_dist
         latents = posterior.sample() if sample else posterior.mode()
@@ -252,7 +260,7 @@ def make_pipeline(model: LatentDiffusion, vae, tokenizer, with_adapter: bool = T
         text_encoder=model.text_encoder,
         tokenizer=tokenizer,
         unet=unet,
-        scheduler=DPMSolverMultistepScheduler.from_config(model.noise.config),
+        scheduler=DPMSolverMultistepScheduler.from_config(model.noise.config, steps_offset=1),
         safety_checker=None,
         feature_extractor=None,
         image_encoder=model.image_encoder,

@@ -47,7 +47,7 @@ class VaeStage(PairStage, Stage):
 
     def loss(self, batch: dict):
         config, x = self.model_config.vae, batch["pixels"]
-        rec, posterior = self.reconstruct(x)
+        rec, posterior = self.reconstruct(x, sample=config.sample)
         # Weighted where the picture or the reconstruction differs from the border colour: an unsure
         # autoencoder otherwise learns to paint small objects into the background (pixel_decoder.py).
         cover = torch.maximum(foreground(x), foreground(rec.detach().clamp(0, 1), x))
