@@ -73,27 +73,21 @@ def test_the_stage_evaluates_as_the_saved_folder_draws(tiny_decoder):
 
 
 def test_a_diffusion_run_resumes_exactly(tiny_decoder, tmp_path):
-    """6 steps straight and 3 + resume + 3 give the same weights (the engine's resume, with the
-    frozen VAE, the tokenizer and the dropped conditions rebuilt identically)."""
+    """A run cut after its step-3 checkpoint and resumed ends on the same weights as the 6 steps
+    straight (the engine's resume, with the frozen VAE, the tokenizer and the dropped conditions
+    rebuilt identically)."""
     import shutil
 
     from safetensors.torch import load_file
 
     run = tmp_path / "run"
-    shutil.copytree(tiny_decoder / "vae", run / "vae")
-    run_cli("train", "diffusion", "--out", run, "--preset", "tiny", "--steps", "3", "--save-every", "3")
+    shutil.copytree(tiny_decoder, run)
+    shutil.rmtree(run / "diffusion" / "model")
+    for later in sorted((run / "diffusion" / "checkpoints").glob("step-*"))[1:]:
+        shutil.rmtree(later)
+    assert [c.name for c in (run / "diffusion" / "checkpoints").glob("step-*")] == ["step-000003"]
     run_cli(
-        "train",
-        "diffusion",
-        "--out",
-        run,
-        "--preset",
-        "tiny",
-        "--steps",
-        "6",
-        "--save-every",
-        "3",
-        "--resume",
+        "train", "diffusion", "--out", run, "--preset", "tiny", "--steps", "6", "--save-every", "3", "--resume"
     )
     straight = sorted((tiny_decoder / "diffusion" / "checkpoints").glob("step-*"))[-1]
     resumed = sorted((run / "diffusion" / "checkpoints").glob("step-*"))[-1]

@@ -362,9 +362,12 @@ def _add_drawing(parser: argparse.ArgumentParser) -> None:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Everything end to end on the demo preset; reruns reuse finished stages."""
-    from .demo import run_demo
+    from .demo import PRETRAINED_DECODER, run_demo
 
-    run_demo(Path(args.out), quick=args.quick, from_scratch=args.from_scratch)
+    decoder = args.pretrained_decoder
+    if decoder is not None:
+        decoder = Path(decoder) if decoder else PRETRAINED_DECODER
+    run_demo(Path(args.out), quick=args.quick, decoder=decoder)
     return 0
 
 
@@ -502,10 +505,14 @@ def _args_demo(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="runs/demo", help="run folder")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke test")
     parser.add_argument(
-        "--from-scratch",
-        action="store_true",
-        help="train vlgpt's own pixel decoder in the run instead of importing the pretrained world "
-        "decoder (pretrained/world-decoder/)",
+        "--pretrained-decoder",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="PATH",
+        help="draw through a pretrained diffusers decoder imported frozen (`train decoder --decoder`), "
+        "as VL-GPT draws through Stable Diffusion; without PATH the world decoder shipped in "
+        "pretrained/world-decoder/. Default: train vlgpt's own pixel decoder in the run",
     )
 
 

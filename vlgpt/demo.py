@@ -3,11 +3,11 @@
 Each stage writes its outputs into the run folder and a `<stage>.done` marker last, so a rerun
 skips what is finished and an interrupted stage starts over cleanly.
 
-By default the run draws through the world's own pretrained decoder (`pretrained/world-decoder/`, a
-latent diffusion model trained once by `vlgpt train vae` and `vlgpt train diffusion`), imported
-frozen as VL-GPT imports Stable Diffusion, so the demo's minutes go to what VL-GPT itself trains:
-clip, tokenizer, pretrain, instruct. `--from-scratch` trains vlgpt's own pixel decoder in the run
-instead (nothing pretrained).
+By default the run trains vlgpt's own pixel decoder (stage `decoder`). `--pretrained-decoder [PATH]`
+draws instead through a pretrained diffusers decoder, imported frozen as VL-GPT imports Stable
+Diffusion (without PATH the world's own, `pretrained/world-decoder/`, a latent diffusion model trained
+once by `vlgpt train vae` and `vlgpt train diffusion`), so the demo's minutes go to what VL-GPT itself
+trains: clip, tokenizer, pretrain, instruct.
 """
 
 from __future__ import annotations
@@ -72,26 +72,27 @@ def _train(run: Path, stage: str, quick: bool, **kwargs) -> dict:
     return train_stage(stage, run, preset_name="tiny" if quick else "small", resume=resume, **kwargs)
 
 
-def stage_image_codec(run: Path, quick: bool, from_scratch: bool = False) -> None:
-    """The image tokenizer-detokenizer: train clip, import the pretrained decoder (or train one), train
-    the tokenizer, then evaluate reconstruction."""
+def stage_image_codec(run: Path, quick: bool, decoder: Path | None = None) -> None:
+    """The image tokenizer-detokenizer: train clip, train a pixel decoder (or import a pretrained one),
+    train the tokenizer, then evaluate reconstruction."""
     from .core.checkpoint import CheckpointError
     from .eval.formatting import plot_curves
     from .eval.reconstruction import evaluate_reconstruction
 
-    order = ("clip", "tokenizer", "decoder") if from_scratch else ("clip", "decoder", "tokenizer")
-    if not from_scratch and not (PRETRAINED_DECODER / "model_index.json").is_file():
+    order = ("clip", "tokenizer", "decoder") if decoder is None else ("clip", "decoder", "tokenizer")
+    if decoder is not None and not (decoder / "model_index.json").is_file():
+        hint = " (it ships with the source: run from a checkout)" if decoder == PRETRAINED_DECODER else ""
         raise CheckpointError(
-            f"{PRETRAINED_DECODER} is missing: the demo draws through the world's pretrained decoder, "
-            "which ships with the source. Run from a checkout, or pass --from-scratch"
+            f"{decoder} is not a diffusers decoder folder: model_index.json is missing{hint}. Pass a "
+            "Stable Diffusion-layout folder, or leave out --pretrained-decoder to train one in the run"
         )
     for stage in order:
         if (run / stage / "model" / "metrics.json").is_file():
             print(f"[demo] {stage}: trained already")
             continue
-        if stage == "decoder" and not from_scratch:
-            print(f"[demo] decoder: importing the pretrained world decoder, frozen ({PRETRAINED_DECODER})")
-            _train(run, stage, quick, decoder=PRETRAINED_DECODER)
+        if stage == "decoder" and decoder is not None:
+            print(f"[demo] decoder: importing the pretrained decoder, frozen ({decoder})")
+            _train(run, stage, quick, decoder=decoder)
             continue
         _train(run, stage, quick)
     metrics = evaluate_reconstruction(run, n=60 if quick else 500, grid_path=run / "reconstructions.png")
@@ -187,7 +188,7 @@ def write_report(run: Path, model, summary: dict, metrics: dict) -> None:
 STAGES = [("world", stage_world), ("image_codec", stage_image_codec), ("vlgpt", stage_vlgpt)]
 
 
-def run_demo(run: Path, quick: bool = False, from_scratch: bool = False) -> None:
+def run_demo(run: Path, quick: bool = False, decoder: Path | None = None) -> None:
     run.mkdir(parents=True, exist_ok=True)
     for name, fn in STAGES:
         if _stage(run, name):
@@ -196,7 +197,7 @@ def run_demo(run: Path, quick: bool = False, from_scratch: bool = False) -> None
         print(f"[demo] {name}: {fn.__doc__.splitlines()[0]}")
         start = time.perf_counter()
         if fn is stage_image_codec:
-            fn(run, quick, from_scratch)
+            fn(run, quick, decoder)
         else:
             fn(run, quick)
         _finish(run, name, time.perf_counter() - start)

@@ -147,6 +147,11 @@ class ImageTokenizerConfig:
         "with locality: each query starts from the features around its home (the detokenizer's "
         "region queries from the tokens around theirs), so content has a direct path to its token",
     )
+    canonical_captions: bool = f(
+        True,
+        "with a diffusion decoder (--decoder) on the Shapes world: e_t is the text of one caption per "
+        "scene (every object, left to right), not of a caption from a template drawn at random",
+    )
     weight_image: float = f(1.0, "lambda_1: weight of MSE(z_v, e_v)")
     weight_text: float = f(1.0, "lambda_2: weight of MSE(z_t, e_t)")
 
@@ -253,7 +258,12 @@ class DiffusionConfig:
     cross_attention_dim: int = f(
         128, "width of the conditions the UNet attends to (text states, image tokens)"
     )
-    text_depth: int = f(2, "text encoder (CLIPTextModel) layers; its width is cross_attention_dim")
+    text_depth: int = f(
+        0,
+        "text encoder (CLIPTextModel) layers; its width is cross_attention_dim. 0: the caption's words "
+        "(token + position embeddings) are what the UNet attends to, which it learns to use several "
+        "times sooner than a transformer's states (docs/BENCHMARKS.md)",
+    )
     text_heads: int = f(4, "text encoder attention heads")
     text_length: int = f(32, "text tokens the encoder reads (captions are padded or cut to this)")
     vocab_size: int = f(1024, "BPE vocabulary of the decoder's own text tokenizer")

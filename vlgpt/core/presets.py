@@ -116,12 +116,12 @@ PRESETS: dict[str, Preset] = {
             # from its learning curves (docs/BENCHMARKS.md, "The world's own decoder").
             "vae": _train(steps=3000, batch_size=32, lr=1e-3, warmup_steps=50, save_every=250, eval_size=300),
             "diffusion": _train(
-                steps=6000,
-                batch_size=64,
-                lr=5e-4,
+                steps=8500,
+                batch_size=32,
+                lr=1e-3,
                 warmup_steps=100,
                 save_every=250,
-                eval_every=1000,
+                eval_every=1500,
                 eval_size=120,
                 weight_decay=0.0,
             ),

@@ -191,6 +191,15 @@ def captions(scene: Scene, rng: np.random.Generator, n: int = 1) -> list[str]:
     return [options[i] for i in picks]
 
 
+def canonical_caption(scene: Scene) -> str:
+    """One caption per scene, decided by what the picture shows: every object, left to right, in one
+    template ("An image of a small red circle and a large blue star."). A regression target that is
+    the text of this caption has one right answer per image, where a template drawn at random makes
+    the best prediction a blend of all of them."""
+    objects = sorted(scene.objects, key=lambda o: (o.x, o.y))
+    return f"An image of {describe(objects)}." if objects else "An empty canvas."
+
+
 _LOOSE_TEMPLATES = ("An image of {}.", "An image of {}.", "A picture of {}.", "{}.", "A drawing of {}.")
 
 

@@ -103,7 +103,8 @@ def render_grid(
     scale: int = 1,
     fill: tuple[int, int, int] = (255, 255, 255),
 ) -> Image.Image:
-    """Tile images (all the same size) into one picture: sample grids and reconstruction grids."""
+    """Tile images into one picture: sample grids and reconstruction grids. Each is shown at the
+    first one's size (a decoder may draw at another size than its sources)."""
     if not images:
         raise ValueError("render_grid needs at least one image")
     w, h = images[0].size
@@ -112,7 +113,7 @@ def render_grid(
     cols = min(columns, len(images))
     grid = Image.new("RGB", (cols * (w + pad) + pad, rows * (h + pad) + pad), fill)
     for i, image in enumerate(images):
-        if scale != 1:
-            image = image.resize((w, h), Image.NEAREST)
+        if image.size != (w, h):
+            image = image.resize((w, h), Image.NEAREST if image.size[0] <= w else Image.BILINEAR)
         grid.paste(image.convert("RGB"), (pad + (i % columns) * (w + pad), pad + (i // columns) * (h + pad)))
     return grid

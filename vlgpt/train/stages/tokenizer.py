@@ -22,6 +22,7 @@ from ...eval.retrieval import retrieval_r1
 from ...models.diffusers_decoder import DiffusersDecoder
 from ...models.loading import diffusers_decoder_dir, save_tokenizer_pair
 from ...models.tokenizer_pair import TokenizerPair
+from ...world.language import canonical_caption
 from .base import FrozenClipStage, Stage, StageInputs, register_stage
 
 
@@ -43,6 +44,22 @@ class TokenizerStage(FrozenClipStage, Stage):
         else:
             config = TokenizerPairConfig.for_decoder(self.model_config.tokenizer, clip, self.decoder.shapes)
         self.model = TokenizerPair(config)
+
+    def captions(self, source, start: int, captions: list[str]) -> list[str]:
+        """The captions whose text states e_t are: the data's, or on the Shapes world with a diffusion
+        decoder the world's one canonical caption of each scene (its own task): a caption drawn from
+        twenty templates at random would make the best z_t a blend of their text states."""
+        if (
+            self.decoder is None
+            or not source.has_scenes
+            or not self.model.config.tokenizer.canonical_captions
+        ):
+            return captions
+        return [canonical_caption(source.scene(start + i)) for i in range(len(captions))]
+
+    def batch(self, start: int, size: int) -> dict:
+        pixels, captions, _ = self.raw_batch(start, size)
+        return self.targets(pixels, self.captions(self.source, start, captions))
 
     @torch.no_grad()
     def targets(self, pixels: torch.Tensor, captions: list[str]) -> dict:
@@ -72,8 +89,8 @@ class TokenizerStage(FrozenClipStage, Stage):
         self.model.eval()
         mse_v = mse_t = cos_t = 0.0
         z_ts, e_ts, groups = [], [], []
-        for _, (pixels, captions, group) in self.val_batches():
-            batch = self.targets(pixels, captions)
+        for start, (pixels, captions, group) in self.val_batches():
+            batch = self.targets(pixels, self.captions(self.val_source, start, captions))
             z_v, z_t = self.model.detokenizer(self.model.tokenizer(batch["features"]))
             z_t, e_t = z_t.flatten(1), batch["e_t"].flatten(1)  # a decoder's text states as one vector
             n = len(pixels)
