@@ -71,7 +71,7 @@ def main() -> None:
     ]
 
     before = [test.image(r) for r in edit_rows]
-    after = [model.edit(im, r["edit"]["instruction"]) for im, r in zip(before, edit_rows)]
+    after = [model.edit(im, r["edit"]["instruction"], refuse=False) for im, r in zip(before, edit_rows)]
     pairs = [im for pair in zip(before, after) for im in pair]
     labels = [t for r in edit_rows for t in ("before", "edit: " + r["edit"]["instruction"])]
     strips.append(tile(pairs, labels))

@@ -129,10 +129,14 @@ def test_generation_verbs(run, image, tmp_path):
     assert (
         vlgpt("ask", image, "How many shapes are there?", "--ckpt", run, "--max-tokens", "3").returncode == 0
     )
-    for verb, extra in (("imagine", ["a red circle"]), ("edit", [image, "Make the circle blue."])):
+    for verb, extra in (("imagine", ["a red circle"]), ("edit", [image, "Make the circle blue.", "--draw-anyway"])):
         out = tmp_path / f"{verb}.png"
         vlgpt(verb, *extra, "--ckpt", run, "-o", out)
         assert out.is_file()
+    # Without --draw-anyway the model may decline in words: then it says so and writes nothing.
+    out = tmp_path / "maybe.png"
+    result = vlgpt("edit", image, "Make the circle blue.", "--ckpt", run, "-o", out)
+    assert result.returncode == 0 and out.is_file() != result.stdout.startswith("not edited: ")
 
 
 def test_scripted_chat_session(run, image, tmp_path):

@@ -22,6 +22,7 @@ from vlgpt.world import language
 from vlgpt.world.dataset import ShapesWorld
 from vlgpt.world.judge import compare_scenes, judge
 from vlgpt.world.render import render
+from vlgpt.world.scene import Scene
 
 # A small model at 64x64 (the judge's resolution), trained on 8 scenes only.
 MODEL = [
@@ -140,3 +141,55 @@ def test_vlgpt_learns_to_caption_and_draw_eight_scenes(codec_run, scenes, draw_m
         drawn = pipeline.imagine(caption)
         verdict = compare_scenes(judge(drawn), scene)
         assert verdict["exact"], (caption, verdict)
+
+
+@pytest.mark.timeout(300)
+def test_vlgpt_learns_to_refuse_impossible_edits_and_make_possible_ones(codec_run, scenes):
+    """Four scenes, each with an edit it can make (answered with the target image) and one it cannot
+    (answered with the world's sentence saying why): `edit` returns the sentence for the second and an
+    image, close to the target's embeddings, for the first."""
+    world = ShapesWorld("val")
+    rows = [r for r in (world[i] for i in range(8)) if r["edit"] and r["impossible_edit"]][:4]
+    assert len(rows) == 4
+    codec = ImageCodec.load(codec_run)
+    tokenizer = codec.text_tokenizer
+    torch.manual_seed(0)
+    model = VLGPT(
+        VLGPTConfig(
+            tokenizer.vocab_size,
+            codec.num_tokens,
+            codec.token_dim,
+            LanguageModelConfig(width=96, depth=2, heads=2, mlp_hidden=256, max_seq_len=128),
+        )
+    )
+    user = lambda *parts: {"role": "user", "content": list(parts)}
+    bot = lambda *parts: {"role": "assistant", "content": list(parts)}
+    text = lambda t: {"type": "text", "text": t}
+    images = [render(Scene.from_dict(r["scene"])) for r in rows]
+    targets = [render(Scene.from_dict(r["edit"]["target"])) for r in rows]
+    sources, drawn = codec.encode(images), codec.encode(targets)
+    sequences = []
+    for row, source, target in zip(rows, sources, drawn):
+        possible = [user({"type": "image"}, text(row["edit"]["instruction"])), bot({"type": "image"})]
+        impossible = [
+            user({"type": "image"}, text(row["impossible_edit"]["instruction"])),
+            bot(text(row["impossible_edit"]["reply"])),
+        ]
+        sequences.append(S.build(S.chat_segments(possible, [source, target]), tokenizer, codec.token_dim))
+        sequences.append(S.build(S.chat_segments(impossible, [source]), tokenizer, codec.token_dim))
+    batch = S.collate(sequences, tokenizer.pad_id)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
+    model.train()
+    for _ in range(300):
+        out = model(batch)
+        optimizer.zero_grad()
+        out["loss"].backward()
+        optimizer.step()
+    assert out["ce"] < 0.05 and out["mse"] < 0.02, (out["ce"], out["mse"])
+
+    pipeline = Pipeline(model, {}, codec, codec_run)
+    for row, image, target in zip(rows, images, drawn):
+        said = pipeline.edit(image, row["impossible_edit"]["instruction"])
+        assert said == row["impossible_edit"]["reply"], (row["impossible_edit"], said)
+        edited = pipeline.edit(image, row["edit"]["instruction"])
+        assert not isinstance(edited, str), (row["edit"]["instruction"], edited)

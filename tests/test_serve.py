@@ -113,6 +113,23 @@ def test_openai_client_chat_with_an_image(client, pipeline):
     assert response.model == "vlgpt" and response.id.startswith("chatcmpl-")
 
 
+def test_contrastive_decoding_through_the_api_answers_as_the_pipeline_does(client, pipeline):
+    """`decoding: vcd` (an extension field, through the official client's extra_body) gives the
+    pipeline's own contrastive answer, as an ordinary completion."""
+    text = {"type": "text", "text": "Is there a red circle?"}
+    vcd = {"decoding": "vcd", "vcd_alpha": 1.0, "vcd_beta": 0.1}
+    response = client.chat.completions.create(
+        model="vlgpt",
+        max_tokens=6,
+        messages=[{"role": "user", "content": [image_part(data_uri(png_bytes(scene()))), text]}],
+        extra_body=vcd,
+    )
+    direct = pipeline.chat(
+        [{"role": "user", "content": [{"type": "image", "image": scene()}, text]}], max_new_tokens=6, **vcd
+    )
+    assert response.choices[0].message.content == rendered(direct.parts)
+
+
 def test_lmms_eval_request_shapes_all_get_an_answer(client, server, pipeline):
     """lmms-eval's `openai_compatible` client: the question before the image, max_tokens=1024 (over this
     server's limit: clamped, not refused), 64 requests at once (queued, not refused), and some clients
@@ -245,7 +262,7 @@ def test_openai_client_images_edit(client, pipeline):
         model="vlgpt", image=("scene.png", png_bytes(scene()), "image/png"), prompt="Make the circle blue."
     )
     (item,) = result.data
-    expected = np.asarray(pipeline.edit(scene(), "Make the circle blue."))
+    expected = np.asarray(pipeline.edit(scene(), "Make the circle blue.", refuse=False))
     assert np.array_equal(np.asarray(decode_png(item.b64_json)), expected)
 
 

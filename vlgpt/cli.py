@@ -18,7 +18,7 @@ from .data.formats import FORMATS, DatasetError
 from .data.images import ImageError
 from .data.world_files import SHARD_SIZE
 from .export import ExportError
-from .inference.generate import GenerationError
+from .inference.generate import DECODINGS, GenerationError
 from .inference.quantize import QUANTIZE, QuantizeError
 from .train.engine import TrainingError
 from .world.judge import JudgeError
@@ -157,6 +157,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             steps=args.steps,
             guidance=args.guidance,
             head_guidance=args.head_guidance,
+            text=_decoding(args),
         )
         shown = headline_figures(metrics)  # with intervals; the file's headline keeps the values
         metrics = {"headline": headline(metrics), **metrics}
@@ -225,8 +226,15 @@ def _sampling(args: argparse.Namespace) -> dict:
         "top_k": args.top_k,
         "top_p": args.top_p,
         "seed": args.seed,
+        **_decoding(args),
         **{k: getattr(args, k) for k in ("steps", "guidance") if getattr(args, k) is not None},
     }
+
+
+def _decoding(args: argparse.Namespace) -> dict:
+    if args.decoding == "standard":
+        return {}
+    return {"decoding": args.decoding, "vcd_alpha": args.vcd_alpha, "vcd_beta": args.vcd_beta}
 
 
 def cmd_caption(args: argparse.Namespace) -> int:
@@ -252,8 +260,11 @@ def cmd_imagine(args: argparse.Namespace) -> int:
 
 def cmd_edit(args: argparse.Namespace) -> int:
     """Edit an image by an instruction."""
-    image = _pipeline(args).edit(args.image, args.instruction, **_sampling(args))
-    image.save(args.output)
+    result = _pipeline(args).edit(args.image, args.instruction, refuse=not args.draw_anyway, **_sampling(args))
+    if isinstance(result, str):  # the model says why the edit cannot be made; nothing is written
+        print(f"not edited: {result}")
+        return 0
+    result.save(args.output)
     print(f"wrote {args.output}")
     return 0
 
@@ -342,7 +353,22 @@ def _add_sampling(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-k", type=int, default=0, help="sample from the k most likely tokens (0: off)")
     parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed (and a diffusion decoder's noise)")
+    _add_decoding(parser)
     _add_drawing(parser)
+
+
+def _add_decoding(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--decoding",
+        choices=DECODINGS,
+        default="standard",
+        help="vcd: visual contrastive decoding, each token's logits contrasted with those given the "
+        "image under diffusion noise, against objects the image does not hold (docs/serving.md)",
+    )
+    parser.add_argument("--vcd-alpha", type=float, default=1.0, help="with vcd: contrast strength (0: none)")
+    parser.add_argument(
+        "--vcd-beta", type=float, default=0.1, help="with vcd: keep tokens at least beta times as likely as the top one"
+    )
 
 
 def _add_drawing(parser: argparse.ArgumentParser) -> None:
@@ -465,6 +491,7 @@ def _args_eval(parser: argparse.ArgumentParser) -> None:
     _add_device(parser)
     parser.add_argument("--n", type=int, default=500, help="scenes to evaluate")
     parser.add_argument("--split", choices=SPLITS, default="val", help="Shapes split")
+    _add_decoding(parser)
     _add_drawing(parser)
     parser.add_argument(
         "--head-guidance",
@@ -537,6 +564,13 @@ def _args_verb(positionals: tuple[str, ...], parser: argparse.ArgumentParser) ->
 def _args_edit(parser: argparse.ArgumentParser) -> None:
     _args_verb(("image", "instruction"), parser)
     parser.add_argument("-o", "--output", required=True, help="output PNG")
+    parser.add_argument(
+        "--draw-anyway",
+        action="store_true",
+        help="start the answer with the image, so the model cannot decline (by default an edit that "
+        "cannot be made, e.g. of an object that is not there, prints the model's reason and writes "
+        "nothing)",
+    )
 
 
 def _args_imagine(parser: argparse.ArgumentParser) -> None:

@@ -476,8 +476,9 @@ class TrainConfig:
     world_mix: str = f(
         "",
         "instruct on the Shapes world: the share of each conversation kind, e.g. "
-        "'look=0.6,draw=0.15,edit=0.1,episode=0.15' (look: a caption and questions about one image; "
-        "empty: the default mix, INSTRUCT_KINDS)",
+        "'look=0.6,draw=0.15,edit=0.1,episode=0.1,refuse=0.05' (look: a caption and questions about "
+        "one image; refuse: an edit that cannot be made, answered by a sentence saying why; empty: the "
+        "default mix, INSTRUCT_KINDS)",
     )
     layout_plan: bool = f(
         True,

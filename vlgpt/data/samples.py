@@ -58,8 +58,9 @@ def world_pretrain_sample(
 
 
 # Instruction kinds and their shares: a look at one image (its caption and questions about it, as
-# turns of one conversation), a drawing, an edit, a few-shot episode.
-INSTRUCT_KINDS = {"look": 0.45, "draw": 0.2, "edit": 0.2, "episode": 0.15}
+# turns of one conversation), a drawing, an edit, a few-shot episode, and an edit that cannot be made
+# (the object named is not there, or it already is what is asked), answered by a sentence saying why.
+INSTRUCT_KINDS = {"look": 0.43, "draw": 0.19, "edit": 0.19, "episode": 0.14, "refuse": 0.05}
 
 
 def look_turns(row: dict, rng) -> list[dict]:
@@ -94,12 +95,17 @@ def world_instruct_sample(
         messages = [user(img, txt(turns[0]["question"])), bot(txt(turns[0]["answer"]))]
         for turn in turns[1:]:
             messages += [user(txt(turn["question"])), bot(txt(turn["answer"]))]
-    elif kind == "draw" or row["edit"] is None:
+    elif kind == "draw" or (kind == "edit" and row["edit"] is None) or (
+        kind == "refuse" and not row.get("impossible_edit")
+    ):
         plan = [txt(language.layout(scene))] if layout_plan else []
         messages = [user(txt(draw_prompt(row["references"][-1]))), bot(*plan, img)]
     elif kind == "edit":
         messages = [user(img, txt(row["edit"]["instruction"])), bot(img)]
         scenes.append(Scene.from_dict(row["edit"]["target"]))
+    elif kind == "refuse" and row.get("impossible_edit"):
+        impossible = row["impossible_edit"]
+        messages = [user(img, txt(impossible["instruction"])), bot(txt(impossible["reply"]))]
     else:
         episode = world.episode(index, int(rng.integers(0, 5)))
         messages, scenes = [], []

@@ -15,14 +15,16 @@ from ..world.judge import compare_scenes, judge
 from ..world.language import caption_attribute_scores
 from ..world.render import render
 from ..world.scene import Scene
+from .hallucination import evaluate_chair
 from .text_metrics import caption_scores, summarize, vqa_accuracy
 
 
 def evaluate_captions(caption: Callable[[Image.Image], str], rows: list[dict]) -> dict:
-    """Attribute precision/recall/F1 through the caption parser, plus BLEU-4, CIDEr and ROUGE-L."""
+    """Attribute precision/recall/F1 through the caption parser, plus BLEU-4, CIDEr and ROUGE-L, and
+    CHAIR (the kinds of object the captions name that the images do not hold)."""
     predictions, references, attrs = [], [], {"precision": [], "recall": [], "f1": []}
-    for row in rows:
-        scene = Scene.from_dict(row["scene"])
+    scenes = [Scene.from_dict(row["scene"]) for row in rows]
+    for row, scene in zip(rows, scenes):
         text = caption(render(scene))
         predictions.append(text)
         references.append(row["references"])
@@ -33,6 +35,7 @@ def evaluate_captions(caption: Callable[[Image.Image], str], rows: list[dict]) -
     for key in ("bleu4", "cider", "rougeL"):
         result[key] = text_scores[key]  # the corpus score coco-caption reports, and its interval
     result["text_metric_backend"] = text_scores["backend"]
+    result["chair"] = evaluate_chair(predictions, scenes)
     result["examples"] = [
         {"id": r["id"], "prediction": p, "reference": r["caption"]} for r, p in zip(rows[:8], predictions[:8])
     ]
@@ -63,24 +66,50 @@ def edit_correct(judged: Scene, target: Scene, kind: str) -> bool:
 
 
 def evaluate_edits(
-    edit: Callable[[Image.Image, str], Image.Image],
+    edit: Callable[[Image.Image, str], Image.Image | str],
     rows: list[dict],
     judge_fn: Callable[[Image.Image], Scene] = judge,
 ) -> dict:
+    """Editing accuracy by kind; an edit answered in words (a refusal, a str) scores 0, and
+    `wrongly_refused` is the share of these possible edits that were."""
     by_kind: dict[str, list[float]] = {}
-    everything = []
+    everything, refused = [], []
     for row in rows:
         if not row.get("edit"):
             continue
         source = render(Scene.from_dict(row["scene"]))
         result = edit(source, row["edit"]["instruction"])
-        score = float(
+        refused.append(float(isinstance(result, str)))
+        score = 0.0 if refused[-1] else float(
             edit_correct(judge_fn(result), Scene.from_dict(row["edit"]["target"]), row["edit"]["kind"])
         )
         by_kind.setdefault(row["edit"]["kind"], []).append(score)
         everything.append(score)
-    result = {"overall": summarize(everything)}
+    result = {"overall": summarize(everything), "wrongly_refused": summarize(refused)}
     result.update({kind: summarize(v) for kind, v in sorted(by_kind.items())})
+    return result
+
+
+def evaluate_impossible_edits(edit: Callable[[Image.Image, str], Image.Image | str], rows: list[dict]) -> dict:
+    """The share of edit requests that cannot be made (the world's `impossible_edit`: an object that
+    is not there, or a change to what already is) that the model declines in words, by kind, and the
+    share of those refusals that give the world's own reason word for word."""
+    by_kind: dict[str, list[float]] = {}
+    everything, exact, examples = [], [], []
+    for row in rows:
+        impossible = row.get("impossible_edit")
+        if not impossible:
+            continue
+        result = edit(render(Scene.from_dict(row["scene"])), impossible["instruction"])
+        declined = isinstance(result, str)
+        everything.append(float(declined))
+        exact.append(float(declined and result.strip() == impossible["reply"]))
+        by_kind.setdefault(impossible["kind"], []).append(float(declined))
+        if len(examples) < 6:
+            examples.append({"instruction": impossible["instruction"], "answer": result if declined else "<image>"})
+    result = {"refused": summarize(everything), "reason_exact": summarize(exact)}
+    result.update({kind: summarize(v) for kind, v in sorted(by_kind.items())})
+    result["examples"] = examples
     return result
 
 

@@ -41,6 +41,15 @@ class SamplingConfig:
     # Classifier-free guidance of the image head: 1 is none; w > 1 pushes each image embedding away
     # from what the model draws with no text at all (models/image_heads.py). For text-to-image.
     head_guidance: float = 1.0
+    # Visual contrastive decoding (Leng et al. 2024, VCD): each text token's logits are
+    # (1 + alpha) * logits(image) - alpha * logits(distorted image), among the tokens whose
+    # probability given the image is at least beta times the most likely one's. The distortion is
+    # diffusion noise at step `vcd_noise_step` of 1000 (linear schedule) on the prompt's pixels.
+    # "standard" decodes as sampled above; alpha 0 is standard decoding token for token.
+    decoding: str = "standard"
+    vcd_alpha: float = 1.0
+    vcd_beta: float = 0.1
+    vcd_noise_step: int = 500
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
@@ -57,6 +66,27 @@ class SamplingConfig:
             raise GenerationError(f"guidance must be in [0, 50] (1 or less: none), got {self.guidance}")
         if self.steps is not None and not 1 <= self.steps <= 1000:
             raise GenerationError(f"steps must be in [1, 1000], got {self.steps}")
+        if self.decoding not in DECODINGS:
+            raise GenerationError(f"unknown decoding {self.decoding!r}; choose one of {', '.join(DECODINGS)}")
+        if not 0 <= self.vcd_alpha <= 10:
+            raise GenerationError(f"vcd alpha must be in [0, 10], got {self.vcd_alpha}")
+        if not 0 <= self.vcd_beta <= 1:
+            raise GenerationError(f"vcd beta (the plausibility cut-off) must be in [0, 1], got {self.vcd_beta}")
+        if not 1 <= self.vcd_noise_step <= 999:
+            raise GenerationError(f"vcd noise step must be in [1, 999], got {self.vcd_noise_step}")
+
+
+DECODINGS = ("standard", "vcd")
+
+
+def contrastive_logits(logits: torch.Tensor, distorted: torch.Tensor, alpha: float, beta: float) -> torch.Tensor:
+    """VCD's logits: (1 + alpha) * logits - alpha * distorted, set to -inf wherever the token's
+    probability given the clean image is below beta times the top token's (the adaptive plausibility
+    constraint, so that contrast never promotes a token the image itself finds implausible)."""
+    logits, distorted = logits.float(), distorted.float()
+    probs = torch.softmax(logits, dim=-1)
+    plausible = probs >= beta * probs.max(dim=-1, keepdim=True).values
+    return ((1 + alpha) * logits - alpha * distorted).masked_fill(~plausible, float("-inf"))
 
 
 @dataclass
@@ -167,6 +197,19 @@ class InterleavedGenerator:
         self._step(cache, token=self.tokenizer.bos_id)
         return cache, self._step(cache, token=self.tokenizer.img_id)
 
+    def _contrast(self, contrast: list[S.Segment] | None, prompt: dict, config: SamplingConfig):
+        """VCD's second context: [cache, hidden] of the distorted prompt, or None for standard decoding."""
+        if config.decoding != "vcd":
+            return None
+        if contrast is None:
+            raise GenerationError("contrastive decoding needs the prompt with its images distorted (contrast=)")
+        built = S.build(contrast, self.tokenizer, self.dim)
+        if not torch.equal(built["ids"], prompt["ids"]) or not torch.equal(built["is_image"], prompt["is_image"]):
+            raise GenerationError("the contrast prompt must be the prompt itself with other image embeddings")
+        cache = self.model.new_cache(1, self.model.max_seq_len)
+        batch = {k: built[k][None].to(self.device) for k in ("ids", "image_embeds", "is_image")}
+        return [cache, self.model(batch, cache)["hidden"][0, -1]]
+
     @torch.inference_mode()
     def text_batch(
         self, prompts: list[list[S.Segment]], config: SamplingConfig = SamplingConfig()
@@ -248,8 +291,13 @@ class InterleavedGenerator:
         require_image: bool = False,
         on_part: OnPart | None = None,
         should_stop: Callable[[], bool] | None = None,
+        contrast: list[S.Segment] | None = None,
     ) -> Output:
         """Decode text and images until [EOS], `max_new_tokens` steps or the context's end.
+
+        contrast: with `config.decoding == "vcd"`, the same prompt with its images distorted
+        (`Pipeline.segments(..., distort=...)`); it is fed every position the answer feeds, so each
+        token's logits are contrasted with what the model would say without seeing the image.
 
         force_image: the answer starts with [IMG] (editing). require_image: the model may write
         first (a drawing's layout plan), but [IMG] replaces [EOS] or the last step if no image came.
@@ -267,6 +315,20 @@ class InterleavedGenerator:
         cache = self.model.new_cache(1, max_len)  # KVCache, or an HF backbone's HFCache
         batch = {k: prompt[k][None].to(self.device) for k in ("ids", "image_embeds", "is_image")}
         hidden = self.model(batch, cache)["hidden"][0, -1]
+        contrasted = self._contrast(contrast, prompt, config)  # (cache, hidden) or None
+
+        def feed(token=None, embedding=None, place=0):
+            if contrasted is not None:
+                contrasted[1] = self._step(contrasted[0], token, embedding, place)
+            return self._step(cache, token, embedding, place)
+
+        def next_token(hidden):
+            logits = self.model.next_token_logits(hidden)
+            if contrasted is not None:
+                distorted = self.model.next_token_logits(contrasted[1])
+                logits = contrastive_logits(logits, distorted, config.vcd_alpha, config.vcd_beta)
+            return sample_token(logits, config, generator)
+
         generator = torch.Generator(self.device).manual_seed(config.seed)
         output, text_ids, images = Output(prompt_tokens=len(prompt["ids"]), finish_reason="length"), [], 0
         stream = TextStream(config.stop, on_part)
@@ -277,11 +339,7 @@ class InterleavedGenerator:
                 break
             if cache.length >= max_len - 1:
                 break
-            token = (
-                pending
-                if pending is not None
-                else sample_token(self.model.next_token_logits(hidden), config, generator)
-            )
+            token = pending if pending is not None else next_token(hidden)
             pending = None
             if (
                 require_image
@@ -305,9 +363,15 @@ class InterleavedGenerator:
                     stream.update(decoded, final=True)
                     output.parts.append(("text", decoded))
                     text_ids, stream = [], TextStream(config.stop, on_part)
-                hidden = self._step(cache, token=token)
+                hidden = feed(token=token)
                 predicted = self._draw(cache, hidden, n, config, generator)
-                hidden = self._step(cache, token=self.tokenizer.img_end_id)
+                if contrasted is not None:  # the contrast context takes the image's positions as the answer's did
+                    if self.model.draw_queries is not None:
+                        self.model.query_states(contrasted[0])
+                    else:
+                        for place, embedding in enumerate(predicted):
+                            self._step(contrasted[0], embedding=embedding, place=place)
+                hidden = feed(token=self.tokenizer.img_end_id)
                 drawn = self.codec.decode(
                     predicted[None], config.steps, config.guidance, config.seed + images
                 )[0]
@@ -320,7 +384,7 @@ class InterleavedGenerator:
                     break
                 continue
             text_ids.append(token)
-            hidden = self._step(cache, token=token)
+            hidden = feed(token=token)
             if config.stop or on_part is not None:
                 decoded = self.tokenizer.decode(text_ids)
                 if any(s in decoded for s in config.stop):

@@ -27,6 +27,10 @@ from .image_codec import ImageCodec
 from .quantize import quantize_weights, require
 
 
+# An edit's answer may be a sentence instead of an image (a refusal); one longer than this is no answer.
+REFUSAL_TOKENS = 32
+
+
 class Pipeline:
     def __init__(self, model, config: dict, codec: ImageCodec, path: Path, tokenizer=None):
         self.model, self.config, self.codec, self.path = model, config, codec, path
@@ -48,7 +52,10 @@ class Pipeline:
         messages = [{"role": "user", "content": [{"type": "text", "text": draw_prompt(prompt.strip())}]}]
         return self._image(messages, sampling, plan_first=True)
 
-    def edit(self, image, instruction: str, **sampling):
+    def edit(self, image, instruction: str, refuse: bool = True, **sampling):
+        """The edited image; or, when the model answers in words instead (an edit that cannot be made:
+        the object named is not there, or already is what is asked), that sentence, a str.
+        `refuse=False` starts the answer with the image, as the image API does."""
         if not instruction or not instruction.strip():
             raise GenerationError("the instruction is empty")
         messages = [
@@ -57,7 +64,17 @@ class Pipeline:
                 "content": [{"type": "image", "image": image}, {"type": "text", "text": instruction}],
             }
         ]
-        return self._image(messages, sampling)
+        if not refuse:
+            return self._image(messages, sampling)
+        config = SamplingConfig(**{"max_new_tokens": REFUSAL_TOKENS, **sampling})
+        out = self.generator.generate(
+            self.segments(messages), config, stop_after_image=True, contrast=self._contrast(messages, config)
+        )
+        if out.images:
+            return out.images[0]
+        if out.finish_reason == "stop" and out.text:
+            return out.text  # a finished sentence and no image: the model declines
+        return self._image(messages, sampling)  # neither: no decision in words, so it draws
 
     def chat(
         self,
@@ -72,21 +89,29 @@ class Pipeline:
         `on_part` receives the answer as it grows (text deltas, then each drawn image), for
         streaming; `should_stop` is polled every position and ends the answer early when true.
         """
-        segments = self.segments(messages)
+        config = SamplingConfig(**sampling)
         return self.generator.generate(
-            segments, SamplingConfig(**sampling), on_part=on_part, should_stop=should_stop
+            self.segments(messages),
+            config,
+            on_part=on_part,
+            should_stop=should_stop,
+            contrast=self._contrast(messages, config),
         )
 
     def chat_batch(self, conversations: list[list[dict]], **sampling) -> list[Output]:
         """Text answers to many conversations at once (`InterleavedGenerator.text_batch`: one forward pass
         per position for all of them). Greedy answers equal `chat`'s. An answer that starts an image
-        stops there with `wants_image` set: finish it with `chat`, which draws."""
+        stops there with `wants_image` set: finish it with `chat`, which draws. Contrastive decoding
+        answers one conversation at a time (each has its own distorted context)."""
+        if sampling.get("decoding") == "vcd":
+            return [self.chat(messages, **sampling) for messages in conversations]
         return self.generator.text_batch(
             [self.segments(m) for m in conversations], SamplingConfig(**sampling)
         )
 
     # --- plumbing ------------------------------------------------------------------------------
-    def segments(self, messages: list[dict]) -> list[S.Segment]:
+    def segments(self, messages: list[dict], distort: SamplingConfig | None = None) -> list[S.Segment]:
+        """The prompt's segments; with `distort`, its images noised as contrastive decoding wants."""
         if not messages:
             raise GenerationError("no messages given")
         images = []
@@ -94,6 +119,8 @@ class Pipeline:
             content = message.get("content")
             if isinstance(content, list):
                 images += [self._load(part) for part in content if part.get("type") in ("image", "image_url")]
+        if distort is not None:
+            images = [diffusion_noise(im, distort.vcd_noise_step, distort.seed + i) for i, im in enumerate(images)]
         embeddings = list(self.codec.encode(images)) if images else []
         return S.chat_segments(messages, embeddings, train_assistant=False, add_generation_prompt=True)
 
@@ -108,20 +135,39 @@ class Pipeline:
             raise GenerationError("an image part has no 'image' (path, bytes or PIL image)")
         return load_image(part["image"])
 
+    def _contrast(self, messages: list[dict], config: SamplingConfig) -> list[S.Segment] | None:
+        return self.segments(messages, distort=config) if config.decoding == "vcd" else None
+
     def _answer(self, content: list[dict], sampling: dict) -> str:
         return self.chat([{"role": "user", "content": content}], **sampling).text
 
     def _image(self, messages: list[dict], sampling: dict, plan_first: bool = False):
         """The answer's image. A drawing is planned first (the model writes its layout, then draws);
         an edit starts drawing at once."""
+        config = SamplingConfig(**sampling)
         out = self.generator.generate(
             self.segments(messages),
-            SamplingConfig(**sampling),
+            config,
             force_image=not plan_first,
             require_image=plan_first,
             stop_after_image=True,
+            contrast=self._contrast(messages, config),
         )
         return out.images[0]
+
+
+def diffusion_noise(image, step: int, seed: int):
+    """`image` (PIL) after `step` of DDPM's 1000 forward steps (linear betas 1e-4..0.02): the
+    distortion visual contrastive decoding contrasts with (at its step 500, about 8% of the signal)."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    alpha = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64), 0)[step - 1].item()
+    pixels = np.asarray(image.convert("RGB"), dtype=np.float64) / 127.5 - 1
+    noise = np.random.default_rng(seed).standard_normal(pixels.shape)
+    noisy = alpha**0.5 * pixels + (1 - alpha) ** 0.5 * noise
+    return Image.fromarray(((noisy.clip(-1, 1) + 1) * 127.5).round().astype(np.uint8))
 
 
 def load(path: str | Path, device: str = "cpu", dtype: str = "fp32", quantize: str | None = None) -> Pipeline:

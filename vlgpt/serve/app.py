@@ -123,6 +123,7 @@ def create_app(pipeline, settings: ServeSettings) -> FastAPI:
             "top_k": body.top_k,
             "seed": body.seed or 0,
             "stop": body.stop_strings(),
+            **body.decoding_options(),
             **{k: v for k, v in (("steps", body.steps), ("guidance", body.guidance)) if v is not None},
         }
         messages = await run_in_threadpool(load_images, chat_messages(body, settings), settings)
@@ -167,7 +168,8 @@ def create_app(pipeline, settings: ServeSettings) -> FastAPI:
         worker.ensure_room()
         data, prompt, n, drawing = await _read_edit_form(request, settings, image_size)
         image = await run_in_threadpool(load_upload, data, settings, "image")
-        draw = lambda i: pipeline.edit(image, prompt, **{**drawing, "seed": drawing["seed"] + i})
+        # An image route always draws (refusals come as words in chat answers).
+        draw = lambda i: pipeline.edit(image, prompt, refuse=False, **{**drawing, "seed": drawing["seed"] + i})
         return images_response(await worker.call(_draw(draw, n), request.is_disconnected))
 
     return app

@@ -65,6 +65,16 @@ class ChatCompletionRequest(_Request):
     guidance: float | None = Field(
         None, ge=0.0, le=50.0, description="extension: a diffusion decoder's classifier-free guidance scale"
     )
+    decoding: Literal["standard", "vcd"] = Field(
+        "standard", description="extension: vcd, visual contrastive decoding (against made-up objects)"
+    )
+    vcd_alpha: float = Field(1.0, ge=0.0, le=10.0, description="extension: with vcd, the contrast's strength")
+    vcd_beta: float = Field(0.1, ge=0.0, le=1.0, description="extension: with vcd, the plausibility cut-off")
+
+    def decoding_options(self) -> dict:
+        if self.decoding == "standard":
+            return {}
+        return {"decoding": self.decoding, "vcd_alpha": self.vcd_alpha, "vcd_beta": self.vcd_beta}
 
     def stop_strings(self) -> tuple[str, ...]:
         stops = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])

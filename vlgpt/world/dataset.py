@@ -49,6 +49,8 @@ class ShapesWorld:
         rng = np.random.default_rng([seed, 1])  # independent of the scene sampler's stream
         references = language.captions(scene, rng, NUM_REFERENCES)
         change = language.edit(scene, rng, self.excluded)
+        # Its own stream, so that the row's other fields are what they were before it existed.
+        impossible = language.impossible_edit(scene, np.random.default_rng([seed, 3]), self.excluded)
         return {
             "id": f"{self.split}-{self.seed + index:08d}",
             "split": self.split,
@@ -60,6 +62,7 @@ class ShapesWorld:
             "edit": None
             if change is None
             else {"kind": change.kind, "instruction": change.instruction, "target": change.target.to_dict()},
+            "impossible_edit": None if impossible is None else impossible.to_dict(),
         }
 
     def image(self, row_or_scene: dict | Scene) -> Image.Image:

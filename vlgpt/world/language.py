@@ -580,6 +580,74 @@ _EDITORS = {
 }
 
 
+# --- edits that cannot be made -----------------------------------------------------------------
+
+IMPOSSIBLE_KINDS = ("absent", "same")
+
+
+@dataclass(frozen=True)
+class ImpossibleEdit:
+    """An edit request the scene cannot satisfy, and the short answer that says why."""
+
+    kind: str  # absent: it names an object the image does not hold; same: it asks for what already is
+    instruction: str
+    reply: str
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "instruction": self.instruction, "reply": self.reply}
+
+
+def impossible_edit(
+    scene: Scene, rng: np.random.Generator, excluded: frozenset[Pair] = frozenset()
+) -> ImpossibleEdit | None:
+    """A random edit request that cannot be made to `scene`, worded as the possible ones are, or
+    None. `absent` names a colour and shape the scene does not hold (often a shape it has in another
+    colour, so that only looking tells); `same` asks an object to become what it already is."""
+    for k in rng.permutation(len(IMPOSSIBLE_KINDS)):
+        made = _IMPOSSIBLE[IMPOSSIBLE_KINDS[k]](scene, rng, excluded)
+        if made is not None:
+            return ImpossibleEdit(IMPOSSIBLE_KINDS[k], *made)
+    return None
+
+
+def _impossible_absent(scene, rng, excluded):
+    present = {o.kind for o in scene.objects}
+    shapes = {o.shape for o in scene.objects}
+    absent = [(c, s) for c in COLORS for s in SHAPES if (c, s) not in present and (c, s) not in excluded]
+    near = [kind for kind in absent if kind[1] in shapes]  # a star in another colour than the one asked
+    pool = near if near and rng.random() < 0.6 else absent
+    if not pool:
+        return None
+    color, shape = pool[rng.integers(len(pool))]
+    ref = f"the {color} {shape}"
+    others = [c for c in COLORS if c != color and (c, shape) not in excluded]
+    templates = (
+        f"Make {ref} {others[rng.integers(len(others))]}." if others else f"Remove {ref}.",
+        f"Remove {ref}.",
+        f"Delete {ref}.",
+        f"Move {ref} to the {list(REGIONS)[rng.integers(len(REGIONS))]}.",
+        f"Turn {ref} into {noun_phrase(1, None, None, [s for s in SHAPES if s != shape][rng.integers(5)])}.",
+    )
+    return templates[rng.integers(len(templates))], f"There is no {color} {shape} in the image."
+
+
+def _impossible_same(scene, rng, excluded):
+    for i in rng.permutation(len(scene.objects)):
+        obj, ref = scene.objects[i], refer(scene, int(i), rng)
+        if not ref:
+            continue
+        if rng.random() < 0.5:
+            text = ("Make {ref} {c}.", "Change the color of {ref} to {c}.", "Paint {ref} {c}.")[rng.integers(3)]
+            return capitalize(text.format(ref=ref, c=obj.color)), capitalize(f"{ref} is {obj.color} already.")
+        text = ("Turn {ref} into {new}.", "Change {ref} into {new}.")[rng.integers(2)]
+        new = noun_phrase(1, None, None, obj.shape)
+        return capitalize(text.format(ref=ref, new=new)), capitalize(f"{ref} is {new} already.")
+    return None
+
+
+_IMPOSSIBLE = {"absent": _impossible_absent, "same": _impossible_same}
+
+
 # --- interleaved documents and in-context episodes -------------------------------------------
 
 
