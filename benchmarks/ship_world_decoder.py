@@ -67,8 +67,9 @@ def card(run: Path, out: Path, figures: dict | None) -> str:
         "",
         "A small latent diffusion model in Stable Diffusion's layout (AutoencoderKL, UNet2DConditionModel,",
         "a CLIP text encoder and tokenizer, a CLIP image encoder behind an IP-Adapter), trained once on",
-        "the Shapes world by vlgpt's `vae` and `diffusion` stages and used frozen by `make demo`",
-        "(`vlgpt train decoder --decoder pretrained/world-decoder`), as VL-GPT uses Stable Diffusion.",
+        "the Shapes world by vlgpt's `vae` and `diffusion` stages and used frozen by `vlgpt demo",
+        "--pretrained-decoder` (`vlgpt train decoder --decoder pretrained/world-decoder`), as VL-GPT uses",
+        "Stable Diffusion.",
         "",
         "## Made by",
         "",
@@ -81,9 +82,10 @@ def card(run: Path, out: Path, figures: dict | None) -> str:
         f"Data: the Shapes world's train split generated on the fly (`--data world`), seed {train['seed']};",
         f"{vae_recipe['train']['steps']} autoencoder steps of {vae_recipe['train']['batch_size']} "
         f"({vae_minutes:.1f} min) and {train['steps']} diffusion steps of {train['batch_size']} "
-        f"({diffusion_minutes:.1f} min), {vae_minutes + diffusion_minutes:.1f} minutes in all on two CPU "
-        "cores (fp32). The full recipes are `vae.yaml` and `diffusion.yaml` beside this card. Weights are "
-        "stored in fp16 and load in fp32.",
+        f"({diffusion_minutes:.1f} min), {vae_minutes + diffusion_minutes:.1f} minutes in all on "
+        f"{'two CPU cores' if train.get('device', 'cpu') == 'cpu' else train['device']} "
+        f"(precision {train.get('precision', 'auto')}). The full recipes are `vae.yaml` and "
+        "`diffusion.yaml` beside this card. Weights are stored in fp16 and load in fp32.",
         "",
     ]
     if figures:

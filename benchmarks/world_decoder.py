@@ -17,6 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from vlgpt.core.devices import resolve
 from vlgpt.eval.decoder_eval import evaluate_decoder, headline
 from vlgpt.eval.formatting import table
 from vlgpt.models.diffusers_decoder import DiffusersDecoder
@@ -52,9 +53,12 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--curve", help="a run folder whose diffusion stage's evaluations to list")
     parser.add_argument("--json", help="write the figures here")
+    parser.add_argument("--device", default="cpu", help="cpu | cuda | mps")
+    parser.add_argument("--dtype", default="fp32", help="fp32 | bf16 | fp16")
     args = parser.parse_args()
     start = time.perf_counter()
-    decoder = DiffusersDecoder(args.decoder)
+    device, dtype = resolve(args.device, args.dtype)
+    decoder = DiffusersDecoder(args.decoder, device=device, dtype=dtype)
     result = evaluate_decoder(
         decoder, args.n, args.scenes, args.size, steps=args.steps, guidance=args.guidance, n_seeds=50
     )
