@@ -52,7 +52,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run")
     parser.add_argument("--n", type=int, default=60, help="test scenes")
-    parser.add_argument("--alphas", default="0.5,1", help="contrast strengths to try (beside standard decoding)")
+    parser.add_argument(
+        "--alphas", default="0.5,1", help="contrast strengths to try (beside standard decoding)"
+    )
     parser.add_argument("--beta", type=float, default=0.1, help="the plausibility cut-off")
     parser.add_argument("--json", help="write the table here too")
     args = parser.parse_args()

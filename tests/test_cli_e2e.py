@@ -129,7 +129,10 @@ def test_generation_verbs(run, image, tmp_path):
     assert (
         vlgpt("ask", image, "How many shapes are there?", "--ckpt", run, "--max-tokens", "3").returncode == 0
     )
-    for verb, extra in (("imagine", ["a red circle"]), ("edit", [image, "Make the circle blue.", "--draw-anyway"])):
+    for verb, extra in (
+        ("imagine", ["a red circle"]),
+        ("edit", [image, "Make the circle blue.", "--draw-anyway"]),
+    ):
         out = tmp_path / f"{verb}.png"
         vlgpt(verb, *extra, "--ckpt", run, "-o", out)
         assert out.is_file()

@@ -96,7 +96,9 @@ def test_one_seed_draws_one_picture_two_seeds_two(trained):
     first, again, other = draw(1), draw(1), draw(2)
     assert np.array_equal(first, again)
     assert np.abs(first.astype(int) - other.astype(int)).mean() > 1
-    edited = model.edit(model.imagine("a red circle", steps=2), "Make the circle green.", refuse=False, steps=3, seed=0)
+    edited = model.edit(
+        model.imagine("a red circle", steps=2), "Make the circle green.", refuse=False, steps=3, seed=0
+    )
     assert edited.size == (32, 32)
     assert model.codec.stochastic and model.codec.output_size == 32
 

@@ -48,7 +48,9 @@ def test_pope_probes_are_balanced_and_absent_ones_are_absent(scenes):
         assert sum(p["truth"] for p in probes) * 2 == len(probes)
         for probe in probes:
             (asked,) = parse_caption(probe["question"].removeprefix("Is there ").rstrip("?"))
-            present = any((o.color, o.shape) == (asked.color, asked.shape) for o in test[probe["image"]].objects)
+            present = any(
+                (o.color, o.shape) == (asked.color, asked.shape) for o in test[probe["image"]].objects
+            )
             assert present == probe["truth"], (sampler, probe)
     popular = make_probes(test, "popular", frequency, together)
     top = {kind for kind, _ in frequency.most_common(12)}
@@ -103,7 +105,9 @@ def test_chair_reads_captions_against_the_scene(scenes):
     assert clean["chair_i"]["mean"] == 0.0 and clean["chair_s"]["mean"] == 0.0
     scene = test[0]
     present = {(o.color, o.shape) for o in scene.objects}
-    color, shape = next(kind for kind in KINDS if kind not in present and kind[1] not in {s for _, s in present})
+    color, shape = next(
+        kind for kind in KINDS if kind not in present and kind[1] not in {s for _, s in present}
+    )
     made_up = f"{truths[0].rstrip('.')} and a {color} {shape}."
     assert hallucinated(made_up, scene) == (1, len(present) + 1)
     raised = chair([made_up] + truths[1:], test)
@@ -145,11 +149,18 @@ def test_vcd_with_alpha_zero_is_greedy_token_for_token(serve_run):
         plain = model.ask(image, question, max_new_tokens=6)
         assert model.ask(image, question, max_new_tokens=6, decoding="vcd", vcd_alpha=0.0) == plain
         model.ask(image, question, max_new_tokens=6, decoding="vcd", vcd_alpha=2.0)  # runs
-    messages = [{"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": "Hi"}]}]
+    messages = [
+        {"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": "Hi"}]}
+    ]
     config = vlgpt.inference.generate.SamplingConfig(decoding="vcd")
     with pytest.raises(GenerationError, match="other image embeddings"):
-        model.generator.generate(model.segments(messages), config, contrast=model.segments(messages[:0] or [
-            {"role": "user", "content": [{"type": "text", "text": "Hi"}]}]))
+        model.generator.generate(
+            model.segments(messages),
+            config,
+            contrast=model.segments(
+                messages[:0] or [{"role": "user", "content": [{"type": "text", "text": "Hi"}]}]
+            ),
+        )
     with pytest.raises(GenerationError, match="unknown decoding"):
         model.caption(image, decoding="dola")
 
@@ -169,12 +180,18 @@ def test_impossible_edits_are_impossible_and_say_why():
         kinds = {(o.color, o.shape) for o in scene.objects}
         seen.add(impossible["kind"])
         if impossible["kind"] == "absent":
-            color, shape = impossible["reply"].removeprefix("There is no ").removesuffix(" in the image.").split()
+            color, shape = (
+                impossible["reply"].removeprefix("There is no ").removesuffix(" in the image.").split()
+            )
             assert (color, shape) not in kinds and f"the {color} {shape}" in impossible["instruction"]
         else:
             assert impossible["reply"].endswith(" already.")
             what = impossible["reply"].removesuffix(" already.").split(" is ")[-1].split()[-1]
-            shape = next(s for s in ("circle", "square", "triangle", "diamond", "star", "cross") if s in impossible["reply"])
+            shape = next(
+                s
+                for s in ("circle", "square", "triangle", "diamond", "star", "cross")
+                if s in impossible["reply"]
+            )
             assert any(o.shape == shape and what in (o.color, o.shape) for o in scene.objects), impossible
     assert seen == set(IMPOSSIBLE_KINDS)
     assert world[3]["impossible_edit"] == ShapesWorld("train", 64, 64)[3]["impossible_edit"]  # reproducible

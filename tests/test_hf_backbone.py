@@ -193,7 +193,21 @@ def test_pretrain_instruct_caption_imagine_with_a_llama_backbone(lm_folders, cod
     assert (
         main(["ask", str(image), "How many shapes are there?", "--ckpt", str(run), "--max-tokens", "4"]) == 0
     )
-    assert main(["edit", str(image), "Make the circle green.", "--ckpt", str(run), "-o", str(out), "--draw-anyway"]) == 0
+    assert (
+        main(
+            [
+                "edit",
+                str(image),
+                "Make the circle green.",
+                "--ckpt",
+                str(run),
+                "-o",
+                str(out),
+                "--draw-anyway",
+            ]
+        )
+        == 0
+    )
     from PIL import Image
 
     assert Image.open(out).size == (32, 32)

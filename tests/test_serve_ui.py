@@ -218,7 +218,9 @@ def test_ui_captions_asks_draws_and_edits(pipeline, browser, tmp_path):
         assert np.array_equal(last_image(page), np.asarray(pipeline.imagine("a red circle")))
 
         page.type_and_click("edit-prompt", "Make the circle blue.", "edit")  # multipart /v1/images/edits
-        assert np.array_equal(last_image(page), np.asarray(pipeline.edit(scene(2), "Make the circle blue.", refuse=False)))
+        assert np.array_equal(
+            last_image(page), np.asarray(pipeline.edit(scene(2), "Make the circle blue.", refuse=False))
+        )
         assert turns(page, "assistant") == 4 and turns(page, "error") == 0
 
         shot = page.screenshot()

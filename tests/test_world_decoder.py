@@ -87,7 +87,17 @@ def test_a_diffusion_run_resumes_exactly(tiny_decoder, tmp_path):
         shutil.rmtree(later)
     assert [c.name for c in (run / "diffusion" / "checkpoints").glob("step-*")] == ["step-000003"]
     run_cli(
-        "train", "diffusion", "--out", run, "--preset", "tiny", "--steps", "6", "--save-every", "3", "--resume"
+        "train",
+        "diffusion",
+        "--out",
+        run,
+        "--preset",
+        "tiny",
+        "--steps",
+        "6",
+        "--save-every",
+        "3",
+        "--resume",
     )
     straight = sorted((tiny_decoder / "diffusion" / "checkpoints").glob("step-*"))[-1]
     resumed = sorted((run / "diffusion" / "checkpoints").glob("step-*"))[-1]

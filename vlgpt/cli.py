@@ -260,7 +260,9 @@ def cmd_imagine(args: argparse.Namespace) -> int:
 
 def cmd_edit(args: argparse.Namespace) -> int:
     """Edit an image by an instruction."""
-    result = _pipeline(args).edit(args.image, args.instruction, refuse=not args.draw_anyway, **_sampling(args))
+    result = _pipeline(args).edit(
+        args.image, args.instruction, refuse=not args.draw_anyway, **_sampling(args)
+    )
     if isinstance(result, str):  # the model says why the edit cannot be made; nothing is written
         print(f"not edited: {result}")
         return 0
@@ -367,7 +369,10 @@ def _add_decoding(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--vcd-alpha", type=float, default=1.0, help="with vcd: contrast strength (0: none)")
     parser.add_argument(
-        "--vcd-beta", type=float, default=0.1, help="with vcd: keep tokens at least beta times as likely as the top one"
+        "--vcd-beta",
+        type=float,
+        default=0.1,
+        help="with vcd: keep tokens at least beta times as likely as the top one",
     )
 
 

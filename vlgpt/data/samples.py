@@ -95,8 +95,10 @@ def world_instruct_sample(
         messages = [user(img, txt(turns[0]["question"])), bot(txt(turns[0]["answer"]))]
         for turn in turns[1:]:
             messages += [user(txt(turn["question"])), bot(txt(turn["answer"]))]
-    elif kind == "draw" or (kind == "edit" and row["edit"] is None) or (
-        kind == "refuse" and not row.get("impossible_edit")
+    elif (
+        kind == "draw"
+        or (kind == "edit" and row["edit"] is None)
+        or (kind == "refuse" and not row.get("impossible_edit"))
     ):
         plan = [txt(language.layout(scene))] if layout_plan else []
         messages = [user(txt(draw_prompt(row["references"][-1]))), bot(*plan, img)]

@@ -23,7 +23,6 @@ from .hallucination import SAMPLERS, evaluate_pope
 from .text_metrics import normalize_vqa_answer, summarize
 from .world_eval import evaluate_captions, evaluate_edits, evaluate_impossible_edits, evaluate_vqa
 
-
 POPE_TRAINING_SCENES = 2000  # what the popular and adversarial samplers count objects in
 
 

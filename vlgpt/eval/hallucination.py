@@ -60,6 +60,7 @@ def absent_kinds(
     if sampler == "popular":
         return sorted(candidates, key=lambda kind: -frequency[kind])[:k]
     if sampler == "adversarial":
+
         def co_occurrence(kind):
             return sum(together[tuple(sorted((kind, other)))] for other in present)
 
@@ -170,7 +171,9 @@ def hallucinated(caption: str, scene: Scene) -> tuple[int, int]:
     present = kinds_of(scene)
     shapes = {shape for _, shape in present}
     named = mentioned_kinds(caption)
-    wrong = sum((shape not in shapes) if color is None else ((color, shape) not in present) for color, shape in named)
+    wrong = sum(
+        (shape not in shapes) if color is None else ((color, shape) not in present) for color, shape in named
+    )
     return wrong, len(named)
 
 

@@ -80,8 +80,12 @@ def evaluate_edits(
         source = render(Scene.from_dict(row["scene"]))
         result = edit(source, row["edit"]["instruction"])
         refused.append(float(isinstance(result, str)))
-        score = 0.0 if refused[-1] else float(
-            edit_correct(judge_fn(result), Scene.from_dict(row["edit"]["target"]), row["edit"]["kind"])
+        score = (
+            0.0
+            if refused[-1]
+            else float(
+                edit_correct(judge_fn(result), Scene.from_dict(row["edit"]["target"]), row["edit"]["kind"])
+            )
         )
         by_kind.setdefault(row["edit"]["kind"], []).append(score)
         everything.append(score)
@@ -90,7 +94,9 @@ def evaluate_edits(
     return result
 
 
-def evaluate_impossible_edits(edit: Callable[[Image.Image, str], Image.Image | str], rows: list[dict]) -> dict:
+def evaluate_impossible_edits(
+    edit: Callable[[Image.Image, str], Image.Image | str], rows: list[dict]
+) -> dict:
     """The share of edit requests that cannot be made (the world's `impossible_edit`: an object that
     is not there, or a change to what already is) that the model declines in words, by kind, and the
     share of those refusals that give the world's own reason word for word."""
@@ -106,7 +112,9 @@ def evaluate_impossible_edits(edit: Callable[[Image.Image, str], Image.Image | s
         exact.append(float(declined and result.strip() == impossible["reply"]))
         by_kind.setdefault(impossible["kind"], []).append(float(declined))
         if len(examples) < 6:
-            examples.append({"instruction": impossible["instruction"], "answer": result if declined else "<image>"})
+            examples.append(
+                {"instruction": impossible["instruction"], "answer": result if declined else "<image>"}
+            )
     result = {"refused": summarize(everything), "reason_exact": summarize(exact)}
     result.update({kind: summarize(v) for kind, v in sorted(by_kind.items())})
     result["examples"] = examples

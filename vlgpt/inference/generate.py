@@ -71,7 +71,9 @@ class SamplingConfig:
         if not 0 <= self.vcd_alpha <= 10:
             raise GenerationError(f"vcd alpha must be in [0, 10], got {self.vcd_alpha}")
         if not 0 <= self.vcd_beta <= 1:
-            raise GenerationError(f"vcd beta (the plausibility cut-off) must be in [0, 1], got {self.vcd_beta}")
+            raise GenerationError(
+                f"vcd beta (the plausibility cut-off) must be in [0, 1], got {self.vcd_beta}"
+            )
         if not 1 <= self.vcd_noise_step <= 999:
             raise GenerationError(f"vcd noise step must be in [1, 999], got {self.vcd_noise_step}")
 
@@ -79,7 +81,9 @@ class SamplingConfig:
 DECODINGS = ("standard", "vcd")
 
 
-def contrastive_logits(logits: torch.Tensor, distorted: torch.Tensor, alpha: float, beta: float) -> torch.Tensor:
+def contrastive_logits(
+    logits: torch.Tensor, distorted: torch.Tensor, alpha: float, beta: float
+) -> torch.Tensor:
     """VCD's logits: (1 + alpha) * logits - alpha * distorted, set to -inf wherever the token's
     probability given the clean image is below beta times the top token's (the adaptive plausibility
     constraint, so that contrast never promotes a token the image itself finds implausible)."""
@@ -202,9 +206,13 @@ class InterleavedGenerator:
         if config.decoding != "vcd":
             return None
         if contrast is None:
-            raise GenerationError("contrastive decoding needs the prompt with its images distorted (contrast=)")
+            raise GenerationError(
+                "contrastive decoding needs the prompt with its images distorted (contrast=)"
+            )
         built = S.build(contrast, self.tokenizer, self.dim)
-        if not torch.equal(built["ids"], prompt["ids"]) or not torch.equal(built["is_image"], prompt["is_image"]):
+        if not torch.equal(built["ids"], prompt["ids"]) or not torch.equal(
+            built["is_image"], prompt["is_image"]
+        ):
             raise GenerationError("the contrast prompt must be the prompt itself with other image embeddings")
         cache = self.model.new_cache(1, self.model.max_seq_len)
         batch = {k: built[k][None].to(self.device) for k in ("ids", "image_embeds", "is_image")}
@@ -365,7 +373,9 @@ class InterleavedGenerator:
                     text_ids, stream = [], TextStream(config.stop, on_part)
                 hidden = feed(token=token)
                 predicted = self._draw(cache, hidden, n, config, generator)
-                if contrasted is not None:  # the contrast context takes the image's positions as the answer's did
+                if (
+                    contrasted is not None
+                ):  # the contrast context takes the image's positions as the answer's did
                     if self.model.draw_queries is not None:
                         self.model.query_states(contrasted[0])
                     else:

@@ -26,7 +26,6 @@ from .generate import GenerationError, InterleavedGenerator, OnPart, Output, Sam
 from .image_codec import ImageCodec
 from .quantize import quantize_weights, require
 
-
 # An edit's answer may be a sentence instead of an image (a refusal); one longer than this is no answer.
 REFUSAL_TOKENS = 32
 
@@ -120,7 +119,9 @@ class Pipeline:
             if isinstance(content, list):
                 images += [self._load(part) for part in content if part.get("type") in ("image", "image_url")]
         if distort is not None:
-            images = [diffusion_noise(im, distort.vcd_noise_step, distort.seed + i) for i, im in enumerate(images)]
+            images = [
+                diffusion_noise(im, distort.vcd_noise_step, distort.seed + i) for i, im in enumerate(images)
+            ]
         embeddings = list(self.codec.encode(images)) if images else []
         return S.chat_segments(messages, embeddings, train_assistant=False, add_generation_prompt=True)
 

@@ -169,7 +169,9 @@ def create_app(pipeline, settings: ServeSettings) -> FastAPI:
         data, prompt, n, drawing = await _read_edit_form(request, settings, image_size)
         image = await run_in_threadpool(load_upload, data, settings, "image")
         # An image route always draws (refusals come as words in chat answers).
-        draw = lambda i: pipeline.edit(image, prompt, refuse=False, **{**drawing, "seed": drawing["seed"] + i})
+        draw = lambda i: pipeline.edit(
+            image, prompt, refuse=False, **{**drawing, "seed": drawing["seed"] + i}
+        )
         return images_response(await worker.call(_draw(draw, n), request.is_disconnected))
 
     return app

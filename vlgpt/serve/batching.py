@@ -42,7 +42,12 @@ class ChatBatcher:
     @staticmethod
     def eligible(sampling: dict, stream: bool) -> bool:
         # Contrastive decoding distorts each prompt's images with its own seed: one at a time.
-        return not stream and sampling["temperature"] == 0 and not sampling["stop"] and "decoding" not in sampling
+        return (
+            not stream
+            and sampling["temperature"] == 0
+            and not sampling["stop"]
+            and "decoding" not in sampling
+        )
 
     def entry(self, messages: list[dict], sampling: dict) -> Entry:
         key = tuple(sorted((k, v) for k, v in sampling.items() if k != "seed"))  # greedy: seed unused

@@ -637,7 +637,9 @@ def _impossible_same(scene, rng, excluded):
         if not ref:
             continue
         if rng.random() < 0.5:
-            text = ("Make {ref} {c}.", "Change the color of {ref} to {c}.", "Paint {ref} {c}.")[rng.integers(3)]
+            text = ("Make {ref} {c}.", "Change the color of {ref} to {c}.", "Paint {ref} {c}.")[
+                rng.integers(3)
+            ]
             return capitalize(text.format(ref=ref, c=obj.color)), capitalize(f"{ref} is {obj.color} already.")
         text = ("Turn {ref} into {new}.", "Change {ref} into {new}.")[rng.integers(2)]
         new = noun_phrase(1, None, None, obj.shape)
