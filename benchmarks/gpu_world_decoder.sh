@@ -7,7 +7,7 @@
 # pretrained/world-decoder/.
 #
 #   bash benchmarks/gpu_world_decoder.sh                       # DEVICE=cuda PRECISION=bf16, ~10 min on an H100
-#   DEVICE=cpu PRECISION=fp32 PRESET=tiny VAE_STEPS=4 STEPS=4 EVAL_EVERY=2 N=2 SCENES=4 \
+#   DEVICE=cpu PRECISION=fp32 PRESET=tiny VAE_STEPS=4 STEPS=4 EVAL_EVERY=2 N=2 SCENES=4 ATTENTION=1,1 \
 #     bash benchmarks/gpu_world_decoder.sh                     # the same script, checked without a GPU
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +18,7 @@ VAE_STEPS=${VAE_STEPS:-2000}
 STEPS=${STEPS:-12000}
 BATCH=${BATCH:-128}
 EVAL_EVERY=${EVAL_EVERY:-3000}
+ATTENTION=${ATTENTION:-1,1,1}  # one entry per UNet level (the tiny preset has two)
 N=${N:-50}
 SCENES=${SCENES:-300}
 OUT=${OUT:-$(mktemp -d)}
@@ -28,7 +29,7 @@ mkdir -p "$OUT"
 $PY -m vlgpt train vae --out "$RUN" --preset "$PRESET" --steps "$VAE_STEPS" --lr 2e-3 \
   --device "$DEVICE" --precision "$PRECISION" 2>&1 | tr '\r' '\n' | grep -v "step/s\|s/step" | tail -12
 $PY -m vlgpt train diffusion --out "$RUN" --preset "$PRESET" --steps "$STEPS" --batch-size "$BATCH" \
-  --eval-every "$EVAL_EVERY" --device "$DEVICE" --precision "$PRECISION" --set diffusion.attention=1,1,1 \
+  --eval-every "$EVAL_EVERY" --device "$DEVICE" --precision "$PRECISION" --set "diffusion.attention=$ATTENTION" \
   2>&1 | tr '\r' '\n' | grep -v "step/s\|s/step" | tail -25
 $PY benchmarks/world_decoder.py "$RUN/diffusion/model" --n "$N" --scenes "$SCENES" --device "$DEVICE" \
   --curve "$RUN" --json "$OUT/world_decoder.json"

@@ -25,13 +25,15 @@ from vlgpt.models.diffusers_decoder import DiffusersDecoder
 
 def curve(run: Path) -> list[dict]:
     """(samples, minutes, eval figures) at every evaluation the diffusion stage logged."""
+    import yaml
+
     rows, samples, seconds, last_step = [], 0, 0.0, 0
-    batch = None
+    recipe = yaml.safe_load((run / "diffusion" / "config.yaml").read_text())["train"]
+    batch = recipe["batch_size"] * recipe.get("grad_accum", 1)
     for line in (run / "diffusion" / "metrics.jsonl").read_text().splitlines():
         record = json.loads(line)
         if "samples_per_s" in record:
             steps = record["step"] - last_step
-            batch = batch or 64
             samples += steps * batch
             seconds += steps * batch / max(record["samples_per_s"], 1e-9)
             last_step = record["step"]
