@@ -130,6 +130,8 @@ def test_contrastive_logits_keep_only_plausible_tokens_and_alpha_zero_is_plain()
     contrasted = contrastive_logits(logits, distorted, alpha=1.0, beta=0.1)
     assert int(contrasted.argmax()) == 1  # what the noised image also says loses to what the image says
     assert torch.isinf(contrasted[3])  # never promotes a token the image finds implausible
+    masked = torch.tensor([2.0, float("-inf")])
+    assert not contrastive_logits(masked, masked, alpha=1.0, beta=0.0).isnan().any()  # -inf - -inf
 
 
 def test_vcd_with_alpha_zero_is_greedy_token_for_token(serve_run):

@@ -139,6 +139,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     Shapes) or `data DIR` (captions and answers on your own held-out data)."""
     from .eval.formatting import table, write_json
 
+    if args.what != "all" and args.decoding != "standard":
+        raise SystemExit(
+            f"--decoding {args.decoding} is measured by `vlgpt eval all` only, not by `eval {args.what}`"
+        )
     if args.what == "data":
         from .eval.data_eval import evaluate_data, headline
 

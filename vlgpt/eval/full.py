@@ -26,7 +26,7 @@ from .world_eval import evaluate_captions, evaluate_edits, evaluate_impossible_e
 POPE_TRAINING_SCENES = 2000  # what the popular and adversarial samplers count objects in
 
 
-def few_shot(model: Pipeline, world: ShapesWorld, k: int, n: int) -> dict:
+def few_shot(model: Pipeline, world: ShapesWorld, k: int, n: int, **text) -> dict:
     scores = []
     for i in range(n):
         episode = world.episode(i, k)
@@ -50,7 +50,7 @@ def few_shot(model: Pipeline, world: ShapesWorld, k: int, n: int) -> dict:
                 "content": [{"type": "image", "image": query}, {"type": "text", "text": episode["prompt"]}],
             }
         )
-        answer = model.chat(messages, max_new_tokens=6).text
+        answer = model.chat(messages, max_new_tokens=6, **text).text
         scores.append(float(normalize_vqa_answer(answer) == normalize_vqa_answer(episode["answer"])))
     return summarize(scores)
 
@@ -83,15 +83,15 @@ def evaluate_all(
         ),
         # The meter's floor: what random pixel noise scores on the same prompts (the worst of 3 spreads).
         "t2i_noise_floor": noise_floor(judge, prompts),
-        "editing": evaluate_edits(model.edit, rows),
-        "impossible_edits": evaluate_impossible_edits(model.edit, rows),
+        "editing": evaluate_edits(lambda im, t: model.edit(im, t, **text), rows),
+        "impossible_edits": evaluate_impossible_edits(lambda im, t: model.edit(im, t, **text), rows),
         "compositional_t2i": evaluate_t2i(
             lambda p: model.imagine(p.description, **draw),
             judge,
             make_prompts(max(1, n // 6), seed=1, width=size, height=size, compositional=True),
             progress=lambda p: bar(p, "comp"),
         ),
-        "few_shot": {f"k={k}": few_shot(model, test, k, max(10, n // 2)) for k in (0, 2, 4)},
+        "few_shot": {f"k={k}": few_shot(model, test, k, max(10, n // 2), **text) for k in (0, 2, 4)},
     }
     return result
 

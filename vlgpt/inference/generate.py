@@ -90,7 +90,8 @@ def contrastive_logits(
     logits, distorted = logits.float(), distorted.float()
     probs = torch.softmax(logits, dim=-1)
     plausible = probs >= beta * probs.max(dim=-1, keepdim=True).values
-    return ((1 + alpha) * logits - alpha * distorted).masked_fill(~plausible, float("-inf"))
+    contrasted = torch.nan_to_num((1 + alpha) * logits - alpha * distorted, nan=float("-inf"))
+    return contrasted.masked_fill(~plausible, float("-inf"))
 
 
 @dataclass
@@ -228,6 +229,8 @@ class InterleavedGenerator:
         masked out; a row ends at [EOS] or, since images are drawn one at a time by `generate`, at
         [IMG]. Stop strings end a row's text where they appear. Greedy answers equal `generate`'s.
         """
+        if config.decoding != "standard":
+            raise GenerationError("contrastive decoding answers one prompt at a time: use generate")
         built = [S.build(p, self.tokenizer, self.dim) for p in prompts]
         B, T = len(built), max(len(b["ids"]) for b in built)
         max_len = self.model.config.lm.max_seq_len

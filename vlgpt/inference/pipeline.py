@@ -17,10 +17,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from PIL import Image
+
 from ..core.devices import resolve
 from ..core.prompts import DESCRIBE, draw_prompt
 from ..data import sequences as S
-from ..data.images import load_image, load_image_from_data_uri
+from ..data.images import load_image, load_image_from_data_uri, to_array
 from ..models.loading import load_vlgpt
 from .generate import GenerationError, InterleavedGenerator, OnPart, Output, SamplingConfig
 from .image_codec import ImageCodec
@@ -65,7 +67,8 @@ class Pipeline:
         ]
         if not refuse:
             return self._image(messages, sampling)
-        config = SamplingConfig(**{"max_new_tokens": REFUSAL_TOKENS, **sampling})
+        budget = min(REFUSAL_TOKENS, sampling.get("max_new_tokens", REFUSAL_TOKENS))
+        config = SamplingConfig(**{**sampling, "max_new_tokens": budget})
         out = self.generator.generate(
             self.segments(messages), config, stop_after_image=True, contrast=self._contrast(messages, config)
         )
@@ -101,7 +104,8 @@ class Pipeline:
         """Text answers to many conversations at once (`InterleavedGenerator.text_batch`: one forward pass
         per position for all of them). Greedy answers equal `chat`'s. An answer that starts an image
         stops there with `wants_image` set: finish it with `chat`, which draws. Contrastive decoding
-        answers one conversation at a time (each has its own distorted context)."""
+        answers one conversation at a time (each has its own distorted context), through `chat`: its
+        answers are whole, drawn images included."""
         if sampling.get("decoding") == "vcd":
             return [self.chat(messages, **sampling) for messages in conversations]
         return self.generator.text_batch(
@@ -118,9 +122,11 @@ class Pipeline:
             content = message.get("content")
             if isinstance(content, list):
                 images += [self._load(part) for part in content if part.get("type") in ("image", "image_url")]
-        if distort is not None:
+        if distort is not None:  # noised at the codec's own size, so its resize cannot average it away
+            size = self.codec.image_size
             images = [
-                diffusion_noise(im, distort.vcd_noise_step, distort.seed + i) for i, im in enumerate(images)
+                diffusion_noise(Image.fromarray(to_array(im, size)), distort.vcd_noise_step, distort.seed + i)
+                for i, im in enumerate(images)
             ]
         embeddings = list(self.codec.encode(images)) if images else []
         return S.chat_segments(messages, embeddings, train_assistant=False, add_generation_prompt=True)
@@ -137,7 +143,14 @@ class Pipeline:
         return load_image(part["image"])
 
     def _contrast(self, messages: list[dict], config: SamplingConfig) -> list[S.Segment] | None:
-        return self.segments(messages, distort=config) if config.decoding == "vcd" else None
+        """The distorted prompt contrastive decoding compares with; None when it would change nothing
+        (standard decoding, or no image in the prompt)."""
+        has_image = any(
+            isinstance(m.get("content"), list)
+            and any(part.get("type") in ("image", "image_url") for part in m["content"])
+            for m in messages
+        )
+        return self.segments(messages, distort=config) if config.decoding == "vcd" and has_image else None
 
     def _answer(self, content: list[dict], sampling: dict) -> str:
         return self.chat([{"role": "user", "content": content}], **sampling).text
@@ -162,7 +175,6 @@ def diffusion_noise(image, step: int, seed: int):
     distortion visual contrastive decoding contrasts with (at its step 500, about 8% of the signal)."""
     import numpy as np
     import torch
-    from PIL import Image
 
     alpha = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64), 0)[step - 1].item()
     pixels = np.asarray(image.convert("RGB"), dtype=np.float64) / 127.5 - 1
