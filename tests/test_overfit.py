@@ -74,6 +74,24 @@ def codec_run(tmp_path_factory) -> Path:
     return run
 
 
+def small_vlgpt(codec: ImageCodec, draw: str = "next") -> VLGPT:
+    torch.manual_seed(0)
+    lm = LanguageModelConfig(width=96, depth=2, heads=2, mlp_hidden=256, max_seq_len=128, draw=draw)
+    return VLGPT(VLGPTConfig(codec.text_tokenizer.vocab_size, codec.num_tokens, codec.token_dim, lm))
+
+
+def overfit(model: VLGPT, batch: dict, steps: int) -> dict:
+    """Full-batch AdamW on `batch`; the last step's outputs."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
+    model.train()
+    for _ in range(steps):
+        out = model(batch)
+        optimizer.zero_grad()
+        out["loss"].backward()
+        optimizer.step()
+    return out
+
+
 @pytest.fixture(scope="module")
 def scenes():
     world = ShapesWorld("val")
@@ -93,15 +111,7 @@ def test_eight_scenes_reconstruct_exactly(codec_run, scenes):
 def test_vlgpt_learns_to_caption_and_draw_eight_scenes(codec_run, scenes, draw_mode):
     codec = ImageCodec.load(codec_run)
     tokenizer = codec.text_tokenizer
-    torch.manual_seed(0)
-    model = VLGPT(
-        VLGPTConfig(
-            tokenizer.vocab_size,
-            codec.num_tokens,
-            codec.token_dim,
-            LanguageModelConfig(width=96, depth=2, heads=2, mlp_hidden=256, max_seq_len=128, draw=draw_mode),
-        )
-    )
+    model = small_vlgpt(codec, draw_mode)
     images = [render(s) for s in scenes]
     embeddings = codec.encode(images)
     captions = [language.captions(s, np.random.default_rng(i))[0] for i, s in enumerate(scenes)]
@@ -124,14 +134,7 @@ def test_vlgpt_learns_to_caption_and_draw_eight_scenes(codec_run, scenes, draw_m
         sequences.append(
             S.build(S.chat_segments(drawing, [emb]), tokenizer, codec.token_dim, draw_queries=queries)
         )
-    batch = S.collate(sequences, tokenizer.pad_id)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
-    model.train()
-    for _ in range(400):
-        out = model(batch)
-        optimizer.zero_grad()
-        out["loss"].backward()
-        optimizer.step()
+    out = overfit(model, S.collate(sequences, tokenizer.pad_id), steps=400)
     assert out["ce"] < 0.05 and out["mse"] < 0.01, (out["ce"], out["mse"])
 
     pipeline = Pipeline(model, {}, codec, codec_run)
@@ -153,15 +156,7 @@ def test_vlgpt_learns_to_refuse_impossible_edits_and_make_possible_ones(codec_ru
     assert len(rows) == 4
     codec = ImageCodec.load(codec_run)
     tokenizer = codec.text_tokenizer
-    torch.manual_seed(0)
-    model = VLGPT(
-        VLGPTConfig(
-            tokenizer.vocab_size,
-            codec.num_tokens,
-            codec.token_dim,
-            LanguageModelConfig(width=96, depth=2, heads=2, mlp_hidden=256, max_seq_len=128),
-        )
-    )
+    model = small_vlgpt(codec)
     user = lambda *parts: {"role": "user", "content": list(parts)}
     bot = lambda *parts: {"role": "assistant", "content": list(parts)}
     text = lambda t: {"type": "text", "text": t}
@@ -177,14 +172,7 @@ def test_vlgpt_learns_to_refuse_impossible_edits_and_make_possible_ones(codec_ru
         ]
         sequences.append(S.build(S.chat_segments(possible, [source, target]), tokenizer, codec.token_dim))
         sequences.append(S.build(S.chat_segments(impossible, [source]), tokenizer, codec.token_dim))
-    batch = S.collate(sequences, tokenizer.pad_id)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
-    model.train()
-    for _ in range(300):
-        out = model(batch)
-        optimizer.zero_grad()
-        out["loss"].backward()
-        optimizer.step()
+    out = overfit(model, S.collate(sequences, tokenizer.pad_id), steps=300)
     assert out["ce"] < 0.05 and out["mse"] < 0.02, (out["ce"], out["mse"])
 
     pipeline = Pipeline(model, {}, codec, codec_run)

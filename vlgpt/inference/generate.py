@@ -203,8 +203,9 @@ class InterleavedGenerator:
         return cache, self._step(cache, token=self.tokenizer.img_id)
 
     def _contrast(self, contrast: list[S.Segment] | None, prompt: dict, config: SamplingConfig):
-        """VCD's second context: [cache, hidden] of the distorted prompt, or None for standard decoding."""
-        if config.decoding != "vcd":
+        """VCD's second context: [cache, hidden] of the distorted prompt, or None for standard decoding
+        and for a prompt with no image (nothing to distort: the contrast would change nothing)."""
+        if config.decoding != "vcd" or not prompt["is_image"].any():
             return None
         if contrast is None:
             raise GenerationError(
@@ -307,7 +308,7 @@ class InterleavedGenerator:
         """Decode text and images until [EOS], `max_new_tokens` steps or the context's end.
 
         contrast: with `config.decoding == "vcd"`, the same prompt with its images distorted
-        (`Pipeline.segments(..., distort=...)`); it is fed every position the answer feeds, so each
+        (`Pipeline._prompt`); it is fed every position the answer feeds, so each
         token's logits are contrasted with what the model would say without seeing the image.
 
         force_image: the answer starts with [IMG] (editing). require_image: the model may write

@@ -69,9 +69,8 @@ class Pipeline:
             return self._image(messages, sampling)
         budget = min(REFUSAL_TOKENS, sampling.get("max_new_tokens", REFUSAL_TOKENS))
         config = SamplingConfig(**{**sampling, "max_new_tokens": budget})
-        out = self.generator.generate(
-            self.segments(messages), config, stop_after_image=True, contrast=self._contrast(messages, config)
-        )
+        prompt, contrast = self._prompt(messages, config)
+        out = self.generator.generate(prompt, config, stop_after_image=True, contrast=contrast)
         if out.images:
             return out.images[0]
         if out.finish_reason == "stop" and out.text:
@@ -92,12 +91,9 @@ class Pipeline:
         streaming; `should_stop` is polled every position and ends the answer early when true.
         """
         config = SamplingConfig(**sampling)
+        prompt, contrast = self._prompt(messages, config)
         return self.generator.generate(
-            self.segments(messages),
-            config,
-            on_part=on_part,
-            should_stop=should_stop,
-            contrast=self._contrast(messages, config),
+            prompt, config, on_part=on_part, should_stop=should_stop, contrast=contrast
         )
 
     def chat_batch(self, conversations: list[list[dict]], **sampling) -> list[Output]:
@@ -113,8 +109,15 @@ class Pipeline:
         )
 
     # --- plumbing ------------------------------------------------------------------------------
-    def segments(self, messages: list[dict], distort: SamplingConfig | None = None) -> list[S.Segment]:
-        """The prompt's segments; with `distort`, its images noised as contrastive decoding wants."""
+    def segments(self, messages: list[dict]) -> list[S.Segment]:
+        return self._prompt(messages, SamplingConfig())[0]
+
+    def _prompt(
+        self, messages: list[dict], config: SamplingConfig
+    ) -> tuple[list[S.Segment], list[S.Segment] | None]:
+        """The prompt's segments, and for contrastive decoding the same prompt with its images under
+        diffusion noise (None for standard decoding, or when the prompt holds no image). Images are
+        read once for both."""
         if not messages:
             raise GenerationError("no messages given")
         images = []
@@ -122,14 +125,19 @@ class Pipeline:
             content = message.get("content")
             if isinstance(content, list):
                 images += [self._load(part) for part in content if part.get("type") in ("image", "image_url")]
-        if distort is not None:  # noised at the codec's own size, so its resize cannot average it away
-            size = self.codec.image_size
-            images = [
-                diffusion_noise(Image.fromarray(to_array(im, size)), distort.vcd_noise_step, distort.seed + i)
-                for i, im in enumerate(images)
-            ]
-        embeddings = list(self.codec.encode(images)) if images else []
-        return S.chat_segments(messages, embeddings, train_assistant=False, add_generation_prompt=True)
+
+        def segments(pictures):
+            embeddings = list(self.codec.encode(pictures)) if pictures else []
+            return S.chat_segments(messages, embeddings, train_assistant=False, add_generation_prompt=True)
+
+        if config.decoding != "vcd" or not images:
+            return segments(images), None
+        size = self.codec.image_size  # noised at the codec's own size, so its resize cannot average it away
+        noised = [
+            diffusion_noise(Image.fromarray(to_array(im, size)), config.vcd_noise_step, config.seed + i)
+            for i, im in enumerate(images)
+        ]
+        return segments(images), segments(noised)
 
     @staticmethod
     def _load(part: dict):
@@ -142,16 +150,6 @@ class Pipeline:
             raise GenerationError("an image part has no 'image' (path, bytes or PIL image)")
         return load_image(part["image"])
 
-    def _contrast(self, messages: list[dict], config: SamplingConfig) -> list[S.Segment] | None:
-        """The distorted prompt contrastive decoding compares with; None when it would change nothing
-        (standard decoding, or no image in the prompt)."""
-        has_image = any(
-            isinstance(m.get("content"), list)
-            and any(part.get("type") in ("image", "image_url") for part in m["content"])
-            for m in messages
-        )
-        return self.segments(messages, distort=config) if config.decoding == "vcd" and has_image else None
-
     def _answer(self, content: list[dict], sampling: dict) -> str:
         return self.chat([{"role": "user", "content": content}], **sampling).text
 
@@ -159,13 +157,14 @@ class Pipeline:
         """The answer's image. A drawing is planned first (the model writes its layout, then draws);
         an edit starts drawing at once."""
         config = SamplingConfig(**sampling)
+        prompt, contrast = self._prompt(messages, config)
         out = self.generator.generate(
-            self.segments(messages),
+            prompt,
             config,
             force_image=not plan_first,
             require_image=plan_first,
             stop_after_image=True,
-            contrast=self._contrast(messages, config),
+            contrast=contrast,
         )
         return out.images[0]
 
